@@ -1,0 +1,5 @@
+import sys
+
+from crisync.cli import main
+
+sys.exit(main())

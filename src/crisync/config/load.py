@@ -1,0 +1,158 @@
+"""Read the configuration: TOML file, environment overrides, secrets; every problem at once."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from crisync.config.model import Config
+
+DEFAULT_PATH = Path("/etc/crisync/crisync.toml")
+ENV_PREFIX = "CRISYNC_"
+EX_CONFIG = 78
+
+# (section, key) → (environment variable, systemd credential name). Secrets come only from here.
+SECRETS: dict[tuple[str, str], tuple[str, str]] = {
+    ("elements", "password"): ("CRISYNC_ELEMENTS_PASSWORD", "elements-password"),
+    ("pure", "api_key"): ("CRISYNC_PURE_API_KEY", "pure-api-key"),
+    ("mqtt", "password"): ("CRISYNC_MQTT_PASSWORD", "mqtt-password"),
+}
+# Required secrets: a section that is on cannot work without them.
+REQUIRED_SECRETS = {("elements", "password"), ("pure", "api_key")}
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `problems` lists every reason, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: Config
+    path: Path
+
+
+def config_path(cli_value: str | None, env: Mapping[str, str]) -> Path:
+    if cli_value:
+        return Path(cli_value)
+    return Path(env.get("CRISYNC_CONFIG") or DEFAULT_PATH)
+
+
+def load_config(cli_path: str | None = None, env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Load and validate; raises ConfigError naming every problem found."""
+    env = os.environ if env is None else env
+    path = config_path(cli_path, env)
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file (use --config or CRISYNC_CONFIG)"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+
+    problems: list[str] = []
+    misplaced = _refuse_secrets_in_file(raw, problems)
+    _apply_env_overrides(raw, env, problems)
+    _add_secrets(raw, env, problems, misplaced)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(
+            _describe(error)
+            for error in exc.errors()
+            # A missing secret was already reported with where to set it.
+            if not (error["type"] == "missing" and tuple(error["loc"]) in SECRETS)
+        )
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return LoadedConfig(config=config, path=path)
+
+
+def _refuse_secrets_in_file(raw: dict[str, Any], problems: list[str]) -> set[tuple[str, str]]:
+    """Secrets written into the file: each is reported (without its value) and dropped."""
+    misplaced = set()
+    for (section, key), (variable, credential) in SECRETS.items():
+        table = raw.get(section)
+        if isinstance(table, dict) and key in table:
+            del table[key]
+            misplaced.add((section, key))
+            problems.append(
+                f"{section}.{key}: secrets are not read from the configuration file; "
+                f"set {variable} or the systemd credential {credential}"
+            )
+    return misplaced
+
+
+def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], problems: list[str]) -> None:
+    """CRISYNC_SECTION__KEY=value overrides [section] key; a value that parses as TOML is TOML."""
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        if (section, key) in SECRETS:
+            variable, credential = SECRETS[(section, key)]
+            problems.append(
+                f"{name}: secrets are set through {variable} or the credential {credential}"
+            )
+            continue
+        table = raw.setdefault(section, {})
+        if not isinstance(table, dict):
+            problems.append(f"{name}: [{section}] is not a table")
+            continue
+        table[key] = _parse_env_value(value)
+
+
+def _parse_env_value(value: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return value
+
+
+def _add_secrets(
+    raw: dict[str, Any],
+    env: Mapping[str, str],
+    problems: list[str],
+    misplaced: set[tuple[str, str]],
+) -> None:
+    credentials_dir = env.get("CREDENTIALS_DIRECTORY")
+    for (section, key), (variable, credential) in SECRETS.items():
+        if not isinstance(raw.get(section), dict):
+            continue  # the section is off, or a problem already reported
+        secret = env.get(variable)
+        if secret is None and credentials_dir:
+            try:
+                secret = (Path(credentials_dir) / credential).read_text(encoding="utf-8").strip()
+            except FileNotFoundError:
+                secret = None
+            except OSError as exc:
+                problems.append(
+                    f"{section}.{key}: cannot read credential {credential}: {exc.strerror}"
+                )
+                continue
+        if secret:
+            raw[section][key] = secret
+        elif (section, key) in REQUIRED_SECRETS and (section, key) not in misplaced:
+            problems.append(
+                f"{section}.{key}: missing; set {variable} or the systemd credential {credential}"
+            )
+
+
+def _describe(error: Any) -> str:
+    location = ".".join(str(part) for part in error["loc"]) or "configuration"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    # Never echo the offending input: it may be a secret.
+    return f"{location}: {message}"

@@ -1,0 +1,119 @@
+"""The configuration's shape and rules: one pydantic model per TOML section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+# The Elements categories the listener reads, by their feed (plural) name.
+ElementsCategory = Literal["users", "publications"]
+ELEMENTS_CATEGORIES: tuple[ElementsCategory, ...] = ("users", "publications")
+
+
+class Section(BaseModel):
+    """Unknown keys are errors: a typo must not silently switch a setting off."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+class StateConfig(Section):
+    path: Path = Path("/var/lib/crisync/state.db")
+
+
+class ElementsConfig(Section):
+    url: str
+    username: str
+    password: SecretStr = Field(exclude=True)
+    categories: list[ElementsCategory] = Field(default=list(ELEMENTS_CATEGORIES), min_length=1)
+    poll_interval: float = Field(60.0, gt=0)
+    lookback: float = Field(
+        300.0, ge=0, le=21600, description="seconds re-read before the high-water mark"
+    )
+    per_page: int = Field(25, ge=1, le=25, description="the API's limit with detail=full")
+    request_gap: float = Field(0.25, ge=0, description="minimum seconds between two requests")
+    timeout: float = Field(60.0, gt=0)
+
+    _check_url = field_validator("url")(_http_url)
+
+
+class PureConfig(Section):
+    url: str
+    api_key: SecretStr = Field(exclude=True)
+    managing_organization: str = Field(
+        description="uuid of the Pure organisation that manages replicated content"
+    )
+    concurrency: int = Field(4, ge=1, le=64)
+    timeout: float = Field(60.0, gt=0)
+    max_attempts: int = Field(10, ge=1, description="retriable failures before a dead letter")
+
+    _check_url = field_validator("url")(_http_url)
+
+
+class MqttConfig(Section):
+    url: str = "mqtt://localhost:1883"
+    topic_prefix: str = "crisync"
+    client_id: str = "crisync"
+    username: str | None = None
+    password: SecretStr | None = Field(None, exclude=True)
+
+    @field_validator("url")
+    @classmethod
+    def _mqtt_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "mqtt" or not parts.hostname:
+            raise ValueError("must be an mqtt://host[:port] URL")
+        return value
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic_prefix(cls, value: str) -> str:
+        if (
+            not value
+            or any(c in value for c in "#+")
+            or value.startswith("/")
+            or value.endswith("/")
+        ):
+            raise ValueError("must be a non-empty topic level without '#', '+' or edge slashes")
+        return value
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "localhost"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 1883
+
+
+class DaemonConfig(Section):
+    shutdown_timeout: float = Field(
+        20.0, gt=0, description="seconds SIGTERM waits for in-flight work and the outbox"
+    )
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(Section):
+    state: StateConfig = StateConfig()
+    daemon: DaemonConfig = DaemonConfig()
+    elements: ElementsConfig | None = None
+    pure: PureConfig | None = None
+    mqtt: MqttConfig | None = None
+
+    @model_validator(mode="after")
+    def _feeds_need_pure(self) -> Config:
+        if self.elements is not None and self.pure is None:
+            raise ValueError(
+                "[elements] is configured but [pure] is not: changes would have nowhere to go"
+            )
+        return self

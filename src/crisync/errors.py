@@ -1,0 +1,88 @@
+"""The one place where failures are classified as retriable or permanent.
+
+Every client turns what went wrong into one of these exceptions, so the
+dispatcher and the listeners decide what to do from the class alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import aiohttp
+
+# Statuses worth asking again: conflicts and throttling pass, servers recover.
+RETRIABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """What an outcome or a dead letter says about a failure."""
+
+    error_class: str
+    status: int | None
+    message: str
+
+
+class CrisyncError(Exception):
+    """Base of every classified failure."""
+
+    retriable = False
+
+    def __init__(
+        self, message: str, *, api: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.api = api
+        self.status = status
+        self.retry_after = retry_after
+
+    def info(self) -> ErrorInfo:
+        return ErrorInfo(type(self).__name__, self.status, f"{self.api}: {self.message}")
+
+
+class RetriableError(CrisyncError):
+    """Worth trying again: conflicts, throttling, server faults, timeouts, lost connections."""
+
+    retriable = True
+
+
+class PermanentError(CrisyncError):
+    """Trying again gives the same answer: bad request, not found, gone, invalid data."""
+
+
+class CredentialError(PermanentError):
+    """The API refused our credentials or rights (401/403): stop talking to it, say why."""
+
+
+def classify_status(
+    api: str, status: int, message: str, retry_after: float | None = None
+) -> CrisyncError:
+    """Map an HTTP error status from any API to its class."""
+    if status in (401, 403):
+        return CredentialError(message, api=api, status=status)
+    if status in RETRIABLE_STATUSES:
+        return RetriableError(message, api=api, status=status, retry_after=retry_after)
+    return PermanentError(message, api=api, status=status)
+
+
+def classify_exception(api: str, exc: BaseException) -> CrisyncError:
+    """Map a transport failure (timeout, refused connection, broken response) to its class."""
+    if isinstance(exc, CrisyncError):
+        return exc
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return RetriableError("request timed out", api=api)
+    if isinstance(exc, aiohttp.ClientError | ConnectionError):
+        return RetriableError(f"connection failed: {type(exc).__name__}: {exc}", api=api)
+    raise exc
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header given in seconds; dates are rare and ignored."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

@@ -1,0 +1,59 @@
+"""Dead letters: events that failed for good, kept with their error until retried."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiosqlite
+
+from crisync.errors import ErrorInfo
+from crisync.state.inbox import InboxEvent
+from crisync.state.store import utc_now
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    inbox_id: int
+    source: str
+    kind: str
+    key: str
+    error_class: str
+    status: int | None
+    message: str
+    attempts: int
+    failed_at: str
+
+
+async def add(
+    conn: aiosqlite.Connection, event: InboxEvent, error: ErrorInfo, attempts: int
+) -> None:
+    await conn.execute(
+        """INSERT OR REPLACE INTO dead_letters
+           (inbox_id, source, kind, key, error_class, status, message, attempts, failed_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        (
+            event.id,
+            event.source,
+            event.kind,
+            event.key,
+            error.error_class,
+            error.status,
+            error.message,
+            attempts,
+            utc_now(),
+        ),
+    )
+
+
+async def all_dead_letters(conn: aiosqlite.Connection) -> list[DeadLetter]:
+    async with conn.execute(
+        """SELECT inbox_id, source, kind, key, error_class, status, message, attempts, failed_at
+           FROM dead_letters ORDER BY inbox_id"""
+    ) as rows:
+        return [DeadLetter(*r) async for r in rows]
+
+
+async def count(conn: aiosqlite.Connection) -> int:
+    async with conn.execute("SELECT COUNT(*) FROM dead_letters") as rows:
+        row = await rows.fetchone()
+    return int(row[0]) if row else 0

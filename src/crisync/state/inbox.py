@@ -1,0 +1,144 @@
+"""The inbox: change events waiting for a handler, deduplicated on (feed, key, changed_at)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import aiosqlite
+
+from crisync.state.store import iso_utc
+
+Action = Literal["upsert", "delete"]
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """What a listener read from a feed."""
+
+    feed: str
+    source: str
+    kind: str
+    key: str
+    action: Action
+    changed_at: datetime
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class InboxEvent:
+    """A pending inbox row: the newest event of its key."""
+
+    id: int
+    feed: str
+    source: str
+    kind: str
+    key: str
+    action: Action
+    changed_at: str
+    observed_at: str
+    payload: dict[str, Any]
+    attempts: int
+
+    @property
+    def object_key(self) -> str:
+        return object_key(self.source, self.kind, self.key)
+
+
+def object_key(source: str, kind: str, key: str) -> str:
+    return f"{source}/{kind}/{key}"
+
+
+async def add_events(
+    conn: aiosqlite.Connection, events: Iterable[ChangeEvent], observed_at: str
+) -> int:
+    """Insert what is new; returns how many rows were added (repeats are dropped)."""
+    before = conn.total_changes
+    await conn.executemany(
+        """INSERT OR IGNORE INTO inbox
+               (feed, source, kind, key, action, changed_at, observed_at, payload)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+        [
+            (
+                e.feed,
+                e.source,
+                e.kind,
+                e.key,
+                e.action,
+                iso_utc(e.changed_at),
+                observed_at,
+                json.dumps(e.payload, separators=(",", ":"), sort_keys=True),
+            )
+            for e in events
+        ],
+    )
+    return conn.total_changes - before
+
+
+async def claim_ready(
+    conn: aiosqlite.Connection, *, busy_keys: Iterable[str], now: str, limit: int
+) -> list[InboxEvent]:
+    """The newest pending event of each key not in `busy_keys`, oldest keys first.
+
+    Older pending events of a key are superseded by its newest: they are completed with it.
+    """
+    async with conn.execute(
+        """SELECT i.id, i.feed, i.source, i.kind, i.key, i.action, i.changed_at, i.observed_at,
+                  i.payload, i.attempts
+           FROM inbox AS i
+           JOIN (SELECT MAX(id) AS newest, MIN(id) AS oldest FROM inbox WHERE state = 'pending'
+                 GROUP BY source, kind, key) AS g ON i.id = g.newest
+           WHERE (i.not_before IS NULL OR i.not_before <= ?)
+             AND i.source || '/' || i.kind || '/' || i.key NOT IN (SELECT value FROM json_each(?))
+           ORDER BY g.oldest
+           LIMIT ?""",
+        (now, json.dumps(list(busy_keys)), limit),
+    ) as rows:
+        return [
+            InboxEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), r[9])
+            async for r in rows
+        ]
+
+
+async def complete(conn: aiosqlite.Connection, event: InboxEvent, state: str = "done") -> None:
+    """Close the event and every older pending event of its key."""
+    await conn.execute(
+        """UPDATE inbox SET state = CASE WHEN id = ? THEN ? ELSE 'done' END, not_before = NULL
+           WHERE source = ? AND kind = ? AND key = ? AND state = 'pending' AND id <= ?""",
+        (event.id, state, event.source, event.kind, event.key, event.id),
+    )
+
+
+async def postpone(
+    conn: aiosqlite.Connection, event: InboxEvent, *, attempts: int, not_before: str
+) -> None:
+    await conn.execute(
+        "UPDATE inbox SET attempts = ?, not_before = ? WHERE id = ?",
+        (attempts, not_before, event.id),
+    )
+
+
+async def pending_count(conn: aiosqlite.Connection) -> int:
+    async with conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'pending'") as rows:
+        row = await rows.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def next_retry_at(conn: aiosqlite.Connection) -> str | None:
+    """When the earliest postponed event becomes ready again."""
+    async with conn.execute(
+        "SELECT MIN(not_before) FROM inbox WHERE state = 'pending' AND not_before IS NOT NULL"
+    ) as rows:
+        row = await rows.fetchone()
+    return row[0] if row else None
+
+
+async def prune(conn: aiosqlite.Connection, observed_before: str) -> int:
+    """Forget processed events once no lookback can bring them back."""
+    cursor = await conn.execute(
+        """DELETE FROM inbox WHERE state = 'done' AND observed_at < ?""", (observed_before,)
+    )
+    return cursor.rowcount

@@ -1,0 +1,71 @@
+"""The mapping: source object ↔ Pure content, with what was last written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiosqlite
+
+from crisync.state.store import utc_now
+
+
+@dataclass(frozen=True)
+class MappingRow:
+    source: str
+    kind: str
+    key: str
+    pure_type: str
+    pure_uuid: str
+    pure_version: str | None
+    payload_hash: str
+    locked: bool
+    changed_at: str
+
+
+async def get(conn: aiosqlite.Connection, source: str, kind: str, key: str) -> MappingRow | None:
+    async with conn.execute(
+        """SELECT source, kind, key, pure_type, pure_uuid, pure_version, payload_hash, locked,
+                  changed_at
+           FROM mapping WHERE source = ? AND kind = ? AND key = ?""",
+        (source, kind, key),
+    ) as rows:
+        row = await rows.fetchone()
+    if row is None:
+        return None
+    return MappingRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], bool(row[7]), row[8])
+
+
+async def put(conn: aiosqlite.Connection, row: MappingRow) -> None:
+    await conn.execute(
+        """INSERT INTO mapping (source, kind, key, pure_type, pure_uuid, pure_version, payload_hash,
+                                locked, changed_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (source, kind, key) DO UPDATE SET pure_type = excluded.pure_type,
+               pure_uuid = excluded.pure_uuid, pure_version = excluded.pure_version,
+               payload_hash = excluded.payload_hash, locked = excluded.locked,
+               changed_at = excluded.changed_at, updated_at = excluded.updated_at""",
+        (
+            row.source,
+            row.kind,
+            row.key,
+            row.pure_type,
+            row.pure_uuid,
+            row.pure_version,
+            row.payload_hash,
+            int(row.locked),
+            row.changed_at,
+            utc_now(),
+        ),
+    )
+
+
+async def delete(conn: aiosqlite.Connection, source: str, kind: str, key: str) -> None:
+    await conn.execute(
+        "DELETE FROM mapping WHERE source = ? AND kind = ? AND key = ?", (source, kind, key)
+    )
+
+
+async def count(conn: aiosqlite.Connection) -> int:
+    async with conn.execute("SELECT COUNT(*) FROM mapping") as rows:
+        row = await rows.fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,20 @@
+"""Versioned schema migrations: one module per step, applied in order.
+
+Step N lives in `vNNN_<name>.py` and brings the schema from version N-1 to N.
+Each step runs in one transaction together with the write of its version number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import aiosqlite
+
+from crisync.state.migrations import v001_initial
+
+Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
+
+# The schema version is the length of this list: append, never reorder or edit a shipped step.
+MIGRATIONS: list[Migration] = [
+    v001_initial.upgrade,
+]

@@ -1,0 +1,44 @@
+"""The outbox: outcomes waiting for the MQTT broker's acknowledgement."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiosqlite
+
+from crisync.state.store import utc_now
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    id: int
+    topic: str
+    payload: str
+    retain: bool
+
+
+async def add(
+    conn: aiosqlite.Connection, topic: str, payload: str, *, retain: bool = False
+) -> None:
+    await conn.execute(
+        "INSERT INTO outbox (topic, payload, retain, created_at) VALUES (?, ?, ?, ?)",
+        (topic, payload, int(retain), utc_now()),
+    )
+
+
+async def oldest(conn: aiosqlite.Connection, limit: int) -> list[OutboxMessage]:
+    async with conn.execute(
+        "SELECT id, topic, payload, retain FROM outbox ORDER BY id LIMIT ?", (limit,)
+    ) as rows:
+        return [OutboxMessage(r[0], r[1], r[2], bool(r[3])) async for r in rows]
+
+
+async def remove(conn: aiosqlite.Connection, ids: Sequence[int]) -> None:
+    await conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+
+async def depth(conn: aiosqlite.Connection) -> int:
+    async with conn.execute("SELECT COUNT(*) FROM outbox") as rows:
+        row = await rows.fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,102 @@
+"""The SQLite store: one connection, one writer, migrations at open."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiosqlite
+
+from crisync.state.migrations import MIGRATIONS
+
+BUSY_TIMEOUT_MS = 5000
+
+
+class SchemaTooNewError(Exception):
+    """The database was written by a newer crisync; refusing beats corrupting it."""
+
+
+def utc_now() -> str:
+    return iso_utc(datetime.now(UTC))
+
+
+def iso_utc(moment: datetime) -> str:
+    """One text form for every stored instant, so that text order is time order."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+class Store:
+    """All access goes through one connection guarded by a lock.
+
+    aiosqlite runs the connection in one thread; the lock keeps one task's
+    transaction from interleaving with another task's statements.
+    """
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, path: Path) -> AsyncIterator[Store]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: transactions are explicit BEGIN IMMEDIATE ... COMMIT.
+        async with aiosqlite.connect(path, isolation_level=None) as conn:
+            conn.row_factory = aiosqlite.Row
+            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute("PRAGMA synchronous = FULL")
+            await conn.execute("PRAGMA foreign_keys = ON")
+            store = cls(conn)
+            await store._migrate()
+            yield store
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """BEGIN IMMEDIATE … COMMIT; any exception (cancellation too) rolls back."""
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                await asyncio.shield(self._conn.rollback())
+                raise
+            await asyncio.shield(self._conn.commit())
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection for reads, outside anyone's transaction."""
+        async with self._lock:
+            yield self._conn
+
+    async def schema_version(self) -> int:
+        async with self.reading() as conn:
+            return await _read_version(conn)
+
+    async def _migrate(self) -> None:
+        async with self.transaction() as conn:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+            )
+        current = await self.schema_version()
+        if current > len(MIGRATIONS):
+            raise SchemaTooNewError(
+                f"the state database has schema version {current}, newer than this crisync "
+                f"knows ({len(MIGRATIONS)}); run the crisync release that wrote it, or a later one"
+            )
+        for version in range(current + 1, len(MIGRATIONS) + 1):
+            async with self.transaction() as conn:
+                await MIGRATIONS[version - 1](conn)
+                await conn.execute("DELETE FROM schema_version")
+                await conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+
+async def _read_version(conn: aiosqlite.Connection) -> int:
+    async with conn.execute("SELECT version FROM schema_version") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0

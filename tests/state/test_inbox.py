@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from crisync.state import inbox
+from crisync.state.inbox import ChangeEvent
+from crisync.state.store import Store, iso_utc, utc_now
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def change(key: str, minutes: int, title: str = "t") -> ChangeEvent:
+    return ChangeEvent(
+        "elements:publications",
+        "elements",
+        "publication",
+        key,
+        "upsert",
+        T0 + timedelta(minutes=minutes),
+        {"title": title},
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with Store.open(tmp_path / "state.db") as opened:
+        yield opened
+
+
+async def test_repeats_on_feed_key_and_timestamp_are_dropped(store: Store) -> None:
+    async with store.transaction() as conn:
+        assert await inbox.add_events(conn, [change("1", 0), change("2", 0)], utc_now()) == 2
+        # The lookback re-reads the same change, in another offset: the same instant.
+        same_instant = ChangeEvent(
+            "elements:publications",
+            "elements",
+            "publication",
+            "1",
+            "upsert",
+            T0.astimezone(ZoneInfo("Europe/Paris")),
+            {"title": "t"},
+        )
+        assert await inbox.add_events(conn, [same_instant, change("2", 1)], utc_now()) == 1
+        assert await inbox.pending_count(conn) == 3
+
+
+async def test_claim_takes_the_newest_event_of_each_idle_key(store: Store) -> None:
+    async with store.transaction() as conn:
+        await inbox.add_events(
+            conn, [change("1", 0, "old"), change("2", 0), change("1", 5, "new")], utc_now()
+        )
+    async with store.reading() as conn:
+        claimed = await inbox.claim_ready(conn, busy_keys=[], now=utc_now(), limit=10)
+        assert [(e.key, e.payload["title"]) for e in claimed] == [("1", "new"), ("2", "t")]
+        busy = await inbox.claim_ready(
+            conn, busy_keys=["elements/publication/1"], now=utc_now(), limit=10
+        )
+        assert [e.key for e in busy] == ["2"]
+
+
+async def test_completing_the_newest_supersedes_older_events_only(store: Store) -> None:
+    async with store.transaction() as conn:
+        await inbox.add_events(conn, [change("1", 0), change("1", 5)], utc_now())
+    async with store.reading() as conn:
+        (newest,) = await inbox.claim_ready(conn, busy_keys=[], now=utc_now(), limit=10)
+    async with store.transaction() as conn:
+        # A change that arrives while the newest is being handled stays pending.
+        await inbox.add_events(conn, [change("1", 9)], utc_now())
+        await inbox.complete(conn, newest)
+        assert await inbox.pending_count(conn) == 1
+
+
+async def test_a_postponed_event_waits_for_its_time(store: Store) -> None:
+    async with store.transaction() as conn:
+        await inbox.add_events(conn, [change("1", 0)], utc_now())
+    async with store.reading() as conn:
+        (event,) = await inbox.claim_ready(conn, busy_keys=[], now=utc_now(), limit=10)
+    later = iso_utc(datetime.now(UTC) + timedelta(minutes=1))
+    async with store.transaction() as conn:
+        await inbox.postpone(conn, event, attempts=1, not_before=later)
+        assert await inbox.claim_ready(conn, busy_keys=[], now=utc_now(), limit=10) == []
+        assert await inbox.next_retry_at(conn) == later
+        (again,) = await inbox.claim_ready(conn, busy_keys=[], now=later, limit=10)
+    assert again.attempts == 1

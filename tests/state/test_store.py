@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from crisync.state.migrations import MIGRATIONS
+from crisync.state.store import SchemaTooNewError, Store
+
+
+async def test_open_migrates_a_new_database_to_the_latest_version(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with Store.open(path) as store:
+        assert await store.schema_version() == len(MIGRATIONS)
+        async with store.reading() as conn:
+            async with conn.execute("PRAGMA journal_mode") as rows:
+                assert (await rows.fetchone())[0] == "wal"
+            async with conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as rows:
+                tables = {row[0] async for row in rows}
+    assert {"cursors", "inbox", "mapping", "outbox", "dead_letters"} <= tables
+
+
+async def test_reopening_keeps_data_and_version(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with Store.open(path) as store, store.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO outbox (topic, payload, created_at) VALUES ('t', 'p', 'now')"
+        )
+    async with (
+        Store.open(path) as store,
+        store.reading() as conn,
+        conn.execute("SELECT COUNT(*) FROM outbox") as rows,
+    ):
+        assert (await rows.fetchone())[0] == 1
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with Store.open(path):
+        pass
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE schema_version SET version = ?", (len(MIGRATIONS) + 1,))
+    with pytest.raises(SchemaTooNewError, match="newer than this crisync"):
+        async with Store.open(path):
+            pass
+
+
+async def write_then_crash(store: Store) -> None:
+    async with store.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO outbox (topic, payload, created_at) VALUES ('t', 'p', 'now')"
+        )
+        raise RuntimeError("crash between two writes")
+
+
+async def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "state.db") as store:
+        with pytest.raises(RuntimeError):
+            await write_then_crash(store)
+        async with store.reading() as conn, conn.execute("SELECT COUNT(*) FROM outbox") as rows:
+            assert (await rows.fetchone())[0] == 0

@@ -1,0 +1,31 @@
+"""What every handler receives and returns."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from crisync.config.model import PureConfig
+from crisync.handlers.pure_client import PureClient
+from crisync.outcome import OutcomeAction
+from crisync.state.inbox import InboxEvent
+from crisync.state.mapping import MappingRow
+from crisync.state.store import Store
+
+
+@dataclass(frozen=True)
+class HandlerContext:
+    store: Store
+    pure: PureClient
+    pure_config: PureConfig
+
+
+@dataclass(frozen=True)
+class HandlerResult:
+    action: OutcomeAction
+    pure_type: str | None
+    pure_uuid: str | None
+    mapping: MappingRow | None  # the mapping to store with the outcome; None leaves it as it is
+
+
+Handler = Callable[[InboxEvent, HandlerContext], Awaitable[HandlerResult]]

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from crisync.config.model import Config
+from crisync.handlers.base import HandlerContext
+from crisync.handlers.dispatcher import Dispatcher, DispatchSettings
+from crisync.handlers.pure_client import PureClient
+from crisync.handlers.registry import HANDLERS
+from crisync.sim.pure import PureSimulator
+from crisync.state import dead_letters, inbox, mapping, outbox
+from crisync.state.store import Store
+from tests.handlers.helpers import enqueue, publication, user
+
+
+@pytest.fixture
+async def context(config: Config) -> AsyncIterator[HandlerContext]:
+    assert config.pure is not None
+    async with Store.open(config.state.path) as store, aiohttp.ClientSession() as session:
+        yield HandlerContext(store, PureClient(session, config.pure), config.pure)
+
+
+async def drain(context: HandlerContext, *, max_attempts: int = 5) -> None:
+    """Run the dispatcher as `crisync once` does: until nothing is pending."""
+    feeds_done = asyncio.Event()
+    feeds_done.set()
+    dispatcher = Dispatcher(
+        context.store,
+        HANDLERS,
+        context,
+        DispatchSettings(concurrency=3, max_attempts=max_attempts, topic_prefix="t"),
+        work_ready=asyncio.Event(),
+        outbox_ready=asyncio.Event(),
+        stopping=asyncio.Event(),
+        feeds_done=feeds_done,
+    )
+    async with asyncio.timeout(30):
+        await dispatcher.run()
+
+
+async def outcomes(store: Store) -> list[dict[str, object]]:
+    async with store.reading() as conn:
+        return [json.loads(m.payload) for m in await outbox.oldest(conn, 1000)]
+
+
+async def test_every_event_is_replicated_once_with_one_outcome_each(
+    context: HandlerContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(
+        context.store, *(publication(str(n), f"Title {n}") for n in range(10)), user("u1", "Hopper")
+    )
+    await drain(context)
+    assert len(pure_sim.objects("research-outputs")) == 10
+    assert len(pure_sim.objects("persons")) == 1
+    published = await outcomes(context.store)
+    assert sorted(o["key"] for o in published) == sorted([str(n) for n in range(10)] + ["u1"])
+    assert {o["action"] for o in published} == {"created"}
+    assert len({o["id"] for o in published}) == 11
+    async with context.store.reading() as conn:
+        assert await inbox.pending_count(conn) == 0
+        assert await mapping.count(conn) == 11
+
+
+async def test_events_of_one_key_coalesce_into_the_newest(
+    context: HandlerContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(
+        context.store,
+        publication("1", "First"),
+        publication("1", "Second", minute=1),
+        publication("1", "Third", minute=2),
+    )
+    await drain(context)
+    (stored,) = pure_sim.objects("research-outputs").values()
+    assert stored["title"] == {"value": "Third"}
+    assert pure_sim.request_counts[("research-outputs", "create")] == 1
+    assert len(await outcomes(context.store)) == 1
+
+
+async def test_a_retriable_failure_is_retried_and_succeeds(
+    context: HandlerContext, pure_sim: PureSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("crisync.handlers.dispatcher.full_jitter", lambda *a, **k: 0.05)
+    pure_sim.fail_next(503, count=2)
+    await enqueue(context.store, publication("1", "Title"))
+    await drain(context)
+    (outcome,) = await outcomes(context.store)
+    assert outcome["action"] == "created"
+    assert outcome["attempts"] == 3
+    assert len(pure_sim.objects("research-outputs")) == 1
+
+
+async def test_a_permanent_failure_is_a_dead_letter_and_does_not_block_others(
+    context: HandlerContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(context.store, publication("bad", ""), publication("good", "Fine"))
+    await drain(context)
+    by_key = {o["key"]: o for o in await outcomes(context.store)}
+    assert by_key["good"]["action"] == "created"
+    assert by_key["bad"]["action"] == "failed"
+    error = by_key["bad"]["error"]
+    assert isinstance(error, dict)
+    assert error["class"] == "PermanentError"
+    assert "no title" in error["message"]
+    async with context.store.reading() as conn:
+        (letter,) = await dead_letters.all_dead_letters(conn)
+        assert await inbox.pending_count(conn) == 0
+    assert letter.key == "bad"
+    assert len(pure_sim.objects("research-outputs")) == 1
+
+
+async def test_retriable_failures_that_never_end_become_dead_letters(
+    context: HandlerContext, pure_sim: PureSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("crisync.handlers.dispatcher.full_jitter", lambda *a, **k: 0.01)
+    pure_sim.fail_next(500, count=10)
+    await enqueue(context.store, publication("1", "Title"))
+    await drain(context, max_attempts=3)
+    (outcome,) = await outcomes(context.store)
+    assert outcome["action"] == "failed"
+    assert outcome["attempts"] == 3

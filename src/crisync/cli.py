@@ -1,0 +1,141 @@
+"""The `crisync` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import sys
+from dataclasses import asdict
+from typing import Any
+
+import structlog
+
+from crisync.config import EX_CONFIG, ConfigError, LoadedConfig, load_config
+from crisync.logs import configure_logging
+from crisync.state.store import SchemaTooNewError
+
+EX_OK = 0
+EX_SOFTWARE = 1
+EX_TEMPFAIL = 75
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crisync", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help_text, description=help_text)
+        command.add_argument(
+            "--config",
+            metavar="FILE",
+            help="configuration file (default: $CRISYNC_CONFIG or /etc/crisync/crisync.toml)",
+        )
+        return command
+
+    with_config("run", "run the daemon until SIGTERM")
+    with_config("once", "poll every feed once, replicate what was found, publish, exit")
+    with_config(
+        "check-config", "validate the configuration, report every problem, exit 78 on error"
+    )
+    status = with_config("status", "print cursors, backlog, outbox depth and dead letters")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    demo = commands.add_parser(
+        "demo", help="replicate simulated Elements data into a simulated Pure"
+    )
+    demo.add_argument("--objects", type=int, default=40, help="objects in the simulated Elements")
+    demo.add_argument(
+        "--follow", action="store_true", help="keep running with simulated changes until Ctrl-C"
+    )
+
+    sim = commands.add_parser("sim", help="run an API simulator on 127.0.0.1")
+    simulators = sim.add_subparsers(dest="simulator", required=True, metavar="API")
+    for name in ("elements", "pure"):
+        one = simulators.add_parser(name, help=f"the {name.capitalize()} API simulator")
+        one.add_argument("--port", type=int, required=True)
+        one.add_argument(
+            "--objects", type=int, default=50, help="seeded objects (organisations for Pure)"
+        )
+        one.add_argument("--seed", type=int, default=1)
+        one.add_argument("--latency-ms", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        return EX_OK
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "sim":
+        from crisync.sim.cli import run_simulator
+
+        configure_logging("console")
+        return run_simulator(
+            args.simulator,
+            port=args.port,
+            objects=args.objects,
+            seed=args.seed,
+            latency_ms=args.latency_ms,
+        )
+    if args.command == "demo":
+        from crisync.demo import run_demo
+
+        configure_logging("console", "warning")
+        return asyncio.run(run_demo(objects=args.objects, follow=args.follow))
+
+    try:
+        loaded = load_config(args.config)
+    except ConfigError as exc:
+        print("crisync: the configuration has problems:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EX_CONFIG
+    if args.command == "check-config":
+        print(f"{loaded.path}: configuration is valid")
+        print(json.dumps(loaded.config.model_dump(mode="json"), indent=2))
+        return EX_OK
+    configure_logging(loaded.config.daemon.log_format, loaded.config.daemon.log_level)
+    return _with_state(args, loaded)
+
+
+def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    log = structlog.get_logger("crisync")
+    try:
+        if args.command == "status":
+            return asyncio.run(_status(loaded, as_json=args.json))
+        from crisync.daemon import run_daemon
+
+        asyncio.run(run_daemon(loaded.config, once=args.command == "once"))
+    except SchemaTooNewError as exc:
+        log.error("state.schema_too_new", error=str(exc))  # noqa: TRY400 - no traceback for a known state
+        return EX_CONFIG
+    except (sqlite3.OperationalError, OSError) as exc:
+        log.error(  # noqa: TRY400 - the message says it all; a traceback would bury it
+            "state.unavailable", error=str(exc), path=str(loaded.config.state.path)
+        )
+        return EX_TEMPFAIL
+    return EX_OK
+
+
+async def _status(loaded: LoadedConfig, *, as_json: bool) -> int:
+    from crisync.state.store import Store
+    from crisync.status import read_status, render_status
+
+    if not loaded.config.state.path.exists():
+        print(f"no state database at {loaded.config.state.path} yet")
+        return EX_OK
+    async with Store.open(loaded.config.state.path) as store:
+        report = await read_status(store)
+    output: Any = json.dumps(asdict(report), indent=2) if as_json else render_status(report)
+    print(output)
+    return EX_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

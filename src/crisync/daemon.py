@@ -1,0 +1,159 @@
+"""The daemon: opens the resources, runs the loops in one TaskGroup, stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import structlog
+
+from crisync.config.model import Config
+from crisync.handlers.base import HandlerContext
+from crisync.handlers.dispatcher import Dispatcher, DispatchSettings
+from crisync.handlers.pure_client import PureClient
+from crisync.handlers.registry import HANDLERS
+from crisync.listener.elements import ElementsClient, ElementsListener
+from crisync.publisher import Publisher
+from crisync.state.store import Store
+
+log = structlog.get_logger("crisync.daemon")
+
+
+class ShutdownDeadlineExceededError(Exception):
+    """In-flight work did not finish within daemon.shutdown_timeout."""
+
+
+@dataclass
+class Lifecycle:
+    """The events by which the loops hand over to each other on the way down."""
+
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)  # stop polling, finish in-flight
+    feeds_done: asyncio.Event = field(default_factory=asyncio.Event)  # no listener will add work
+    handlers_done: asyncio.Event = field(
+        default_factory=asyncio.Event
+    )  # no handler will add outcomes
+    work_ready: asyncio.Event = field(default_factory=asyncio.Event)  # inbox has new events
+    outbox_ready: asyncio.Event = field(default_factory=asyncio.Event)  # outbox has new rows
+
+
+@contextlib.asynccontextmanager
+async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(limit=64, enable_cleanup_closed=True)
+    async with aiohttp.ClientSession(connector=connector, raise_for_status=False) as session:
+        yield session
+
+
+async def run_daemon(
+    config: Config, *, once: bool = False, lifecycle: Lifecycle | None = None
+) -> None:
+    """`crisync run` (until SIGTERM) or `crisync once` (one sweep, drained)."""
+    life = lifecycle or Lifecycle()
+    async with contextlib.AsyncExitStack() as resources:
+        store = await resources.enter_async_context(Store.open(config.state.path))
+        session = await resources.enter_async_context(http_session())
+        _install_signal_handlers(life.stopping)
+        resources.callback(_remove_signal_handlers)
+        log.info("daemon.started", mode="once" if once else "run", state=str(config.state.path))
+        try:
+            await _run_loops(config, store, session, life, once=once)
+        except* ShutdownDeadlineExceededError:
+            log.warning("daemon.shutdown_deadline_exceeded", seconds=config.daemon.shutdown_timeout)
+    log.info("daemon.stopped")
+
+
+async def _run_loops(
+    config: Config, store: Store, session: aiohttp.ClientSession, life: Lifecycle, *, once: bool
+) -> None:
+    async with asyncio.TaskGroup() as group:
+        loops: list[asyncio.Task[None]] = []
+        loops.append(
+            group.create_task(_feeds(config, store, session, life, once=once), name="feeds")
+        )
+        if config.pure is not None:
+            context = HandlerContext(store, PureClient(session, config.pure), config.pure)
+            settings = DispatchSettings(
+                concurrency=config.pure.concurrency,
+                max_attempts=config.pure.max_attempts,
+                topic_prefix=config.mqtt.topic_prefix if config.mqtt else None,
+            )
+            dispatcher = Dispatcher(
+                store,
+                HANDLERS,
+                context,
+                settings,
+                work_ready=life.work_ready,
+                outbox_ready=life.outbox_ready,
+                stopping=life.stopping,
+                feeds_done=life.feeds_done,
+            )
+            loops.append(
+                group.create_task(
+                    _then_set(dispatcher.run(), life.handlers_done), name="dispatcher"
+                )
+            )
+        else:
+            life.handlers_done.set()
+        if config.mqtt is not None:
+            publisher = Publisher(
+                config.mqtt, store, outbox_ready=life.outbox_ready, handlers_done=life.handlers_done
+            )
+            loops.append(group.create_task(publisher.run(), name="publisher"))
+        deadline = group.create_task(
+            _shutdown_deadline(life.stopping, config.daemon.shutdown_timeout),
+            name="shutdown-deadline",
+        )
+        await asyncio.wait(loops)
+        deadline.cancel()
+
+
+async def _feeds(
+    config: Config, store: Store, session: aiohttp.ClientSession, life: Lifecycle, *, once: bool
+) -> None:
+    """Every listener, each in a task of its own; marks the feeds done when all have returned."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            if config.elements is not None:
+                listener = ElementsListener(
+                    config.elements,
+                    ElementsClient(session, config.elements),
+                    store,
+                    life.work_ready,
+                    life.stopping,
+                )
+                group.create_task(
+                    listener.sweep_all() if once else listener.run(), name="listener-elements"
+                )
+    finally:
+        life.feeds_done.set()
+        life.work_ready.set()
+
+
+async def _then_set(work: Coroutine[Any, Any, None], done: asyncio.Event) -> None:
+    try:
+        await work
+    finally:
+        done.set()
+
+
+async def _shutdown_deadline(stopping: asyncio.Event, seconds: float) -> None:
+    await stopping.wait()
+    log.info("daemon.stopping", deadline_seconds=seconds)
+    await asyncio.sleep(seconds)
+    raise ShutdownDeadlineExceededError
+
+
+def _install_signal_handlers(stopping: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+
+
+def _remove_signal_handlers() -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(signum)

@@ -1,0 +1,58 @@
+"""A private mosquitto on a free port, for the demo and the tests (which stop and restart it)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from crisync.sim.server import free_port
+
+
+def mosquitto_binary() -> str | None:
+    """Debian installs mosquitto in /usr/sbin, which is not on every user's PATH."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    return "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+
+
+class MosquittoBroker:
+    def __init__(self, workdir: Path) -> None:
+        binary = mosquitto_binary()
+        if binary is None:
+            raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
+        self._binary = binary
+        self.port = free_port()
+        self._config = workdir / "mosquitto.conf"
+        self._config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        )
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(  # noqa: S603 - a fixed binary and our own config
+            [self._binary, "-c", str(self._config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not listen on {self.port}")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+            self._process = None

@@ -1,0 +1,63 @@
+"""`crisync status`: cursors, backlog, outbox depth and dead letters from the state database."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from crisync.state import cursors, dead_letters, inbox, mapping, outbox
+from crisync.state.store import Store
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    schema_version: int
+    cursors: list[dict[str, Any]]
+    backlog: int
+    outbox_depth: int
+    dead_letters: list[dict[str, Any]]
+    mapped_objects: int
+
+
+async def read_status(store: Store) -> StatusReport:
+    version = await store.schema_version()
+    async with store.reading() as conn:
+        return StatusReport(
+            schema_version=version,
+            cursors=[
+                {
+                    "feed": c.feed,
+                    "high_water": c.high_water.isoformat() if c.high_water else None,
+                    "sweep_in_progress": c.next_url is not None,
+                    "last_error": c.last_error,
+                }
+                for c in await cursors.all_cursors(conn)
+            ],
+            backlog=await inbox.pending_count(conn),
+            outbox_depth=await outbox.depth(conn),
+            dead_letters=[asdict(d) for d in await dead_letters.all_dead_letters(conn)],
+            mapped_objects=await mapping.count(conn),
+        )
+
+
+def render_status(report: StatusReport) -> str:
+    lines = [f"state schema version {report.schema_version}", "", "feeds:"]
+    if not report.cursors:
+        lines.append("  (none polled yet)")
+    for c in report.cursors:
+        sweep = " (sweep in progress)" if c["sweep_in_progress"] else ""
+        error = f"  last error: {c['last_error']}" if c["last_error"] else ""
+        lines.append(f"  {c['feed']:<24} high water {c['high_water'] or '-'}{sweep}{error}")
+    lines += [
+        "",
+        f"backlog (pending events): {report.backlog}",
+        f"outbox (unpublished outcomes): {report.outbox_depth}",
+        f"mapped objects: {report.mapped_objects}",
+        f"dead letters: {len(report.dead_letters)}",
+    ]
+    lines.extend(
+        f"  {d['source']}/{d['kind']}/{d['key']}: {d['error_class']} "
+        f"{d['status'] or ''} {d['message']} (attempts {d['attempts']}, {d['failed_at']})"
+        for d in report.dead_letters
+    )
+    return "\n".join(lines)

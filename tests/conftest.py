@@ -1,0 +1,95 @@
+"""Shared fixtures: a real broker, the simulators over loopback HTTP, a configuration."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from crisync.config.model import Config, DaemonConfig, ElementsConfig, MqttConfig, PureConfig
+from crisync.sim.broker import MosquittoBroker
+from crisync.sim.elements import ElementsSimulator
+from crisync.sim.pure import PureSimulator
+from crisync.sim.server import serve
+
+ELEMENTS_PASSWORD = "elements-canary-3f9a"
+PURE_API_KEY = "pure-canary-71c2"
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    running = MosquittoBroker(tmp_path_factory.mktemp("mosquitto"))
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A broker for this test alone, which it may stop and start."""
+    running = MosquittoBroker(tmp_path)
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def elements_sim() -> ElementsSimulator:
+    return ElementsSimulator(objects=30, seed=7, password=ELEMENTS_PASSWORD)
+
+
+@pytest.fixture
+def pure_sim() -> PureSimulator:
+    return PureSimulator(api_key=PURE_API_KEY, seed=7)
+
+
+@pytest.fixture
+async def elements_url(elements_sim: ElementsSimulator) -> AsyncIterator[str]:
+    async with serve(elements_sim.app()) as origin:
+        yield origin + "/secure-api/v5.5"
+
+
+@pytest.fixture
+async def pure_url(pure_sim: PureSimulator) -> AsyncIterator[str]:
+    async with serve(pure_sim.app()) as origin:
+        yield origin + "/ws/api"
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    return f"crisync-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def config(
+    tmp_path: Path,
+    elements_url: str,
+    pure_url: str,
+    pure_sim: PureSimulator,
+    broker: MosquittoBroker,
+    topic_prefix: str,
+) -> Config:
+    """A whole configuration pointing at the simulators and the session's broker."""
+    return Config(
+        state={"path": tmp_path / "state.db"},
+        daemon=DaemonConfig(shutdown_timeout=10, log_format="console"),
+        elements=ElementsConfig(
+            url=elements_url,
+            username="crisync",
+            password=ELEMENTS_PASSWORD,
+            poll_interval=0.5,
+            request_gap=0,
+            lookback=60,
+        ),
+        pure=PureConfig(
+            url=pure_url,
+            api_key=PURE_API_KEY,
+            managing_organization=pure_sim.organization_uuids[0],
+            concurrency=4,
+        ),
+        mqtt=MqttConfig(
+            url=broker.url, topic_prefix=topic_prefix, client_id=f"crisync-{topic_prefix}"
+        ),
+    )

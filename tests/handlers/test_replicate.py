@@ -6,11 +6,13 @@ import aiohttp
 import pytest
 
 from crisync.config.model import Config
+from crisync.errors import RetriableError
 from crisync.handlers.base import HandlerContext, HandlerResult
+from crisync.handlers.dispatcher import record_result
 from crisync.handlers.pure_client import PureClient
 from crisync.handlers.replicate import replicate_to_pure
 from crisync.sim.pure import PureSimulator
-from crisync.state import inbox, mapping
+from crisync.state import mapping
 from crisync.state.store import Store
 from tests.handlers.helpers import claim_one, enqueue, publication, user
 
@@ -27,9 +29,7 @@ async def replicate_next(context: HandlerContext) -> HandlerResult:
     event = await claim_one(context.store)
     result = await replicate_to_pure(event, context)
     async with context.store.transaction() as conn:
-        await inbox.complete(conn, event)
-        if result.mapping is not None:
-            await mapping.put(conn, result.mapping)
+        await record_result(conn, event, result)
     return result
 
 
@@ -116,3 +116,36 @@ async def test_a_version_conflict_is_read_again_and_retried(
     assert pure_sim.objects("research-outputs")[created.pure_uuid or ""]["title"] == {
         "value": "Changed"
     }
+
+
+async def test_a_create_whose_answer_was_lost_is_found_not_repeated(
+    context: HandlerContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(context.store, publication("7", "On crystals"))
+    # Pure stores the object, then the gateway times out: crisync never sees the uuid.
+    pure_sim.fail_next(504, content_type="research-outputs", after_write=True)
+    with pytest.raises(RetriableError):
+        await replicate_to_pure(await claim_one(context.store), context)
+    assert len(pure_sim.objects("research-outputs")) == 1
+
+    result = await replicate_next(context)
+    assert result.action == "created"
+    (uuid,) = pure_sim.objects("research-outputs")
+    assert result.pure_uuid == uuid
+    assert pure_sim.is_locked("research-outputs", uuid)
+    assert pure_sim.request_counts[("research-outputs", "create")] == 1
+    assert pure_sim.request_counts[("research-outputs", "search")] == 1
+
+
+async def test_a_new_object_costs_no_search(
+    context: HandlerContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(context.store, publication("7", "On crystals"), publication("8", "On salts"))
+    await replicate_next(context)
+    await replicate_next(context)
+    assert pure_sim.request_counts[("research-outputs", "search")] == 0
+    async with (
+        context.store.reading() as conn,
+        conn.execute("SELECT COUNT(*) FROM create_intents") as rows,
+    ):
+        assert (await rows.fetchone())[0] == 0

@@ -15,7 +15,7 @@ from crisync.backoff import full_jitter
 from crisync.errors import CredentialError, CrisyncError, ErrorInfo
 from crisync.handlers.base import Handler, HandlerContext, HandlerResult
 from crisync.outcome import outcome_payload, outcome_topic
-from crisync.state import dead_letters, inbox, mapping, outbox
+from crisync.state import create_intents, dead_letters, inbox, mapping, outbox
 from crisync.state.inbox import InboxEvent
 from crisync.state.store import Store, iso_utc, utc_now
 
@@ -163,9 +163,7 @@ class Dispatcher:
 
     async def _succeed(self, event: InboxEvent, attempt: int, result: HandlerResult) -> None:
         async with self._store.transaction() as conn:
-            await inbox.complete(conn, event)
-            if result.mapping is not None:
-                await mapping.put(conn, result.mapping)
+            await record_result(conn, event, result)
             await self._add_outcome(
                 conn,
                 event,
@@ -237,6 +235,16 @@ class Dispatcher:
             removed = await inbox.prune(conn, cutoff)
         if removed:
             log.info("inbox.pruned", rows=removed)
+
+
+async def record_result(
+    conn: aiosqlite.Connection, event: InboxEvent, result: HandlerResult
+) -> None:
+    """The state a handled event leaves: event closed, mapping and create intent settled."""
+    await inbox.complete(conn, event)
+    if result.mapping is not None:
+        await mapping.put(conn, result.mapping)
+        await create_intents.remove(conn, event.source, event.kind, event.key)
 
 
 async def _no_handler(event: InboxEvent, _context: HandlerContext) -> HandlerResult:

@@ -35,6 +35,14 @@ class PureClient:
     async def create(self, pure_type: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._json("PUT", f"/{pure_type}", body, expect=(201, 200))
 
+    async def search(self, pure_type: str, text: str, size: int = 20) -> list[dict[str, Any]]:
+        """Full-text search; callers check what they need in the items it returns."""
+        found = await self._json(
+            "POST", f"/{pure_type}/search", {"searchString": text, "size": size}, expect=(200,)
+        )
+        items = found.get("items") or []
+        return [item for item in items if isinstance(item, dict)]
+
     async def get(self, pure_type: str, uuid: str) -> dict[str, Any]:
         """The current object; a 301 after a merge in Pure is followed to the new uuid."""
         return await self._json("GET", f"/{pure_type}/{uuid}", None, expect=(200,))

@@ -9,7 +9,7 @@ from crisync.handlers.base import HandlerContext, HandlerResult
 from crisync.handlers.pure_client import PureClient, PureConflictError
 from crisync.handlers.pure_mapping import PureTarget, to_pure
 from crisync.outcome import OutcomeAction
-from crisync.state import mapping
+from crisync.state import create_intents, mapping
 from crisync.state.inbox import InboxEvent
 from crisync.state.mapping import MappingRow
 
@@ -34,8 +34,7 @@ async def replicate_to_pure(event: InboxEvent, ctx: HandlerContext) -> HandlerRe
         )
 
     if known is None:
-        created = await ctx.pure.create(target.pure_type, target.body)
-        uuid, version = str(created["uuid"]), created.get("version")
+        uuid, version = await _create_once(event, ctx, target)
         await ctx.pure.lock(target.pure_type, uuid)
         action: OutcomeAction = "created"
     else:
@@ -55,6 +54,51 @@ async def replicate_to_pure(event: InboxEvent, ctx: HandlerContext) -> HandlerRe
         changed_at=event.changed_at,
     )
     return HandlerResult(action, target.pure_type, uuid, mapping=row)
+
+
+async def _create_once(
+    event: InboxEvent, ctx: HandlerContext, target: PureTarget
+) -> tuple[str, str | None]:
+    """Create, unless an earlier try created it and its answer was lost: then find and update it.
+
+    The intent is committed before the create, so a crash or a timeout after Pure
+    stored the object leaves a trace; only then does a search by PrimaryId cost a request.
+    """
+    async with ctx.store.transaction() as conn:
+        interrupted = await create_intents.exists(conn, event.source, event.kind, event.key)
+        if not interrupted:
+            await create_intents.add(
+                conn,
+                event.source,
+                event.kind,
+                event.key,
+                pure_type=target.pure_type,
+                id_source=target.id_source,
+                primary_id=target.primary_id,
+            )
+    if interrupted:
+        found = await find_by_primary_id(
+            ctx.pure, target.pure_type, target.id_source, target.primary_id
+        )
+        if found is not None:
+            return await _update(ctx.pure, target.pure_type, str(found["uuid"]), target)
+    created = await ctx.pure.create(target.pure_type, target.body)
+    return str(created["uuid"]), created.get("version")
+
+
+async def find_by_primary_id(
+    pure: PureClient, pure_type: str, id_source: str, value: str
+) -> dict[str, Any] | None:
+    """The Pure object carrying exactly this PrimaryId, if there is one."""
+    for item in await pure.search(pure_type, value):
+        for identifier in item.get("identifiers") or []:
+            if (
+                identifier.get("typeDiscriminator") == "PrimaryId"
+                and identifier.get("idSource") == id_source
+                and identifier.get("value") == value
+            ):
+                return item
+    return None
 
 
 async def _update(

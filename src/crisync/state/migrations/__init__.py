@@ -10,11 +10,12 @@ from collections.abc import Awaitable, Callable
 
 import aiosqlite
 
-from crisync.state.migrations import v001_initial
+from crisync.state.migrations import v001_initial, v002_create_intents
 
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
 
 # The schema version is the length of this list: append, never reorder or edit a shipped step.
 MIGRATIONS: list[Migration] = [
     v001_initial.upgrade,
+    v002_create_intents.upgrade,
 ]

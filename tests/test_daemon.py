@@ -13,7 +13,9 @@ from crisync.daemon import run_daemon
 from crisync.sim.broker import MosquittoBroker
 from crisync.sim.elements import ElementsSimulator
 from crisync.sim.pure import PureSimulator
+from crisync.telemetry import Telemetry
 from tests.conftest import ELEMENTS_PASSWORD, PURE_API_KEY
+from tests.support.config_file import write_config
 from tests.support.mqtt import subscribed
 
 
@@ -34,9 +36,13 @@ async def test_every_elements_object_becomes_one_locked_pure_object_and_one_outc
 ) -> None:
     users = elements_sim.object_ids("user")
     publications = elements_sim.object_ids("publication")
+    telemetry = Telemetry()
     async with subscribed(broker.port, f"{topic_prefix}/#") as received:
-        await run_daemon(config, once=True)
+        await run_daemon(config, once=True, telemetry=telemetry)
         await received.wait_for(lambda r: len(r.outcomes()) >= len(users) + len(publications))
+    assert telemetry.outcomes == {"created": len(users) + len(publications)}
+    assert telemetry.requests[("pure", "PUT", "201")] == len(users) + len(publications)
+    assert telemetry.stalled() == []
 
     for pure_type, kind, ids, id_source in (
         ("persons", "user", users, "synchronisedUnifiedPerson"),
@@ -77,33 +83,6 @@ async def test_a_change_in_elements_updates_pure_on_the_next_run(
     titles = [o["title"]["value"] for o in pure_sim.objects("research-outputs").values()]
     assert "A better title" in titles
     assert len(titles) == len(elements_sim.object_ids("publication"))
-
-
-def write_config(path: Path, config: Config, broker: MosquittoBroker, prefix: str) -> None:
-    assert config.elements is not None
-    assert config.pure is not None
-    path.write_text(f"""
-[state]
-path = "{config.state.path}"
-
-[daemon]
-shutdown_timeout = 10
-
-[elements]
-url = "{config.elements.url}"
-username = "crisync"
-poll_interval = 0.5
-request_gap = 0
-
-[pure]
-url = "{config.pure.url}"
-managing_organization = "{config.pure.managing_organization}"
-
-[mqtt]
-url = "{broker.url}"
-topic_prefix = "{prefix}"
-client_id = "daemon-{prefix}"
-""")
 
 
 async def start_daemon(config_path: Path) -> asyncio.subprocess.Process:

@@ -9,6 +9,7 @@ from crisync.publisher import Publisher
 from crisync.sim.broker import MosquittoBroker
 from crisync.state import outbox
 from crisync.state.store import Store
+from crisync.telemetry import Telemetry
 from tests.support.mqtt import subscribed
 
 
@@ -31,7 +32,13 @@ def publisher_for(
     broker: MosquittoBroker, store: Store, prefix: str, handlers_done: asyncio.Event
 ) -> Publisher:
     config = MqttConfig(url=broker.url, topic_prefix=prefix, client_id=f"pub-{prefix}")
-    return Publisher(config, store, outbox_ready=asyncio.Event(), handlers_done=handlers_done)
+    return Publisher(
+        config,
+        store,
+        outbox_ready=asyncio.Event(),
+        handlers_done=handlers_done,
+        telemetry=Telemetry(),
+    )
 
 
 async def test_outbox_drains_to_the_broker_and_status_is_online_then_offline(

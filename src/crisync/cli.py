@@ -18,6 +18,7 @@ from crisync.state.store import SchemaTooNewError
 
 EX_OK = 0
 EX_SOFTWARE = 1
+EX_USAGE = 64
 EX_TEMPFAIL = 75
 
 
@@ -41,6 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     status = with_config("status", "print cursors, backlog, outbox depth and dead letters")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    retry = with_config("retry", "put dead letters back in the inbox (a running daemon takes them)")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every dead letter")
+    which.add_argument(
+        "key",
+        nargs="?",
+        metavar="SOURCE/KIND/KEY",
+        help="one object's dead letter, e.g. elements/publication/1042",
+    )
 
     demo = commands.add_parser(
         "demo", help="replicate simulated Elements data into a simulated Pure"
@@ -109,6 +119,8 @@ def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     try:
         if args.command == "status":
             return asyncio.run(_status(loaded, as_json=args.json))
+        if args.command == "retry":
+            return asyncio.run(_retry(loaded, None if args.all else args.key))
         from crisync.daemon import run_daemon
 
         asyncio.run(run_daemon(loaded.config, once=args.command == "once"))
@@ -120,6 +132,22 @@ def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:
             "state.unavailable", error=str(exc), path=str(loaded.config.state.path)
         )
         return EX_TEMPFAIL
+    return EX_OK
+
+
+async def _retry(loaded: LoadedConfig, object_key: str | None) -> int:
+    from crisync.state import dead_letters
+    from crisync.state.store import Store
+
+    async with Store.open(loaded.config.state.path) as store, store.transaction() as conn:
+        result = await dead_letters.requeue(conn, object_key)
+    print(
+        f"requeued {result.requeued} dead letter(s); "
+        f"{result.superseded} dropped as superseded by a newer change"
+    )
+    if object_key is not None and result.requeued + result.superseded == 0:
+        print(f"no dead letter for {object_key}", file=sys.stderr)
+        return EX_USAGE
     return EX_OK
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from crisync.config.model import Config
+from crisync.config.model import Config, PureConfig
 from crisync.handlers.base import HandlerContext
 from crisync.handlers.dispatcher import Dispatcher, DispatchSettings
 from crisync.handlers.pure_client import PureClient
@@ -20,6 +20,7 @@ from crisync.handlers.registry import HANDLERS
 from crisync.listener.elements import ElementsClient, ElementsListener
 from crisync.publisher import Publisher
 from crisync.state.store import Store
+from crisync.telemetry import Telemetry
 
 log = structlog.get_logger("crisync.daemon")
 
@@ -48,8 +49,23 @@ async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
+@dataclass(frozen=True)
+class Running:
+    """What the loops share: entered once in run_daemon, passed down explicitly."""
+
+    config: Config
+    store: Store
+    session: aiohttp.ClientSession
+    life: Lifecycle
+    telemetry: Telemetry
+
+
 async def run_daemon(
-    config: Config, *, once: bool = False, lifecycle: Lifecycle | None = None
+    config: Config,
+    *,
+    once: bool = False,
+    lifecycle: Lifecycle | None = None,
+    telemetry: Telemetry | None = None,
 ) -> None:
     """`crisync run` (until SIGTERM) or `crisync once` (one sweep, drained)."""
     life = lifecycle or Lifecycle()
@@ -59,38 +75,21 @@ async def run_daemon(
         _install_signal_handlers(life.stopping)
         resources.callback(_remove_signal_handlers)
         log.info("daemon.started", mode="once" if once else "run", state=str(config.state.path))
+        running = Running(config, store, session, life, telemetry or Telemetry())
         try:
-            await _run_loops(config, store, session, life, once=once)
+            await _run_loops(running, once=once)
         except* ShutdownDeadlineExceededError:
             log.warning("daemon.shutdown_deadline_exceeded", seconds=config.daemon.shutdown_timeout)
     log.info("daemon.stopped")
 
 
-async def _run_loops(
-    config: Config, store: Store, session: aiohttp.ClientSession, life: Lifecycle, *, once: bool
-) -> None:
+async def _run_loops(running: Running, *, once: bool) -> None:
+    config, life, telemetry = running.config, running.life, running.telemetry
     async with asyncio.TaskGroup() as group:
-        loops: list[asyncio.Task[None]] = []
-        loops.append(
-            group.create_task(_feeds(config, store, session, life, once=once), name="feeds")
-        )
+        loops = [group.create_task(_feeds(running, once=once), name="feeds")]
         if config.pure is not None:
-            context = HandlerContext(store, PureClient(session, config.pure), config.pure)
-            settings = DispatchSettings(
-                concurrency=config.pure.concurrency,
-                max_attempts=config.pure.max_attempts,
-                topic_prefix=config.mqtt.topic_prefix if config.mqtt else None,
-            )
-            dispatcher = Dispatcher(
-                store,
-                HANDLERS,
-                context,
-                settings,
-                work_ready=life.work_ready,
-                outbox_ready=life.outbox_ready,
-                stopping=life.stopping,
-                feeds_done=life.feeds_done,
-            )
+            dispatcher = _dispatcher(running, config.pure)
+            telemetry.expect(dispatcher.loop_name, dispatcher.beat_deadline)
             loops.append(
                 group.create_task(
                     _then_set(dispatcher.run(), life.handlers_done), name="dispatcher"
@@ -100,8 +99,13 @@ async def _run_loops(
             life.handlers_done.set()
         if config.mqtt is not None:
             publisher = Publisher(
-                config.mqtt, store, outbox_ready=life.outbox_ready, handlers_done=life.handlers_done
+                config.mqtt,
+                running.store,
+                outbox_ready=life.outbox_ready,
+                handlers_done=life.handlers_done,
+                telemetry=telemetry,
             )
+            telemetry.expect(publisher.loop_name, publisher.beat_deadline)
             loops.append(group.create_task(publisher.run(), name="publisher"))
         deadline = group.create_task(
             _shutdown_deadline(life.stopping, config.daemon.shutdown_timeout),
@@ -111,22 +115,44 @@ async def _run_loops(
         deadline.cancel()
 
 
-async def _feeds(
-    config: Config, store: Store, session: aiohttp.ClientSession, life: Lifecycle, *, once: bool
-) -> None:
+def _dispatcher(running: Running, pure: PureConfig) -> Dispatcher:
+    client = PureClient(running.session, pure, telemetry=running.telemetry)
+    settings = DispatchSettings(
+        concurrency=pure.concurrency,
+        max_attempts=pure.max_attempts,
+        topic_prefix=running.config.mqtt.topic_prefix if running.config.mqtt else None,
+    )
+    return Dispatcher(
+        running.store,
+        HANDLERS,
+        HandlerContext(running.store, client, pure),
+        settings,
+        work_ready=running.life.work_ready,
+        outbox_ready=running.life.outbox_ready,
+        stopping=running.life.stopping,
+        feeds_done=running.life.feeds_done,
+        telemetry=running.telemetry,
+    )
+
+
+async def _feeds(running: Running, *, once: bool) -> None:
     """Every listener, each in a task of its own; marks the feeds done when all have returned."""
+    config, life, telemetry = running.config, running.life, running.telemetry
     try:
         async with asyncio.TaskGroup() as group:
             if config.elements is not None:
+                client = ElementsClient(running.session, config.elements, telemetry=telemetry)
                 listener = ElementsListener(
                     config.elements,
-                    ElementsClient(session, config.elements),
-                    store,
+                    client,
+                    running.store,
                     life.work_ready,
                     life.stopping,
+                    telemetry=telemetry,
                 )
+                telemetry.expect(listener.loop_name, listener.beat_deadline)
                 group.create_task(
-                    listener.sweep_all() if once else listener.run(), name="listener-elements"
+                    listener.sweep_all() if once else listener.run(), name=listener.loop_name
                 )
     finally:
         life.feeds_done.set()

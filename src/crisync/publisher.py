@@ -11,6 +11,7 @@ from crisync.backoff import full_jitter
 from crisync.config.model import MqttConfig
 from crisync.state import outbox
 from crisync.state.store import Store
+from crisync.telemetry import Telemetry
 
 log = structlog.get_logger("crisync.publisher")
 
@@ -24,6 +25,10 @@ def status_topic(prefix: str) -> str:
 
 
 class Publisher:
+    loop_name = "publisher"
+    # Beats come at least every reconnect delay (30 s at most) plus a connect timeout.
+    beat_deadline = 120.0
+
     def __init__(
         self,
         config: MqttConfig,
@@ -31,7 +36,9 @@ class Publisher:
         *,
         outbox_ready: asyncio.Event,
         handlers_done: asyncio.Event,
+        telemetry: Telemetry,
     ) -> None:
+        self._telemetry = telemetry
         self._config = config
         self._store = store
         self._outbox_ready = outbox_ready
@@ -78,12 +85,15 @@ class Publisher:
                         left = await outbox.depth(conn)
                     log.warning("mqtt.unreachable_at_shutdown", error=str(exc), outbox_left=left)
                     return
+                # Retrying a broker that is down is this loop's work: it is alive.
+                self._telemetry.beat(self.loop_name)
                 delay = full_jitter(attempt, base=1.0, cap=30.0)
                 log.warning("mqtt.disconnected", error=str(exc), retry_in=round(delay, 2))
                 await self._wait(delay)
 
     async def _drain_until_done(self, client: aiomqtt.Client) -> None:
         while True:
+            self._telemetry.beat(self.loop_name)
             self._outbox_ready.clear()
             sent = await self.publish_batch(client)
             if sent:

@@ -15,6 +15,7 @@ from crisync.handlers.registry import HANDLERS
 from crisync.sim.pure import PureSimulator
 from crisync.state import dead_letters, inbox, mapping, outbox
 from crisync.state.store import Store
+from crisync.telemetry import Telemetry
 from tests.handlers.helpers import enqueue, publication, user
 
 
@@ -22,7 +23,9 @@ from tests.handlers.helpers import enqueue, publication, user
 async def context(config: Config) -> AsyncIterator[HandlerContext]:
     assert config.pure is not None
     async with Store.open(config.state.path) as store, aiohttp.ClientSession() as session:
-        yield HandlerContext(store, PureClient(session, config.pure), config.pure)
+        yield HandlerContext(
+            store, PureClient(session, config.pure, telemetry=Telemetry()), config.pure
+        )
 
 
 async def drain(context: HandlerContext, *, max_attempts: int = 5) -> None:
@@ -38,6 +41,7 @@ async def drain(context: HandlerContext, *, max_attempts: int = 5) -> None:
         outbox_ready=asyncio.Event(),
         stopping=asyncio.Event(),
         feeds_done=feeds_done,
+        telemetry=Telemetry(),
     )
     async with asyncio.timeout(30):
         await dispatcher.run()

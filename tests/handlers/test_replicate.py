@@ -14,6 +14,7 @@ from crisync.handlers.replicate import replicate_to_pure
 from crisync.sim.pure import PureSimulator
 from crisync.state import mapping
 from crisync.state.store import Store
+from crisync.telemetry import Telemetry
 from tests.handlers.helpers import claim_one, enqueue, publication, user
 
 
@@ -21,7 +22,9 @@ from tests.handlers.helpers import claim_one, enqueue, publication, user
 async def context(config: Config) -> AsyncIterator[HandlerContext]:
     assert config.pure is not None
     async with Store.open(config.state.path) as store, aiohttp.ClientSession() as session:
-        yield HandlerContext(store, PureClient(session, config.pure), config.pure)
+        yield HandlerContext(
+            store, PureClient(session, config.pure, telemetry=Telemetry()), config.pure
+        )
 
 
 async def replicate_next(context: HandlerContext) -> HandlerResult:

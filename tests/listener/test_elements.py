@@ -12,6 +12,7 @@ from crisync.listener.elements import PAGE_ATTEMPTS, ElementsClient, ElementsLis
 from crisync.sim.elements import ElementsSimulator
 from crisync.state import cursors, inbox
 from crisync.state.store import Store
+from crisync.telemetry import Telemetry
 
 
 @pytest.fixture
@@ -26,10 +27,11 @@ async def listener(config: Config, store: Store) -> AsyncIterator[ElementsListen
     async with aiohttp.ClientSession() as session:
         yield ElementsListener(
             config.elements,
-            ElementsClient(session, config.elements),
+            ElementsClient(session, config.elements, telemetry=Telemetry()),
             store,
             asyncio.Event(),
             asyncio.Event(),
+            telemetry=Telemetry(),
         )
 
 
@@ -52,7 +54,12 @@ def listener_with(
         }
     )
     return ElementsListener(
-        settings, ElementsClient(session, settings), store, asyncio.Event(), asyncio.Event()
+        settings,
+        ElementsClient(session, settings, telemetry=Telemetry()),
+        store,
+        asyncio.Event(),
+        asyncio.Event(),
+        telemetry=Telemetry(),
     )
 
 

@@ -18,6 +18,7 @@ from crisync.outcome import outcome_payload, outcome_topic
 from crisync.state import create_intents, dead_letters, inbox, mapping, outbox
 from crisync.state.inbox import InboxEvent
 from crisync.state.store import Store, iso_utc, utc_now
+from crisync.telemetry import Telemetry
 
 log = structlog.get_logger("crisync.handlers")
 
@@ -43,6 +44,10 @@ class Dispatcher:
     pending events of a key are superseded by the newest one.
     """
 
+    loop_name = "dispatcher"
+    # The loop wakes every IDLE_WAKE seconds at the latest; only a stall is longer.
+    beat_deadline = 120.0
+
     def __init__(
         self,
         store: Store,
@@ -54,7 +59,9 @@ class Dispatcher:
         outbox_ready: asyncio.Event,
         stopping: asyncio.Event,
         feeds_done: asyncio.Event,
+        telemetry: Telemetry,
     ) -> None:
+        self._telemetry = telemetry
         self._store = store
         self._handlers = handlers
         self._context = context
@@ -81,6 +88,7 @@ class Dispatcher:
 
     async def _feed(self, queue: asyncio.Queue[InboxEvent | None]) -> None:
         while not self._stopping.is_set():
+            self._telemetry.beat(self.loop_name)
             self._work_ready.clear()
             claimed = await self._claim()
             for event in claimed:
@@ -153,6 +161,7 @@ class Dispatcher:
             await self._fail(event, attempt, ErrorInfo("InternalError", None, repr(exc)), bound)
         else:
             await self._succeed(event, attempt, result)
+            self._telemetry.outcome(result.action)
             bound.info(
                 "object.replicated",
                 action=result.action,
@@ -214,6 +223,7 @@ class Dispatcher:
                     error=error,
                 ),
             )
+        self._telemetry.outcome("failed")
         bound.error(
             "object.failed", error_class=error.error_class, status=error.status, error=error.message
         )

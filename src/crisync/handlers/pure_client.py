@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import aiohttp
@@ -16,6 +17,7 @@ from crisync.errors import (
     classify_status,
     parse_retry_after,
 )
+from crisync.telemetry import Telemetry
 
 
 class PureConflictError(CrisyncError):
@@ -25,8 +27,11 @@ class PureConflictError(CrisyncError):
 
 
 class PureClient:
-    def __init__(self, session: aiohttp.ClientSession, config: PureConfig) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, config: PureConfig, *, telemetry: Telemetry
+    ) -> None:
         self._session = session
+        self._telemetry = telemetry
         self._base = config.url
         self._headers = {"api-key": config.api_key.get_secret_value(), "Accept": "application/json"}
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
@@ -82,6 +87,7 @@ class PureClient:
         self, method: str, path: str, body: dict[str, Any] | None, expect: tuple[int, ...]
     ) -> bytes:
         async with self._slots:
+            started, status = time.monotonic(), "failed"
             try:
                 async with self._session.request(
                     method,
@@ -90,6 +96,7 @@ class PureClient:
                     headers=self._headers,
                     timeout=self._timeout,
                 ) as response:
+                    status = str(response.status)
                     raw = await response.read()
                     if response.status in expect:
                         return raw
@@ -104,7 +111,10 @@ class PureClient:
                         parse_retry_after(response.headers.get("Retry-After")),
                     )
             except (aiohttp.ClientError, TimeoutError) as exc:
+                status = type(exc).__name__
                 raise classify_exception("pure", exc) from exc
+            finally:
+                self._telemetry.request("pure", method, status, time.monotonic() - started)
 
 
 def _problem_detail(raw: bytes) -> str | None:

@@ -26,6 +26,7 @@ from crisync.state import cursors, inbox
 from crisync.state.cursors import Cursor
 from crisync.state.inbox import ChangeEvent
 from crisync.state.store import Store, utc_now
+from crisync.telemetry import Telemetry
 
 log = structlog.get_logger("crisync.listener.elements")
 
@@ -38,9 +39,12 @@ PAGE_ATTEMPTS = 5
 class ElementsClient:
     """GETs against the Elements API: Basic auth, a gap between requests, errors classified."""
 
-    def __init__(self, session: aiohttp.ClientSession, config: ElementsConfig) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, config: ElementsConfig, *, telemetry: Telemetry
+    ) -> None:
         self._session = session
         self._config = config
+        self._telemetry = telemetry
         self._headers = {
             "Authorization": aiohttp.encode_basic_auth(
                 config.username, config.password.get_secret_value()
@@ -59,12 +63,14 @@ class ElementsClient:
     async def get_feed(self, url: str) -> tuple[FeedPage, datetime]:
         """One feed page and the server's clock (HTTP Date) when it answered."""
         await self._polite_pause()
+        started, status = time.monotonic(), "failed"
         try:
             async with self._session.get(
                 url,
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=self._config.timeout),
             ) as response:
+                status = str(response.status)
                 body = await response.read()
                 if response.status != 200:
                     error = parse_error(body)
@@ -79,7 +85,10 @@ class ElementsClient:
                     )
                 server_time = _server_date(response.headers.get("Date"))
         except (aiohttp.ClientError, TimeoutError) as exc:
+            status = type(exc).__name__
             raise classify_exception("elements", exc) from exc
+        finally:
+            self._telemetry.request("elements", "GET", status, time.monotonic() - started)
         return parse_feed(body), server_time
 
 
@@ -112,12 +121,24 @@ class ElementsListener:
         store: Store,
         work_ready: asyncio.Event,
         stopping: asyncio.Event,
+        *,
+        telemetry: Telemetry,
     ) -> None:
         self._config = config
         self._client = client
         self._store = store
         self._work_ready = work_ready
         self._stopping = stopping
+        self._telemetry = telemetry
+
+    @property
+    def loop_name(self) -> str:
+        return "listener-elements"
+
+    @property
+    def beat_deadline(self) -> float:
+        """Longest silence of a healthy listener: a wait, then a page with all its retries."""
+        return self._config.poll_interval + PAGE_ATTEMPTS * (self._config.timeout + 60)
 
     @staticmethod
     def feed_name(category_feed: str) -> str:
@@ -157,13 +178,16 @@ class ElementsListener:
                 if obj.category == CATEGORY_OF_FEED[category_feed]
             ]
             async with self._store.transaction() as conn:
-                added += await inbox.add_events(conn, events, utc_now())
+                page_added = await inbox.add_events(conn, events, utc_now())
                 if next_url is None:
                     new_cursor = Cursor(feed, high_water=sweep_started)
                 else:
                     new_cursor = Cursor(feed, cursor.high_water, sweep_started, next_url)
                 await cursors.save(conn, new_cursor)
             pages += 1
+            added += page_added
+            self._telemetry.received(feed, page_added)
+            self._telemetry.beat(self.loop_name)
             if events:
                 self._work_ready.set()
             if next_url is None:
@@ -239,6 +263,7 @@ class ElementsListener:
         """Sweep, wait the poll interval, repeat until told to stop."""
         while not self._stopping.is_set():
             await self.sweep_all()
+            self._telemetry.beat(self.loop_name)
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=self._config.poll_interval)
             except TimeoutError:

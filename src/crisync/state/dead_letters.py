@@ -57,3 +57,34 @@ async def count(conn: aiosqlite.Connection) -> int:
     async with conn.execute("SELECT COUNT(*) FROM dead_letters") as rows:
         row = await rows.fetchone()
     return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True)
+class Requeued:
+    requeued: int  # back in the inbox as pending
+    superseded: int  # dropped: a newer change of the same object came since
+
+
+async def requeue(conn: aiosqlite.Connection, object_key: str | None = None) -> Requeued:
+    """Put dead letters back in the inbox: all of them, or those of one `source/kind/key`."""
+    letters = [
+        letter
+        for letter in await all_dead_letters(conn)
+        if object_key is None or f"{letter.source}/{letter.kind}/{letter.key}" == object_key
+    ]
+    requeued = superseded = 0
+    for letter in letters:
+        async with conn.execute(
+            """SELECT 1 FROM inbox WHERE source = ? AND kind = ? AND key = ? AND id > ?""",
+            (letter.source, letter.kind, letter.key, letter.inbox_id),
+        ) as rows:
+            newer = await rows.fetchone() is not None
+        state = "done" if newer else "pending"
+        await conn.execute(
+            "UPDATE inbox SET state = ?, attempts = 0, not_before = NULL WHERE id = ?",
+            (state, letter.inbox_id),
+        )
+        await conn.execute("DELETE FROM dead_letters WHERE inbox_id = ?", (letter.inbox_id,))
+        superseded += newer
+        requeued += not newer
+    return Requeued(requeued, superseded)

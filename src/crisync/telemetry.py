@@ -1,0 +1,55 @@
+"""What the loops say about themselves: progress for health checks, counts and timings for metrics.
+
+One Telemetry object is made by the daemon and passed to every loop and client. Loops
+`beat()` whenever they complete a round of work, so a health check (or the systemd
+watchdog) can tell a live loop from a stuck one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LoopProgress:
+    deadline: float  # seconds a loop may go without a beat before it counts as stalled
+    last_beat: float  # time.monotonic() of the last beat (or of registration)
+
+
+@dataclass
+class Telemetry:
+    loops: dict[str, LoopProgress] = field(default_factory=dict)
+    requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # api, method, status
+    request_seconds: dict[str, float] = field(default_factory=dict)  # api → total seconds
+    events_received: Counter[str] = field(default_factory=Counter)  # feed → events added
+    outcomes: Counter[str] = field(default_factory=Counter)  # action → count
+
+    def expect(self, loop: str, deadline: float) -> None:
+        """Register a loop that must beat at least every `deadline` seconds."""
+        self.loops[loop] = LoopProgress(deadline, time.monotonic())
+
+    def beat(self, loop: str) -> None:
+        progress = self.loops.get(loop)
+        if progress is not None:
+            progress.last_beat = time.monotonic()
+
+    def stalled(self) -> list[str]:
+        """Loops past their deadline, each with how long it has been silent."""
+        now = time.monotonic()
+        return [
+            f"{name} silent for {now - p.last_beat:.0f}s (deadline {p.deadline:.0f}s)"
+            for name, p in sorted(self.loops.items())
+            if now - p.last_beat > p.deadline
+        ]
+
+    def request(self, api: str, method: str, status: int | str, seconds: float) -> None:
+        self.requests[(api, method, str(status))] += 1
+        self.request_seconds[api] = self.request_seconds.get(api, 0.0) + seconds
+
+    def received(self, feed: str, count: int) -> None:
+        self.events_received[feed] += count
+
+    def outcome(self, action: str) -> None:
+        self.outcomes[action] += 1

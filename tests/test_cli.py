@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from crisync.cli import EX_USAGE, main
+from crisync.config.model import Config
+from crisync.daemon import run_daemon
+from crisync.sim.broker import MosquittoBroker
+from crisync.sim.elements import ElementsSimulator
+from crisync.sim.pure import PureSimulator
+from tests.conftest import ELEMENTS_PASSWORD, PURE_API_KEY
+from tests.support.config_file import write_config
+
+
+@pytest.fixture
+def config_path(
+    tmp_path: Path,
+    config: Config,
+    broker: MosquittoBroker,
+    topic_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
+    path = tmp_path / "crisync.toml"
+    write_config(path, config, broker, topic_prefix)
+    monkeypatch.setenv("CRISYNC_ELEMENTS_PASSWORD", ELEMENTS_PASSWORD)
+    monkeypatch.setenv("CRISYNC_PURE_API_KEY", PURE_API_KEY)
+    return path
+
+
+async def cli(*args: str) -> int:
+    """The command as a user runs it; in a thread, since it runs its own event loop."""
+    return await asyncio.to_thread(main, list(args))
+
+
+async def status(config_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    capsys.readouterr()  # what the daemon logged before
+    assert await cli("status", "--json", "--config", str(config_path)) == 0
+    report: dict[str, object] = json.loads(capsys.readouterr().out)
+    return report
+
+
+async def test_status_then_retry_of_a_dead_letter(
+    config: Config,
+    config_path: Path,
+    elements_sim: ElementsSimulator,
+    pure_sim: PureSimulator,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pure_sim.fail_next(400, content_type="research-outputs")
+    await run_daemon(config, once=True)
+    report = await status(config_path, capsys)
+    letters = report["dead_letters"]
+    assert isinstance(letters, list)
+    assert len(letters) == 1
+    assert letters[0]["status"] == 400
+    assert report["backlog"] == 0
+    assert report["outbox_depth"] == 0
+    total = len(elements_sim.object_ids("user")) + len(elements_sim.object_ids("publication"))
+    assert report["mapped_objects"] == total - 1
+    feeds = report["cursors"]
+    assert isinstance(feeds, list)
+    assert {c["feed"] for c in feeds} == {"elements:users", "elements:publications"}
+
+    key = f"{letters[0]['source']}/{letters[0]['kind']}/{letters[0]['key']}"
+    assert await cli("retry", "--config", str(config_path), "elements/publication/nope") == EX_USAGE
+    assert await cli("retry", "--config", str(config_path), key) == 0
+    assert "requeued 1" in capsys.readouterr().out
+    await run_daemon(config, once=True)
+    report = await status(config_path, capsys)
+    assert report["dead_letters"] == []
+    assert report["mapped_objects"] == total
+    assert len(pure_sim.objects("research-outputs")) == len(elements_sim.object_ids("publication"))
+
+
+def test_status_on_a_fresh_machine_says_there_is_no_state_yet(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", "--config", str(config_path)]) == 0
+    assert "no state database" in capsys.readouterr().out

@@ -13,12 +13,8 @@ T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
 def publication(key: str, title: str, minute: int = 0) -> ChangeEvent:
-    payload: dict[str, Any] = {
-        "id": key,
-        "title": title,
-        "language": "en",
-        "publication_date": {"year": 2025, "month": 6},
-    }
+    fields = {"title": title, "language": "en", "publication-date": {"year": 2025, "month": 6}}
+    payload: dict[str, Any] = {"id": key, "category": "publication", "fields": fields}
     return ChangeEvent(
         "elements:publications",
         "elements",
@@ -38,7 +34,7 @@ def user(key: str, last_name: str, minute: int = 0) -> ChangeEvent:
         key,
         "upsert",
         T0 + timedelta(minutes=minute),
-        {"id": key, "first_name": "Ada", "last_name": last_name},
+        {"id": key, "category": "user", "fields": {"first-name": "Ada", "last-name": last_name}},
     )
 
 

@@ -51,9 +51,12 @@ def test_reads_api_content_in_either_namespace(ns: str) -> None:
     assert obj.category == "publication"
     assert obj.id == "7"
     assert obj.changed_at.isoformat() == "2026-01-02T11:30:00.500000+01:00"
-    assert obj.payload["title"] == "Protein & crystals"
-    assert obj.payload["authors"] == [{"last_name": "Blundell", "initials": "TL"}]
-    assert obj.payload["publication_date"] == {"year": 2024, "month": 3}
+    fields = obj.payload["fields"]
+    assert fields["title"] == "Protein & crystals"
+    assert fields["authors"] == [{"last-name": "Blundell", "initials": "TL"}]
+    assert fields["publication-date"] == {"year": 2024, "month": 3}
+    assert obj.payload["attributes"]["type"] == "journal-article"
+    assert obj.payload["records"] == [{"source": "manual", "id_at_source": None}]
 
 
 def test_a_doctype_is_refused_and_no_entity_is_resolved(tmp_path) -> None:

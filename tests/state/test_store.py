@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from crisync.state import outbox
 from crisync.state.migrations import MIGRATIONS
 from crisync.state.store import SchemaTooNewError, Store
 
@@ -60,3 +61,14 @@ async def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
             await write_then_crash(store)
         async with store.reading() as conn, conn.execute("SELECT COUNT(*) FROM outbox") as rows:
             assert (await rows.fetchone())[0] == 0
+
+
+async def test_a_retained_message_is_remembered_per_topic(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "state.db") as store:
+        async with store.transaction() as conn:
+            await outbox.add(conn, "p/feeds/a", "first", retain=True)
+            await outbox.add(conn, "p/feeds/a", "second", retain=True)
+            await outbox.add(conn, "p/outcomes/x", "not retained")
+        async with store.reading() as conn:
+            assert await outbox.retained_messages(conn) == [("p/feeds/a", "second")]
+            assert await outbox.depth(conn) == 3

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from crisync.config.model import PureConfig
 from crisync.handlers.pure_client import PureClient
 from crisync.outcome import OutcomeAction
-from crisync.state.inbox import InboxEvent
+from crisync.state.inbox import ChangeEvent, InboxEvent
 from crisync.state.mapping import MappingRow
 from crisync.state.store import Store
 
@@ -26,6 +26,9 @@ class HandlerResult:
     pure_type: str | None
     pure_uuid: str | None
     mapping: MappingRow | None  # the mapping to store with the outcome; None leaves it as it is
+    # Further work this result causes (e.g. writing the Pure uuid back into the source),
+    # queued in the inbox in the same transaction.
+    follow_ups: tuple[ChangeEvent, ...] = ()
 
 
 Handler = Callable[[InboxEvent, HandlerContext], Awaitable[HandlerResult]]

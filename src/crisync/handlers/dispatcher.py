@@ -252,6 +252,8 @@ async def record_result(
 ) -> None:
     """The state a handled event leaves: event closed, mapping and create intent settled."""
     await inbox.complete(conn, event)
+    if result.follow_ups:
+        await inbox.add_events(conn, result.follow_ups, utc_now())
     if result.mapping is not None:
         await mapping.put(conn, result.mapping)
         await create_intents.remove(conn, event.source, event.kind, event.key)

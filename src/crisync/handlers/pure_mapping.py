@@ -62,11 +62,12 @@ def to_pure(event: InboxEvent, config: PureConfig) -> PureTarget:
 
 
 def _research_output(payload: dict[str, Any], config: PureConfig) -> dict[str, Any]:
-    title = payload.get("title")
+    fields = payload.get("fields") or {}
+    title = fields.get("title")
     if not title:
         raise PermanentError(f"publication {payload.get('id')} has no title", api="crisync")
     status: dict[str, Any] = {"publicationStatus": {"uri": PUBLISHED}}
-    date = payload.get("publication_date") or {}
+    date = fields.get("publication-date") or {}
     if "year" in date:
         status["publicationDate"] = {k: date[k] for k in ("year", "month", "day") if k in date}
     return {
@@ -74,7 +75,7 @@ def _research_output(payload: dict[str, Any], config: PureConfig) -> dict[str, A
         "title": {"value": title},
         "type": {"uri": RESEARCH_OUTPUT_TYPE},
         "category": {"uri": RESEARCH_OUTPUT_CATEGORY},
-        "language": {"uri": LANGUAGES.get(payload.get("language") or "", UNDEFINED_LANGUAGE)},
+        "language": {"uri": LANGUAGES.get(fields.get("language") or "", UNDEFINED_LANGUAGE)},
         # Contributors are linked once persons are replicated (see the references issue).
         "contributors": [],
         "managingOrganization": {
@@ -86,10 +87,11 @@ def _research_output(payload: dict[str, Any], config: PureConfig) -> dict[str, A
 
 
 def _person(payload: dict[str, Any]) -> dict[str, Any]:
-    last_name = payload.get("last_name")
+    fields = payload.get("fields") or {}
+    last_name = fields.get("last-name")
     if not last_name:
         raise PermanentError(f"user {payload.get('id')} has no last name", api="crisync")
     name = {"lastName": last_name}
-    if payload.get("first_name"):
-        name["firstName"] = payload["first_name"]
+    if fields.get("first-name"):
+        name["firstName"] = fields["first-name"]
     return {"name": name}

@@ -110,20 +110,83 @@ def parse_feed(body: bytes) -> FeedPage:
 
 
 def _read_object(element: etree._Element, api: str) -> ElementsObject:
+    """An api:object as JSON: attributes, fields by name, and its records' sources.
+
+    Every category reads the same way: the object's own simple elements (a user's
+    first-name, ...) and the fields of its first native record (a publication's title,
+    ...), keyed by their API names, so mappings can name any field the API offers.
+    """
     category = element.get("category")
     object_id = element.get("id")
     stamp = element.get("last-affected-when") or element.get("last-modified-when")
     if not category or not object_id or not stamp:
         raise MalformedFeedError("api:object without category, id or timestamp")
-    changed_at = _timestamp(stamp)
-    if category == "user":
-        payload = _user(element, api)
-    elif category == "publication":
-        payload = _publication(element, api)
-    else:
-        payload = {}
-    payload["id"] = object_id
-    return ElementsObject(category, object_id, changed_at, payload)
+    fields: dict[str, Any] = {
+        _local(child): (child.text or "").strip()
+        for child in element
+        if _local(child) and len(child) == 0 and (child.text or "").strip()
+    }
+    records: list[dict[str, str | None]] = []
+    for record in element.iterfind(f"{api}records/{api}record"):
+        records.append(
+            {"source": record.get("source-name"), "id_at_source": record.get("id-at-source")}
+        )
+    native = element.find(f"{api}records/{api}record/{api}native")
+    if native is not None:
+        for item in native.iterfind(f"{api}field"):
+            name = item.get("name")
+            if name:
+                fields[name] = _field_value(item, item.get("type"))
+    payload: dict[str, Any] = {
+        "id": object_id,
+        "category": category,
+        "attributes": dict(element.attrib),
+        "fields": fields,
+        "records": records,
+    }
+    return ElementsObject(category, object_id, _timestamp(stamp), payload)
+
+
+def _local(element: etree._Element) -> str:
+    return etree.QName(element).localname if isinstance(element.tag, str) else ""
+
+
+def _field_value(field_element: etree._Element, field_type: str | None) -> Any:
+    """A native field's value: its one content element, as JSON."""
+    content = list(field_element)
+    if not content:
+        return None
+    value = _as_json(content[0])
+    if field_type == "date" and isinstance(value, dict):
+        return {part: int(v) for part, v in value.items() if isinstance(v, str) and v.isdigit()}
+    return value
+
+
+def _as_json(element: etree._Element) -> Any:
+    children = [child for child in element if isinstance(child.tag, str)]
+    if not children:
+        return (element.text or "").strip() or None
+    names = [_local(child) for child in children]
+    if len(children) > 1 and len(set(names)) == 1:
+        return [_as_json(child) for child in children]
+    if len(children) == 1 and names[0] in LIST_ITEMS:
+        return [_as_json(children[0])]
+    return {name: _as_json(child) for name, child in zip(names, children, strict=True)}
+
+
+# Item elements of list fields: one item is still a list (api:people/api:person, ...).
+LIST_ITEMS = frozenset(
+    {
+        "person",
+        "keyword",
+        "identifier",
+        "issn",
+        "email-address",
+        "web-address",
+        "phone-number",
+        "item",
+    }
+)
 
 
 def _timestamp(text: str) -> datetime:
@@ -134,49 +197,3 @@ def _timestamp(text: str) -> datetime:
     if moment.tzinfo is None:
         raise MalformedFeedError(f"timestamp without offset {text[:40]!r}")
     return moment
-
-
-def _text(element: etree._Element, path: str) -> str | None:
-    value = element.findtext(path)
-    return value.strip() if value and value.strip() else None
-
-
-def _user(element: etree._Element, api: str) -> dict[str, Any]:
-    return {
-        "proprietary_id": element.get("proprietary-id"),
-        "username": element.get("username"),
-        "title": _text(element, f"{api}title"),
-        "first_name": _text(element, f"{api}first-name"),
-        "last_name": _text(element, f"{api}last-name"),
-        "email": _text(element, f"{api}email-address"),
-    }
-
-
-def _publication(element: etree._Element, api: str) -> dict[str, Any]:
-    payload: dict[str, Any] = {"type": element.get("type")}
-    native = element.find(f"{api}records/{api}record/{api}native")
-    if native is None:
-        return payload
-    for item in native.iterfind(f"{api}field"):
-        name = item.get("name")
-        if name == "title":
-            payload["title"] = _text(item, f"{api}text")
-        elif name == "language":
-            payload["language"] = _text(item, f"{api}text")
-        elif name == "authors":
-            payload["authors"] = [
-                {
-                    "last_name": _text(person, f"{api}last-name"),
-                    "initials": _text(person, f"{api}initials"),
-                }
-                for person in item.iterfind(f"{api}people/{api}person")
-            ]
-        elif name == "publication-date":
-            date = item.find(f"{api}date")
-            if date is not None:
-                payload["publication_date"] = {
-                    part: int(value)
-                    for part in ("year", "month", "day")
-                    if (value := _text(date, f"{api}{part}")) and value.isdigit()
-                }
-    return payload

@@ -21,10 +21,25 @@ class OutboxMessage:
 async def add(
     conn: aiosqlite.Connection, topic: str, payload: str, *, retain: bool = False
 ) -> None:
+    """Queue a message; a retained one is also remembered, to publish again after a reconnect."""
+    now = utc_now()
     await conn.execute(
         "INSERT INTO outbox (topic, payload, retain, created_at) VALUES (?, ?, ?, ?)",
-        (topic, payload, int(retain), utc_now()),
+        (topic, payload, int(retain), now),
     )
+    if retain:
+        await conn.execute(
+            """INSERT INTO retained (topic, payload, updated_at) VALUES (?, ?, ?)
+               ON CONFLICT (topic) DO UPDATE SET payload = excluded.payload,
+                   updated_at = excluded.updated_at""",
+            (topic, payload, now),
+        )
+
+
+async def retained_messages(conn: aiosqlite.Connection) -> list[tuple[str, str]]:
+    """(topic, payload) of the latest retained message of every topic."""
+    async with conn.execute("SELECT topic, payload FROM retained ORDER BY topic") as rows:
+        return [(r[0], r[1]) async for r in rows]
 
 
 async def oldest(conn: aiosqlite.Connection, limit: int) -> list[OutboxMessage]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlencode
@@ -23,7 +23,6 @@ from crisync.errors import (
 )
 from crisync.listener.atom import FeedPage, parse_error, parse_feed
 from crisync.state import cursors, inbox
-from crisync.state.cursors import Cursor
 from crisync.state.inbox import ChangeEvent
 from crisync.state.store import Store, utc_now
 from crisync.telemetry import Telemetry
@@ -179,11 +178,19 @@ class ElementsListener:
             ]
             async with self._store.transaction() as conn:
                 page_added = await inbox.add_events(conn, events, utc_now())
-                if next_url is None:
-                    new_cursor = Cursor(feed, high_water=sweep_started)
-                else:
-                    new_cursor = Cursor(feed, cursor.high_water, sweep_started, next_url)
-                await cursors.save(conn, new_cursor)
+                high_water: datetime | None = sweep_started
+                sweep_started_now: datetime | None = None
+                if next_url is not None:
+                    high_water, sweep_started_now = cursor.high_water, sweep_started
+                cursor = replace(
+                    cursor,
+                    high_water=high_water,
+                    sweep_started=sweep_started_now,
+                    next_url=next_url,
+                    last_error=None,
+                    last_poll=datetime.now(UTC),
+                )
+                await cursors.save(conn, cursor)
             pages += 1
             added += page_added
             self._telemetry.received(feed, page_added)
@@ -243,19 +250,12 @@ class ElementsListener:
                 )
                 async with self._store.transaction() as conn:
                     cursor = await cursors.get(conn, feed)
-                    if exc.retriable:
-                        # Resume at the failed page next time.
-                        kept = Cursor(
-                            feed,
-                            cursor.high_water,
-                            cursor.sweep_started,
-                            cursor.next_url,
-                            exc.message,
-                        )
-                    else:
+                    failed = replace(cursor, last_error=exc.message, last_poll=datetime.now(UTC))
+                    if not exc.retriable:
                         # A page that fails for good: start the sweep over from the high-water mark.
-                        kept = Cursor(feed, cursor.high_water, last_error=exc.message)
-                    await cursors.save(conn, kept)
+                        failed = replace(failed, sweep_started=None, next_url=None)
+                    # A retriable failure keeps the next link: the sweep resumes at that page.
+                    await cursors.save(conn, failed)
             if self._stopping.is_set():
                 return
 

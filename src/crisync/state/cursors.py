@@ -1,4 +1,4 @@
-"""Feed cursors: the high-water mark and the sweep in progress."""
+"""Feed cursors: the high-water mark, the sweep in progress and the feed's health."""
 
 from __future__ import annotations
 
@@ -13,10 +13,15 @@ from crisync.state.store import iso_utc, utc_now
 @dataclass(frozen=True)
 class Cursor:
     feed: str
-    high_water: datetime | None = None
-    sweep_started: datetime | None = None
-    next_url: str | None = None
-    last_error: str | None = None
+    high_water: datetime | None = None  # server time when the last complete sweep began
+    sweep_started: datetime | None = None  # server time when the sweep in progress began
+    next_url: str | None = None  # the sweep in progress resumes here
+    last_error: str | None = None  # None once a page succeeds again
+    last_poll: datetime | None = None  # local time of the last request, whatever its result
+    parked_until: datetime | None = None  # credentials refused: no request before then
+
+
+COLUMNS = "high_water, sweep_started, next_url, last_error, last_poll, parked_until"
 
 
 def _when(value: str | None) -> datetime | None:
@@ -27,37 +32,36 @@ def _text(value: datetime | None) -> str | None:
     return iso_utc(value) if value else None
 
 
+def _cursor(feed: str, row: aiosqlite.Row) -> Cursor:
+    return Cursor(feed, _when(row[0]), _when(row[1]), row[2], row[3], _when(row[4]), _when(row[5]))
+
+
 async def get(conn: aiosqlite.Connection, feed: str) -> Cursor:
-    async with conn.execute(
-        "SELECT high_water, sweep_started, next_url, last_error FROM cursors WHERE feed = ?",
-        (feed,),
-    ) as rows:
+    async with conn.execute(f"SELECT {COLUMNS} FROM cursors WHERE feed = ?", (feed,)) as rows:  # noqa: S608 - a constant column list
         row = await rows.fetchone()
-    if row is None:
-        return Cursor(feed)
-    return Cursor(feed, _when(row[0]), _when(row[1]), row[2], row[3])
+    return Cursor(feed) if row is None else _cursor(feed, row)
 
 
 async def save(conn: aiosqlite.Connection, cursor: Cursor) -> None:
     await conn.execute(
-        """INSERT INTO cursors (feed, high_water, sweep_started, next_url, last_error, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?)
+        f"""INSERT INTO cursors (feed, {COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (feed) DO UPDATE SET high_water = excluded.high_water,
                sweep_started = excluded.sweep_started, next_url = excluded.next_url,
-               last_error = excluded.last_error, updated_at = excluded.updated_at""",
+               last_error = excluded.last_error, last_poll = excluded.last_poll,
+               parked_until = excluded.parked_until, updated_at = excluded.updated_at""",  # noqa: S608 - a constant column list
         (
             cursor.feed,
             _text(cursor.high_water),
             _text(cursor.sweep_started),
             cursor.next_url,
             cursor.last_error,
+            _text(cursor.last_poll),
+            _text(cursor.parked_until),
             utc_now(),
         ),
     )
 
 
 async def all_cursors(conn: aiosqlite.Connection) -> list[Cursor]:
-    async with conn.execute(
-        "SELECT feed, high_water, sweep_started, next_url, last_error FROM cursors ORDER BY feed"
-    ) as rows:
-        return [Cursor(r[0], _when(r[1]), _when(r[2]), r[3], r[4]) async for r in rows]
+    async with conn.execute(f"SELECT {COLUMNS}, feed FROM cursors ORDER BY feed") as rows:  # noqa: S608 - a constant column list
+        return [_cursor(row[6], row) async for row in rows]

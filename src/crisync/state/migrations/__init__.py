@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import aiosqlite
 
-from crisync.state.migrations import v001_initial, v002_create_intents, v003_retained
+from crisync.state.migrations import v001_initial, v002_create_intents, v003_feed_health
 
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
 
@@ -18,5 +18,5 @@ Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
 MIGRATIONS: list[Migration] = [
     v001_initial.upgrade,
     v002_create_intents.upgrade,
-    v003_retained.upgrade,
+    v003_feed_health.upgrade,
 ]

@@ -28,6 +28,8 @@ CREDENTIAL_PAUSE = 300.0
 INBOX_RETENTION = timedelta(days=1)
 PRUNE_EVERY = 3600.0
 IDLE_WAKE = 5.0
+# Keys claimed ahead, per worker: the queue is refilled when it runs low, not per event.
+PREFETCH = 4
 
 
 @dataclass(frozen=True)
@@ -93,14 +95,19 @@ class Dispatcher:
             claimed = await self._claim()
             for event in claimed:
                 queue.put_nowait(event)
-            if not claimed and not self._busy and await self._drained():
+            if claimed or self._busy:
+                # Workers wake this loop as they finish; nothing else to ask the database.
+                await self._wait_for_work(IDLE_WAKE)
+            elif await self._drained():
                 return
-            await self._sleep_until_work()
+            else:
+                await self._wait_for_work(await self._idle_timeout())
 
     async def _claim(self) -> list[InboxEvent]:
-        free = self._settings.concurrency * 2 - len(self._busy)
-        if free <= 0 or time.monotonic() < self._paused_until:
+        """Refill the queue once it runs low, with up to PREFETCH keys' newest events."""
+        if len(self._busy) > self._settings.concurrency or time.monotonic() < self._paused_until:
             return []
+        free = self._settings.concurrency * PREFETCH - len(self._busy)
         async with self._store.reading() as conn:
             events = await inbox.claim_ready(conn, busy_keys=self._busy, now=utc_now(), limit=free)
         self._busy.update(event.object_key for event in events)
@@ -114,7 +121,8 @@ class Dispatcher:
         async with self._store.reading() as conn:
             return await inbox.pending_count(conn) == 0
 
-    async def _sleep_until_work(self) -> None:
+    async def _idle_timeout(self) -> float:
+        """How long an idle dispatcher may sleep: until the next retry or the end of a pause."""
         timeout = IDLE_WAKE
         async with self._store.reading() as conn:
             retry_at = await inbox.next_retry_at(conn)
@@ -123,8 +131,11 @@ class Dispatcher:
             timeout = min(timeout, max(due, 0.01))
         if self._paused_until:
             timeout = min(timeout, max(self._paused_until - time.monotonic(), 0.01))
+        return timeout
+
+    async def _wait_for_work(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._work_ready.wait(), timeout=timeout)
+            await asyncio.wait_for(self._work_ready.wait(), timeout=seconds)
 
     async def _work(self, queue: asyncio.Queue[InboxEvent | None]) -> None:
         while (event := await queue.get()) is not None:
@@ -133,7 +144,8 @@ class Dispatcher:
                     await self._process(event)
             finally:
                 self._busy.discard(event.object_key)
-                self._work_ready.set()
+                if len(self._busy) <= self._settings.concurrency:
+                    self._work_ready.set()
 
     async def _process(self, event: InboxEvent) -> None:
         attempt = event.attempts + 1

@@ -258,6 +258,9 @@ class ElementsSimulator:
         self._password = password
         self._api_path = "/" + api_path.strip("/")
         self._users: dict[int, _User] = {}
+        # Kept alongside _users so that seeding 100k objects stays linear.
+        self._user_ids: list[int] = []
+        self._usernames: set[str] = set()
         self._publications: dict[int, _Publication] = {}
         self._next_id = {"user": self._rng.randint(1, 40), "publication": self._rng.randint(1, 400)}
         self._faults: list[_ApiError] = []
@@ -290,7 +293,7 @@ class ElementsSimulator:
         obj: _User | _Publication
         if category == "user":
             obj = self._new_user(self._now)
-            self._users[obj.id] = obj
+            self._add_user(obj)
         elif category == "publication":
             if not self._users:
                 raise ValueError("a publication needs at least one user to author it")
@@ -361,11 +364,16 @@ class ElementsSimulator:
         self._next_id[category] = object_id + self._rng.randint(1, 3)
         return object_id
 
+    def _add_user(self, user: _User) -> None:
+        self._users[user.id] = user
+        self._user_ids.append(user.id)
+        self._usernames.add(user.username)
+
     def _new_user(self, modified: datetime) -> _User:
         rng = self._rng
         first = rng.choice(_FIRST_NAMES)
         last = rng.choice(_LAST_NAMES)
-        taken = {u.username for u in self._users.values()}
+        taken = self._usernames
         stem = (_ascii(first)[:1] + _ascii(last))[:10]
         username, n = stem, 1
         while username in taken:
@@ -390,7 +398,7 @@ class ElementsSimulator:
 
     def _new_publication(self, modified: datetime) -> _Publication:
         rng = self._rng
-        user_ids = sorted(self._users)
+        user_ids = self._user_ids  # ascending: ids are allocated in increasing order
         author_ids = rng.sample(user_ids, rng.randint(1, min(4, len(user_ids))))
         nouns = rng.sample(_NOUNS, 2)
         title = rng.choice(_TITLE_TEMPLATES).format(
@@ -445,7 +453,7 @@ class ElementsSimulator:
             pool.append(instant.replace(microsecond=0) if rng.random() < 0.2 else _ms(instant))
         for _ in range(n_users):
             user = self._new_user(rng.choice(pool))
-            self._users[user.id] = user
+            self._add_user(user)
         for _ in range(objects - n_users):
             publication = self._new_publication(rng.choice(pool))
             self._publications[publication.id] = publication

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiosqlite
 
-from crisync.state.store import utc_now
+from crisync.state.store import fetch_one, utc_now
 
 
 async def add(
@@ -26,11 +26,12 @@ async def add(
 
 
 async def exists(conn: aiosqlite.Connection, source: str, kind: str, key: str) -> bool:
-    async with conn.execute(
+    row = await fetch_one(
+        conn,
         "SELECT 1 FROM create_intents WHERE source = ? AND kind = ? AND key = ?",
         (source, kind, key),
-    ) as rows:
-        return await rows.fetchone() is not None
+    )
+    return row is not None
 
 
 async def remove(conn: aiosqlite.Connection, source: str, kind: str, key: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import aiosqlite
 
-from crisync.state.store import iso_utc
+from crisync.state.store import fetch_all, fetch_one, iso_utc
 
 Action = Literal["upsert", "delete"]
 
@@ -85,7 +85,8 @@ async def claim_ready(
 
     Older pending events of a key are superseded by its newest: they are completed with it.
     """
-    async with conn.execute(
+    rows = await fetch_all(
+        conn,
         """SELECT i.id, i.feed, i.source, i.kind, i.key, i.action, i.changed_at, i.observed_at,
                   i.payload, i.attempts
            FROM inbox AS i
@@ -96,11 +97,11 @@ async def claim_ready(
            ORDER BY g.oldest
            LIMIT ?""",
         (now, json.dumps(list(busy_keys)), limit),
-    ) as rows:
-        return [
-            InboxEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), r[9])
-            async for r in rows
-        ]
+    )
+    return [
+        InboxEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), r[9])
+        for r in rows
+    ]
 
 
 async def complete(conn: aiosqlite.Connection, event: InboxEvent, state: str = "done") -> None:
@@ -122,17 +123,15 @@ async def postpone(
 
 
 async def pending_count(conn: aiosqlite.Connection) -> int:
-    async with conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'pending'") as rows:
-        row = await rows.fetchone()
+    row = await fetch_one(conn, "SELECT COUNT(*) FROM inbox WHERE state = 'pending'")
     return int(row[0]) if row else 0
 
 
 async def next_retry_at(conn: aiosqlite.Connection) -> str | None:
     """When the earliest postponed event becomes ready again."""
-    async with conn.execute(
-        "SELECT MIN(not_before) FROM inbox WHERE state = 'pending' AND not_before IS NOT NULL"
-    ) as rows:
-        row = await rows.fetchone()
+    row = await fetch_one(
+        conn, "SELECT MIN(not_before) FROM inbox WHERE state = 'pending' AND not_before IS NOT NULL"
+    )
     return row[0] if row else None
 
 

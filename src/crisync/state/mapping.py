@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from crisync.state.store import utc_now
+from crisync.state.store import fetch_one, utc_now
 
 
 @dataclass(frozen=True)
@@ -23,13 +23,13 @@ class MappingRow:
 
 
 async def get(conn: aiosqlite.Connection, source: str, kind: str, key: str) -> MappingRow | None:
-    async with conn.execute(
+    row = await fetch_one(
+        conn,
         """SELECT source, kind, key, pure_type, pure_uuid, pure_version, payload_hash, locked,
                   changed_at
            FROM mapping WHERE source = ? AND kind = ? AND key = ?""",
         (source, kind, key),
-    ) as rows:
-        row = await rows.fetchone()
+    )
     if row is None:
         return None
     return MappingRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], bool(row[7]), row[8])

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from crisync.state.store import utc_now
+from crisync.state.store import fetch_all, fetch_one, utc_now
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,10 @@ async def retained_messages(conn: aiosqlite.Connection) -> list[tuple[str, str]]
 
 
 async def oldest(conn: aiosqlite.Connection, limit: int) -> list[OutboxMessage]:
-    async with conn.execute(
-        "SELECT id, topic, payload, retain FROM outbox ORDER BY id LIMIT ?", (limit,)
-    ) as rows:
-        return [OutboxMessage(r[0], r[1], r[2], bool(r[3])) async for r in rows]
+    rows = await fetch_all(
+        conn, "SELECT id, topic, payload, retain FROM outbox ORDER BY id LIMIT ?", (limit,)
+    )
+    return [OutboxMessage(r[0], r[1], r[2], bool(r[3])) for r in rows]
 
 
 async def remove(conn: aiosqlite.Connection, ids: Sequence[int]) -> None:
@@ -54,6 +54,5 @@ async def remove(conn: aiosqlite.Connection, ids: Sequence[int]) -> None:
 
 
 async def depth(conn: aiosqlite.Connection) -> int:
-    async with conn.execute("SELECT COUNT(*) FROM outbox") as rows:
-        row = await rows.fetchone()
+    row = await fetch_one(conn, "SELECT COUNT(*) FROM outbox")
     return int(row[0]) if row else 0

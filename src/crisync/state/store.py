@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -17,6 +18,20 @@ BUSY_TIMEOUT_MS = 5000
 
 class SchemaTooNewError(Exception):
     """The database was written by a newer crisync; refusing beats corrupting it."""
+
+
+async def fetch_one(
+    conn: aiosqlite.Connection, sql: str, parameters: tuple[object, ...] = ()
+) -> sqlite3.Row | None:
+    """One row in one round trip to the database thread (execute + fetch + close are three)."""
+    rows = list(await conn.execute_fetchall(sql, parameters))
+    return rows[0] if rows else None
+
+
+async def fetch_all(
+    conn: aiosqlite.Connection, sql: str, parameters: tuple[object, ...] = ()
+) -> list[sqlite3.Row]:
+    return list(await conn.execute_fetchall(sql, parameters))
 
 
 def utc_now() -> str:

@@ -1,0 +1,363 @@
+"""crisync benchmark: backfill throughput against its bound, request economy, memory, latency.
+
+    .venv/bin/python bench/run.py            # the full run: 10k and 100k objects (about 45 min)
+    .venv/bin/python bench/run.py --quick    # 1k objects, a few minutes
+
+The simulators and a private mosquitto run in this process (or as a child); the daemon runs as
+`crisync once` / `crisync run` in a child process, exactly as an operator starts it, so its peak
+RSS (from wait4) is the daemon's alone. Results are written as JSON to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from crisync.sim.broker import MosquittoBroker
+from crisync.sim.elements import ElementsSimulator
+from crisync.sim.pure import PureSimulator
+from crisync.sim.server import serve
+
+ELEMENTS_PASSWORD = "bench-elements-secret"
+PURE_API_KEY = "bench-pure-secret"
+WRITES = ("create", "update", "lock", "unlock", "delete")
+
+
+@dataclass
+class Outcomes:
+    """Outcomes as a subscriber sees them: counts by action, arrival time per key."""
+
+    by_action: Counter[str] = field(default_factory=Counter)
+    arrived: dict[str, list[float]] = field(default_factory=dict)
+    total: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@contextlib.asynccontextmanager
+async def subscriber(port: int, prefix: str) -> AsyncIterator[Outcomes]:
+    outcomes = Outcomes()
+    async with aiomqtt.Client("127.0.0.1", port, identifier=f"bench-{prefix}") as client:
+        await client.subscribe(f"{prefix}/outcomes/#", qos=1)
+
+        async def collect() -> None:
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                outcome = json.loads(message.payload)
+                outcomes.by_action[outcome["action"]] += 1
+                outcomes.arrived.setdefault(outcome["key"], []).append(time.monotonic())
+                outcomes.total += 1
+                outcomes.changed.set()
+
+        async with asyncio.TaskGroup() as group:
+            task = group.create_task(collect(), name="bench-subscriber")
+            try:
+                yield outcomes
+            finally:
+                task.cancel()
+
+
+def write_config(
+    path: Path,
+    *,
+    state: Path,
+    elements_url: str,
+    pure_url: str,
+    organization: str,
+    mqtt_url: str,
+    prefix: str,
+    concurrency: int,
+    poll_interval: float,
+) -> None:
+    path.write_text(f"""
+[state]
+path = "{state}"
+
+[daemon]
+log_level = "warning"
+
+[elements]
+url = "{elements_url}"
+username = "crisync"
+poll_interval = {poll_interval}
+request_gap = 0
+lookback = 30
+
+[pure]
+url = "{pure_url}"
+managing_organization = "{organization}"
+concurrency = {concurrency}
+
+[mqtt]
+url = "{mqtt_url}"
+topic_prefix = "{prefix}"
+client_id = "crisync-{prefix}"
+""")
+
+
+def daemon_command(command: str, config: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "CRISYNC_ELEMENTS_PASSWORD": ELEMENTS_PASSWORD,
+        "CRISYNC_PURE_API_KEY": PURE_API_KEY,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "crisync", command, "--config", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def wait_with_rusage(process: subprocess.Popen[bytes]) -> tuple[int, float]:
+    """Exit status and peak RSS in MB of the child, from wait4."""
+    _, status, usage = await asyncio.to_thread(os.wait4, process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, usage.ru_maxrss / 1024
+
+
+def pure_writes(pure: PureSimulator) -> int:
+    return sum(n for (_, op), n in pure.request_counts.items() if op in WRITES)
+
+
+async def backfill(
+    workdir: Path, broker: MosquittoBroker, *, objects: int, latency_ms: int, concurrency: int
+) -> dict[str, Any]:
+    """Replicate `objects` new objects with `crisync once`; then once more, unchanged."""
+    prefix = f"bench{objects}l{latency_ms}c{concurrency}"
+    elements = ElementsSimulator(objects=objects, seed=1, password=ELEMENTS_PASSWORD)
+    pure = PureSimulator(api_key=PURE_API_KEY, seed=1, latency_ms=latency_ms)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=workdir))
+    config = run_dir / "crisync.toml"
+    async with (
+        serve(elements.app()) as elements_origin,
+        serve(pure.app()) as pure_origin,
+        subscriber(broker.port, prefix) as outcomes,
+    ):
+        write_config(
+            config,
+            state=run_dir / "state.db",
+            elements_url=f"{elements_origin}/secure-api/v5.5",
+            pure_url=f"{pure_origin}/ws/api",
+            organization=pure.organization_uuids[0],
+            mqtt_url=broker.url,
+            prefix=prefix,
+            concurrency=concurrency,
+            poll_interval=60,
+        )
+        started = time.monotonic()
+        status, peak_rss_mb = await wait_with_rusage(daemon_command("once", config))
+        elapsed = time.monotonic() - started
+        if status != 0:
+            raise RuntimeError(f"crisync once exited {status}")
+        async with asyncio.timeout(60):
+            while outcomes.total < objects:
+                outcomes.changed.clear()
+                await outcomes.changed.wait()
+        first_pass = dict(sorted((f"{t} {op}", n) for (t, op), n in pure.request_counts.items()))
+        pure_requests = sum(pure.request_counts.values())
+        elements_requests = len(elements.requests)
+
+        # The same objects again, unchanged: the lookback re-reads nothing new, and a
+        # resync of everything must cost Pure nothing.
+        pure.request_counts.clear()
+        status, _ = await wait_with_rusage(daemon_command("once", config))
+        unchanged_writes = pure_writes(pure)
+
+    per_object = pure_requests / objects
+    bound = concurrency / (per_object * latency_ms / 1000) if latency_ms else None
+    rate = objects / elapsed
+    return {
+        "objects": objects,
+        "latency_ms": latency_ms,
+        "concurrency": concurrency,
+        "seconds": round(elapsed, 2),
+        "objects_per_second": round(rate, 1),
+        "pure_requests_per_object": round(per_object, 3),
+        "bound_objects_per_second": round(bound, 1) if bound else None,
+        "ratio_to_bound": round(rate / bound, 3) if bound else None,
+        "pure_requests": first_pass,
+        "elements_requests_per_object": round(elements_requests / objects, 3),
+        "outcomes": dict(outcomes.by_action),
+        "pure_objects": {t: len(pure.objects(t)) for t in ("persons", "research-outputs")},
+        "second_pass_pure_writes": unchanged_writes,
+        "peak_rss_mb": round(peak_rss_mb, 1),
+    }
+
+
+def process_cpu_ms(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def process_write_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    return 0
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+async def steady_state(
+    workdir: Path, broker: MosquittoBroker, *, objects: int, changes: int, poll_interval: float
+) -> dict[str, Any]:
+    """A running daemon: latency from a change in Elements to its outcome on MQTT; idle cost."""
+    prefix = f"steady{objects}"
+    elements = ElementsSimulator(objects=objects, seed=2, password=ELEMENTS_PASSWORD)
+    pure = PureSimulator(api_key=PURE_API_KEY, seed=2)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=workdir))
+    config = run_dir / "crisync.toml"
+    rng = random.Random(2)
+    async with (
+        serve(elements.app()) as elements_origin,
+        serve(pure.app()) as pure_origin,
+        subscriber(broker.port, prefix) as outcomes,
+    ):
+        write_config(
+            config,
+            state=run_dir / "state.db",
+            elements_url=f"{elements_origin}/secure-api/v5.5",
+            pure_url=f"{pure_origin}/ws/api",
+            organization=pure.organization_uuids[0],
+            mqtt_url=broker.url,
+            prefix=prefix,
+            concurrency=8,
+            poll_interval=poll_interval,
+        )
+        daemon = daemon_command("run", config)
+        try:
+            async with asyncio.timeout(600):
+                while outcomes.total < objects:
+                    outcomes.changed.clear()
+                    await outcomes.changed.wait()
+            # Idle: one poll interval with nothing to do.
+            await asyncio.sleep(poll_interval)
+            requests_before = len(elements.requests)
+            cpu_before, written_before = process_cpu_ms(daemon.pid), process_write_bytes(daemon.pid)
+            await asyncio.sleep(poll_interval * 3)
+            idle = {
+                "elements_requests_per_poll": (len(elements.requests) - requests_before) / 3,
+                "cpu_ms_per_poll": round((process_cpu_ms(daemon.pid) - cpu_before) / 3, 1),
+                "bytes_written_per_poll": (process_write_bytes(daemon.pid) - written_before) // 3,
+                "pure_requests": sum(pure.request_counts.values()),
+            }
+            pure.request_counts.clear()
+            latencies: list[float] = []
+            publications = elements.object_ids("publication")
+            for _ in range(changes):
+                target = rng.choice(publications)
+                seen = len(outcomes.arrived.get(str(target), []))
+                elements.advance(1)
+                elements.touch("publication", target)
+                changed_at = time.monotonic()
+                async with asyncio.timeout(poll_interval * 4 + 30):
+                    while len(outcomes.arrived.get(str(target), [])) <= seen:
+                        outcomes.changed.clear()
+                        await outcomes.changed.wait()
+                latencies.append(outcomes.arrived[str(target)][seen] - changed_at)
+                await asyncio.sleep(rng.uniform(0, poll_interval / 2))
+            writes_per_change = pure_writes(pure) / changes
+        finally:
+            daemon.terminate()
+            await asyncio.to_thread(daemon.wait, 30)
+    return {
+        "objects": objects,
+        "changes": changes,
+        "poll_interval_s": poll_interval,
+        "latency_p50_s": round(percentile(latencies, 0.50), 2),
+        "latency_p95_s": round(percentile(latencies, 0.95), 2),
+        "latency_p99_s": round(percentile(latencies, 0.99), 2),
+        "latency_mean_s": round(statistics.fmean(latencies), 2),
+        "pure_writes_per_change": round(writes_per_change, 2),
+        "idle_poll": idle,
+    }
+
+
+async def main(quick: bool) -> dict[str, Any]:
+    sizes = [1000] if quick else [10_000, 100_000]
+    results: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "command": " ".join(["bench/run.py", *(["--quick"] if quick else [])]),
+        "backfill": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="crisync-bench-") as tmp:
+        workdir = Path(tmp)
+        broker = MosquittoBroker(workdir)
+        broker.start()
+        try:
+            for objects in sizes:
+                for latency_ms in (0, 50):
+                    run = await backfill(
+                        workdir, broker, objects=objects, latency_ms=latency_ms, concurrency=8
+                    )
+                    results["backfill"].append(run)
+                    print(json.dumps(run), flush=True)
+            baseline_objects = 200 if quick else 1000
+            baseline = await backfill(
+                workdir, broker, objects=baseline_objects, latency_ms=50, concurrency=1
+            )
+            concurrent = next(r for r in results["backfill"] if r["latency_ms"] == 50)
+            baseline["speedup_of_concurrency_8"] = round(
+                concurrent["objects_per_second"] / baseline["objects_per_second"], 2
+            )
+            results["baseline"] = baseline
+            print(json.dumps(baseline), flush=True)
+            results["steady_state"] = await steady_state(
+                workdir,
+                broker,
+                objects=200 if quick else 1000,
+                changes=20 if quick else 60,
+                poll_interval=5,
+            )
+            print(json.dumps(results["steady_state"]), flush=True)
+        finally:
+            broker.stop()
+    rss = {r["objects"]: r["peak_rss_mb"] for r in results["backfill"] if r["latency_ms"] == 0}
+    if len(rss) == 2:
+        results["rss_ratio_100k_to_10k"] = round(rss[100_000] / rss[10_000], 2)
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="1k objects: a few minutes")
+    parser.add_argument("--out", type=Path, default=None, help="where the JSON goes")
+    arguments = parser.parse_args()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = (
+        arguments.out
+        or Path("bench/results") / f"{'quick' if arguments.quick else 'full'}-{stamp}.json"
+    )
+    figures = asyncio.run(main(arguments.quick))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"results: {target}")

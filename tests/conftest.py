@@ -18,6 +18,14 @@ ELEMENTS_PASSWORD = "elements-canary-3f9a"
 PURE_API_KEY = "pure-canary-71c2"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reliability-full",
+        action="store_true",
+        help="run the fault suites at full size (5,000 objects, 20 kills, a 30 s broker outage)",
+    )
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
     running = MosquittoBroker(tmp_path_factory.mktemp("mosquitto"))

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from pathlib import Path
 
 from crisync.config.model import Config
@@ -16,6 +14,7 @@ from crisync.sim.pure import PureSimulator
 from crisync.telemetry import Telemetry
 from tests.conftest import ELEMENTS_PASSWORD, PURE_API_KEY
 from tests.support.config_file import write_config
+from tests.support.daemon import start_daemon
 from tests.support.mqtt import subscribed
 
 
@@ -83,25 +82,6 @@ async def test_a_change_in_elements_updates_pure_on_the_next_run(
     titles = [o["title"]["value"] for o in pure_sim.objects("research-outputs").values()]
     assert "A better title" in titles
     assert len(titles) == len(elements_sim.object_ids("publication"))
-
-
-async def start_daemon(config_path: Path) -> asyncio.subprocess.Process:
-    env = {
-        **os.environ,
-        "CRISYNC_ELEMENTS_PASSWORD": ELEMENTS_PASSWORD,
-        "CRISYNC_PURE_API_KEY": PURE_API_KEY,
-    }
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "crisync",
-        "run",
-        "--config",
-        str(config_path),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
 
 
 async def test_sigterm_drains_publishes_offline_and_exits_zero(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ import aiomqtt
 @dataclass
 class Received:
     messages: list[tuple[str, bytes, bool]] = field(default_factory=list)
+    arrival: list[float] = field(default_factory=list)  # time.monotonic() of each message
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     def on_topic(self, prefix: str) -> list[tuple[str, bytes, bool]]:
@@ -41,6 +43,7 @@ async def subscribed(port: int, topic: str) -> AsyncIterator[Received]:
             async for message in client.messages:
                 payload = message.payload if isinstance(message.payload, bytes) else b""
                 received.messages.append((str(message.topic), payload, bool(message.retain)))
+                received.arrival.append(time.monotonic())
                 received.arrived.set()
 
         async with asyncio.TaskGroup() as group:

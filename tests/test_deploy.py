@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import subprocess
@@ -17,6 +18,11 @@ from pydantic import BaseModel, SecretStr, TypeAdapter
 from crisync.cli import main
 from crisync.config.load import SECRETS
 from crisync.config.model import Config, DaemonConfig
+from crisync.daemon import Lifecycle, run_daemon
+from crisync.sim.broker import MosquittoBroker
+from crisync.state import mapping
+from crisync.state.store import Store
+from tests.support.mqtt import subscribed
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
 UNIT = DEPLOY / "crisync.service"
@@ -182,3 +188,29 @@ def test_the_example_shows_the_defaults() -> None:
             if not field.is_required():
                 shown = TypeAdapter(field.annotation).validate_python(value)
                 assert shown == field.get_default(call_default_factory=True), f"[{section}] {key}"
+
+
+async def test_sqlite3_backs_up_the_state_database_while_the_daemon_writes(
+    tmp_path: Path, config: Config, broker: MosquittoBroker, topic_prefix: str
+) -> None:
+    """What README "Operations" tells operators to do, against a running daemon."""
+    sqlite3_cli = shutil.which("sqlite3")
+    if sqlite3_cli is None:
+        pytest.skip("the sqlite3 command is not installed (Debian: apt-get install sqlite3)")
+    life = Lifecycle()
+    backup = tmp_path / "state.backup.db"
+    async with subscribed(broker.port, f"{topic_prefix}/outcomes/#") as received:
+        daemon = asyncio.create_task(run_daemon(config, lifecycle=life))
+        try:
+            await received.wait_for(lambda r: len(r.outcomes()) >= 10)
+            copying = await asyncio.create_subprocess_exec(
+                sqlite3_cli, str(config.state.path), f".backup {backup}"
+            )
+            assert await copying.wait() == 0
+        finally:
+            life.stopping.set()
+            await daemon
+    async with Store.open(backup) as store, store.reading() as conn:
+        async with conn.execute("PRAGMA integrity_check") as rows:
+            assert [tuple(row) async for row in rows] == [("ok",)]
+        assert await mapping.count(conn) >= 10

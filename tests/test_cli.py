@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from crisync.cli import EX_USAGE, main
+from crisync import daemon
+from crisync.cli import EX_SOFTWARE, EX_USAGE, main
 from crisync.config.model import Config
 from crisync.daemon import run_daemon
 from crisync.sim.broker import MosquittoBroker
@@ -81,3 +82,21 @@ def test_status_on_a_fresh_machine_says_there_is_no_state_yet(
 ) -> None:
     assert main(["status", "--config", str(config_path)]) == 0
     assert "no state database" in capsys.readouterr().out
+
+
+def test_an_unexpected_failure_exits_1_with_its_traceback_in_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def exploding_feeds(running: object, *, once: bool) -> None:
+        raise RuntimeError("listener exploded")
+
+    # Fault injection: a bug in a loop, which the real TaskGroup then reports as a group.
+    monkeypatch.setattr(daemon, "_feeds", exploding_feeds)
+    path = tmp_path / "crisync.toml"
+    path.write_text(f'[state]\npath = "{tmp_path / "state.db"}"\n[daemon]\nlog_format = "json"\n')
+    assert main(["run", "--config", str(path)]) == EX_SOFTWARE
+    log = capsys.readouterr().err
+    crashed = next(json.loads(line) for line in log.splitlines() if "crisync.crashed" in line)
+    assert crashed["level"] == "error"
+    assert "Traceback" in crashed["exception"]
+    assert "RuntimeError: listener exploded" in crashed["exception"]

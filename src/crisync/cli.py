@@ -128,10 +128,15 @@ def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         log.error("state.schema_too_new", error=str(exc))  # noqa: TRY400 - no traceback for a known state
         return EX_CONFIG
     except (sqlite3.OperationalError, OSError) as exc:
+        # Raised bare only while opening the state: a loop's failure arrives as a group.
         log.error(  # noqa: TRY400 - the message says it all; a traceback would bury it
             "state.unavailable", error=str(exc), path=str(loaded.config.state.path)
         )
         return EX_TEMPFAIL
+    except Exception:
+        # Anything else is a bug: say so with the traceback, and let systemd restart us.
+        log.exception("crisync.crashed")
+        return EX_SOFTWARE
     return EX_OK
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from crisync.handlers.registry import HANDLERS
 from crisync.listener.elements import ElementsClient, ElementsListener
 from crisync.publisher import Publisher
 from crisync.state.store import Store
+from crisync.systemd import SystemdNotifier, keep_systemd_informed
 from crisync.telemetry import Telemetry
 
 log = structlog.get_logger("crisync.daemon")
@@ -107,12 +109,19 @@ async def _run_loops(running: Running, *, once: bool) -> None:
             )
             telemetry.expect(publisher.loop_name, publisher.beat_deadline)
             loops.append(group.create_task(publisher.run(), name="publisher"))
-        deadline = group.create_task(
-            _shutdown_deadline(life.stopping, config.daemon.shutdown_timeout),
-            name="shutdown-deadline",
-        )
+        helpers = [
+            group.create_task(
+                _shutdown_deadline(life.stopping, config.daemon.shutdown_timeout),
+                name="shutdown-deadline",
+            )
+        ]
+        notifier = SystemdNotifier.from_environment(os.environ)
+        if notifier is not None:
+            informing = keep_systemd_informed(notifier, running.store, telemetry, life.stopping)
+            helpers.append(group.create_task(informing, name="systemd-notify"))
         await asyncio.wait(loops)
-        deadline.cancel()
+        for helper in helpers:
+            helper.cancel()
 
 
 def _dispatcher(running: Running, pure: PureConfig) -> Dispatcher:

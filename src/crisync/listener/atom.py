@@ -6,6 +6,7 @@ document with a DOCTYPE: a feed has no business declaring one.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -62,8 +63,17 @@ class ApiError:
     message: str
 
 
+# What may precede the root element: a byte-order mark, the XML declaration, comments,
+# processing instructions and white space.
+_PROLOG = re.compile(rb"\A(?:\xef\xbb\xbf)?(?:\s+|<\?.*?\?>|<!--.*?-->)*", re.DOTALL)
+
+
 def parse_document(body: bytes) -> tuple[etree._Element, str]:
     """The root element and the API namespace the document uses."""
+    prolog = _PROLOG.match(body)
+    if body[prolog.end() if prolog else 0 :][:9].upper() == b"<!DOCTYPE":
+        # Refused before parsing: no entity of it is ever looked at.
+        raise MalformedFeedError("document declares a DOCTYPE; refused")
     try:
         root = etree.fromstring(body, _parser())
     except etree.XMLSyntaxError as exc:

@@ -103,9 +103,13 @@ def mapped_gids(sim: UnicatSimulator) -> set[str]:
 async def test_first_poll_reads_every_page_into_the_inbox_with_both_cursors(
     listener: UnicatListener, store: Store, unicat_sim: UnicatSimulator
 ) -> None:
-    result = await listener.poll()
+    with structlog.testing.capture_logs() as logs:
+        result = await listener.poll()
     assert result.complete
     assert result.pages >= 2  # the history is longer than one page: "warning" was followed
+    ignored = {entry["data_type"] for entry in logs if entry["event"] == "unicat.item_ignored"}
+    assert ignored == {"cc.users", "definitions"}
+    assert all(e["log_level"] == "debug" for e in logs if e["event"] == "unicat.item_ignored")
     rows = await inbox_rows(store)
     # Folder records have no mapping; definitions and users are not a configured data type.
     assert {row["key"] for row in rows} == mapped_gids(unicat_sim)
@@ -138,6 +142,36 @@ async def test_a_record_event_carries_its_definition_fields_and_change_time(
         "updated_on": record["updated_on"],
     }
     assert row["changed_at"] == iso_utc(datetime.fromtimestamp(record["updated_on"], UTC))
+
+
+async def test_other_data_types_and_languages_can_be_configured(
+    session: aiohttp.ClientSession,
+    store: Store,
+    unicat_url: str,
+    pure_sim: PureSimulator,
+    unicat_sim: UnicatSimulator,
+) -> None:
+    listener = listener_with(
+        session, store, unicat_url, pure_sim, data_types=["records", "definitions"], language="nl"
+    )
+    await listener.poll()
+    rows = await inbox_rows(store)
+    definitions = {row["key"]: row for row in rows if row["kind"] == "definition"}
+    person = unicat_sim.definition_gid("person")
+    assert set(definitions) == {
+        unicat_sim.definition_gid(name) for name in ("folder", "person", "publication")
+    }
+    assert definitions[person]["payload"]["id"] == person
+    assert definitions[person]["payload"]["data"]["name"] == "person"
+    records = [row for row in rows if row["kind"] == "record"]
+    assert {row["payload"]["language"] for row in records} == {"nl"}
+
+    fallback = listener_with(session, store, unicat_url, pure_sim, language="fr")
+    gid = unicat_sim.add_record("person", {"firstname": "Joris", "lastname": "Smit"})
+    await fallback.poll()
+    [row] = [row for row in await inbox_rows(store) if row["key"] == gid]
+    assert row["payload"]["language"] == "en"  # not a project language: the record's first
+    assert row["payload"]["fields"]["lastname"] == "Smit"
 
 
 async def test_the_next_poll_adds_only_what_changed(
@@ -266,7 +300,7 @@ async def test_a_request_that_times_out_is_asked_again(
     unicat_sim: UnicatSimulator,
 ) -> None:
     listener = listener_with(session, store, unicat_url, pure_sim, timeout=0.2)
-    unicat_sim.delay_next(1.0, endpoint="sync/get")
+    unicat_sim.delay_next(0.4, endpoint="sync/get")
     with structlog.testing.capture_logs() as logs:
         result = await listener.poll()
     assert result.complete

@@ -68,6 +68,9 @@ class UnicatMapping(Section):
         default_factory=dict, description="Pure properties written as given, fields on top"
     )
 
+    def applies_to(self, definition: str | None, definition_gid: str | None) -> bool:
+        return self.definition in ("*", definition, definition_gid)
+
 
 class UnicatConfig(Section):
     url: str = "https://unicat.app"

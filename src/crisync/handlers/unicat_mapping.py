@@ -28,8 +28,8 @@ def unicat_target(payload: dict[str, Any], mappings: list[UnicatMapping]) -> Uni
     if "definition" not in payload or "fields" not in payload:
         # A delete event's payload: it has no body to map, only a delete policy applies.
         raise PermanentError(f"record {payload.get('id')} carries no fields to map", api="crisync")
-    names = {payload.get("definition"), payload.get("definition_gid"), "*"}
-    rule = next((rule for rule in mappings if rule.definition in names), None)
+    definition, definition_gid = payload.get("definition"), payload.get("definition_gid")
+    rule = next((rule for rule in mappings if rule.applies_to(definition, definition_gid)), None)
     if rule is None:
         raise PermanentError(
             f"no [[unicat.mappings]] rule for definition {payload.get('definition')!r}",

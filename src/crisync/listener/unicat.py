@@ -41,6 +41,7 @@ over from cursor 0; the inbox and the mapping keep that from duplicating Pure ob
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -51,10 +52,10 @@ import structlog
 from crisync.backoff import retrying
 from crisync.config.model import UnicatConfig
 from crisync.errors import CredentialError, CrisyncError, PermanentError, UnicatSelectionError
-from crisync.listener.unicat_client import SyncPage, UnicatClient
+from crisync.listener.unicat_client import GET_ENDPOINTS, SyncPage, UnicatClient
 from crisync.listener.unicat_jobs import JobEvent, JobTracker, read_job_event
 from crisync.state import cursors, inbox, sync_cursors
-from crisync.state.inbox import ChangeEvent
+from crisync.state.inbox import Action, ChangeEvent
 from crisync.state.store import Store, utc_now
 from crisync.state.sync_cursors import SyncCursor
 from crisync.telemetry import Telemetry
@@ -66,16 +67,8 @@ T = TypeVar("T")
 REQUEST_ATTEMPTS = 5
 # How long the feed rests after Unicat refused the API key.
 CREDENTIAL_PAUSE = 300.0
-# A data type's kind in the inbox: the singular of its name.
-KIND_OF = {
-    "records": "record",
-    "assets": "asset",
-    "definitions": "definition",
-    "classes": "class",
-    "fields": "field",
-    "layouts": "layout",
-    "queries": "query",
-}
+# A data type's kind in the inbox: the singular the API names its gid parameter with.
+KIND_OF = {data_type: singular for data_type, (_, singular) in GET_ENDPOINTS.items()}
 UPSERT_ACTIONS = frozenset({"INSERT", "UPDATE"})
 
 
@@ -169,7 +162,7 @@ class UnicatListener:
             result = PollResult(0, 0, complete=False)
         except CrisyncError as exc:
             log.log(
-                30 if exc.retriable else 40,
+                logging.WARNING if exc.retriable else logging.ERROR,
                 "unicat.poll_failed",
                 feed=self.feed,
                 error=exc.message,
@@ -238,8 +231,8 @@ class UnicatListener:
     async def _commit(
         self, work: _Page, observed: datetime, started: datetime, *, complete: bool
     ) -> int:
-        if complete:
-            self._resync_note = None
+        # A resync after 1006 stays the feed's last error until the stream's end is reached.
+        last_error = None if complete else self._resync_note
         async with self._store.transaction() as conn:
             added = await inbox.add_events(conn, work.events, utc_now())
             await self._jobs.apply(conn, work.job_events, observed)
@@ -250,11 +243,12 @@ class UnicatListener:
                 replace(
                     health,
                     high_water=started if complete else health.high_water,
-                    last_error=self._resync_note,
+                    last_error=last_error,
                     last_poll=observed,
                     parked_until=None,
                 ),
             )
+        self._resync_note = last_error
         if work.events:
             self._work_ready.set()
         return added
@@ -317,7 +311,7 @@ class UnicatListener:
         if data_type == "cc.version":
             if key != work.position.cc_version:
                 log.log(
-                    20 if work.position.cc_version is None else 30,
+                    logging.INFO if work.position.cc_version is None else logging.WARNING,
                     "unicat.version_changed",
                     feed=self.feed,
                     previous=work.position.cc_version,
@@ -379,17 +373,9 @@ class UnicatListener:
         return self._change(kind, gid, "upsert", changed_at, payload)
 
     def _change(
-        self, kind: str, key: str, action: str, changed_at: datetime, payload: dict[str, Any]
+        self, kind: str, key: str, action: Action, changed_at: datetime, payload: dict[str, Any]
     ) -> ChangeEvent:
-        return ChangeEvent(
-            self.feed,
-            "unicat",
-            kind,
-            key,
-            "delete" if action == "delete" else "upsert",
-            changed_at,
-            payload,
-        )
+        return ChangeEvent(self.feed, "unicat", kind, key, action, changed_at, payload)
 
     async def _record_payload(self, record: dict[str, Any]) -> dict[str, Any]:
         definition_gid = str(record.get("definition") or "")
@@ -415,8 +401,10 @@ class UnicatListener:
         }
 
     def _mapped(self, payload: dict[str, Any]) -> bool:
-        names = {payload["definition"], payload["definition_gid"], "*"}
-        return any(rule.definition in names for rule in self._config.mappings)
+        return any(
+            rule.applies_to(payload["definition"], payload["definition_gid"])
+            for rule in self._config.mappings
+        )
 
     async def _request(self, operation: Callable[[], Awaitable[T]], endpoint: str) -> T:
         def on_retry(attempt: int, delay: float, exc: CrisyncError) -> None:

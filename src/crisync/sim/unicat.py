@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import hashlib
 import hmac
 import json
@@ -121,6 +122,7 @@ class _Job:
     status: str
     created_on: float
     updated_on: float
+    reject_with: str | None = None  # the reason it will be rejected for, instead of processed
     error: str | None = None
 
     def data(self, project: str) -> dict[str, Any]:
@@ -251,6 +253,7 @@ class UnicatSimulator:
         self._jobs_held = held
 
     def reject_next_job(self, reason: str) -> None:
+        """The next job started is rejected, with `reason`, instead of processed."""
         self._reject_next_job = reason
 
     def definition_gid(self, name: str) -> str:
@@ -265,7 +268,7 @@ class UnicatSimulator:
         ]
 
     def record(self, gid: str) -> dict[str, Any]:
-        return json.loads(json.dumps(self._records[gid]))  # type: ignore[no-any-return]
+        return copy.deepcopy(self._records[gid])
 
     def job_status(self, token: str) -> str:
         return self._jobs[token].status
@@ -316,9 +319,9 @@ class UnicatSimulator:
             status="queued",
             created_on=self._clock,
             updated_on=self._clock,
+            reject_with=self._reject_next_job or (None if chosen else "nothing to save"),
         )
-        if not chosen:
-            self._reject_next_job = self._reject_next_job or "nothing selected to save"
+        self._reject_next_job = None
         self._jobs[job.token] = job
         self._report_job(job, "INSERT")
         return job.token
@@ -557,10 +560,10 @@ class UnicatSimulator:
 
     @staticmethod
     def _localized(record: dict[str, Any], languages: list[str]) -> dict[str, Any]:
-        copy = json.loads(json.dumps(record))
-        copy["title"] = {k: v for k, v in copy["title"].items() if k in languages}
-        copy["fields"] = {k: v for k, v in copy["fields"].items() if k in languages}
-        return copy  # type: ignore[no-any-return]
+        localized = copy.deepcopy(record)
+        for part in ("title", "fields"):
+            localized[part] = {k: v for k, v in localized[part].items() if k in languages}
+        return localized
 
     @staticmethod
     def _answer(result: dict[str, Any], data: dict[str, Any], *, jwt: str | None) -> web.Response:
@@ -592,9 +595,8 @@ class UnicatSimulator:
                 continue
             self._tick()
             job.updated_on = self._clock
-            if self._reject_next_job is not None and job.status == "queued":
-                job.status, job.error = "rejected", self._reject_next_job
-                self._reject_next_job = None
+            if job.reject_with is not None:
+                job.status, job.error = "rejected", job.reject_with
             else:
                 job.remaining = max(0, job.remaining - math.ceil(job.total / self._job_steps))
                 job.status = "processing" if job.remaining else "done"

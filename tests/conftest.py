@@ -13,6 +13,8 @@ from crisync.sim.broker import MosquittoBroker
 from crisync.sim.elements import ElementsSimulator
 from crisync.sim.pure import PureSimulator
 from crisync.sim.server import serve
+from crisync.sim.unicat import UnicatSimulator
+from tests.support.unicat import UNICAT_API_KEY, UNICAT_PROJECT, unicat_settings
 
 ELEMENTS_PASSWORD = "elements-canary-3f9a"
 PURE_API_KEY = "pure-canary-71c2"
@@ -101,3 +103,23 @@ def config(
             url=broker.url, topic_prefix=topic_prefix, client_id=f"crisync-{topic_prefix}"
         ),
     )
+
+
+@pytest.fixture
+def unicat_sim() -> UnicatSimulator:
+    return UnicatSimulator(
+        project=UNICAT_PROJECT, api_key=UNICAT_API_KEY, records=12, seed=7, page_size=10
+    )
+
+
+@pytest.fixture
+async def unicat_url(unicat_sim: UnicatSimulator) -> AsyncIterator[str]:
+    async with serve(unicat_sim.app()) as origin:
+        yield origin
+
+
+@pytest.fixture
+def unicat_config(config: Config, unicat_url: str, pure_sim: PureSimulator) -> Config:
+    """The whole configuration with [unicat] instead of [elements]."""
+    settings = unicat_settings(unicat_url, pure_sim.organization_uuids[0])
+    return config.model_copy(update={"elements": None, "unicat": settings})

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from crisync.errors import CrisyncError
+
+T = TypeVar("T")
 
 
 def full_jitter(
@@ -17,3 +24,24 @@ def full_jitter(
     ceiling = min(cap, base * 2 ** max(0, attempt - 1))
     delay = (rng or random).uniform(0, ceiling)
     return max(delay, floor or 0.0)
+
+
+async def retrying(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    attempts: int,
+    on_retry: Callable[[int, float, CrisyncError], None],
+    base: float = 1.0,
+    cap: float = 60.0,
+) -> T:
+    """Run `operation`, retrying its retriable failures with backoff; the last failure is raised."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await operation()
+        except CrisyncError as exc:
+            if not exc.retriable or attempt == attempts:
+                raise
+            delay = full_jitter(attempt, base=base, cap=cap, floor=exc.retry_after)
+            on_retry(attempt, delay, exc)
+            await asyncio.sleep(delay)
+    raise ValueError("attempts must be at least 1")

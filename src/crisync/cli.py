@@ -70,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
         )
         one.add_argument("--seed", type=int, default=1)
         one.add_argument("--latency-ms", type=int, default=0)
+    unicat = simulators.add_parser("unicat", help="the Unicat API simulator")
+    unicat.add_argument("--port", type=int, required=True)
+    unicat.add_argument("--project", required=True, metavar="GID", help="the project gid (a UUID)")
+    unicat.add_argument("--api-key", required=True, metavar="KEY", help="the key /auth accepts")
+    unicat.add_argument("--records", type=int, default=50, help="seeded records")
+    unicat.add_argument("--seed", type=int, default=1)
+    unicat.add_argument("--latency-ms", type=int, default=0)
     return parser
 
 
@@ -83,9 +90,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "sim":
-        from crisync.sim.cli import run_simulator
+        from crisync.sim.cli import run_simulator, run_unicat_simulator
 
         configure_logging("console")
+        if args.simulator == "unicat":
+            return run_unicat_simulator(
+                port=args.port,
+                project=args.project,
+                api_key=args.api_key,
+                records=args.records,
+                seed=args.seed,
+                latency_ms=args.latency_ms,
+            )
         return run_simulator(
             args.simulator,
             port=args.port,

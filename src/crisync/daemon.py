@@ -19,6 +19,8 @@ from crisync.handlers.dispatcher import Dispatcher, DispatchSettings
 from crisync.handlers.pure_client import PureClient
 from crisync.handlers.registry import HANDLERS
 from crisync.listener.elements import ElementsClient, ElementsListener
+from crisync.listener.unicat import UnicatListener
+from crisync.listener.unicat_client import UnicatClient
 from crisync.publisher import Publisher
 from crisync.state.store import Store
 from crisync.systemd import SystemdNotifier, keep_systemd_informed
@@ -134,7 +136,7 @@ def _dispatcher(running: Running, pure: PureConfig) -> Dispatcher:
     return Dispatcher(
         running.store,
         HANDLERS,
-        HandlerContext(running.store, client, pure),
+        HandlerContext(running.store, client, pure, running.config.unicat),
         settings,
         work_ready=running.life.work_ready,
         outbox_ready=running.life.outbox_ready,
@@ -163,6 +165,19 @@ async def _feeds(running: Running, *, once: bool) -> None:
                 group.create_task(
                     listener.sweep_all() if once else listener.run(), name=listener.loop_name
                 )
+            if config.unicat is not None:
+                unicat = UnicatListener(
+                    config.unicat,
+                    UnicatClient(running.session, config.unicat, telemetry=telemetry),
+                    running.store,
+                    work_ready=life.work_ready,
+                    outbox_ready=life.outbox_ready,
+                    stopping=life.stopping,
+                    telemetry=telemetry,
+                    topic_prefix=config.mqtt.topic_prefix if config.mqtt else None,
+                )
+                telemetry.expect(unicat.loop_name, unicat.beat_deadline)
+                group.create_task(unicat.poll() if once else unicat.run(), name=unicat.loop_name)
     finally:
         life.feeds_done.set()
         life.work_ready.set()

@@ -20,7 +20,11 @@ def topic_level(value: str) -> str:
 
 
 def outcome_topic(prefix: str, event: InboxEvent) -> str:
-    levels = (topic_level(event.source), topic_level(event.kind), topic_level(event.key))
+    return object_outcome_topic(prefix, event.source, event.kind, event.key)
+
+
+def object_outcome_topic(prefix: str, source: str, kind: str, key: str) -> str:
+    levels = (topic_level(source), topic_level(kind), topic_level(key))
     return f"{prefix}/outcomes/" + "/".join(levels)
 
 
@@ -33,16 +37,44 @@ def outcome_payload(
     attempts: int,
     error: ErrorInfo | None = None,
 ) -> str:
+    return object_outcome_payload(
+        event.source,
+        event.kind,
+        event.key,
+        source_changed_at=event.changed_at,
+        observed_at=event.observed_at,
+        action=action,
+        pure_type=pure_type,
+        pure_uuid=pure_uuid,
+        attempts=attempts,
+        error=error,
+    )
+
+
+def object_outcome_payload(
+    source: str,
+    kind: str,
+    key: str,
+    *,
+    source_changed_at: str,
+    observed_at: str,
+    action: OutcomeAction,
+    pure_type: str | None,
+    pure_uuid: str | None,
+    attempts: int,
+    error: ErrorInfo | None = None,
+) -> str:
+    """An outcome about any source object, whether or not it passed through the inbox."""
     document: dict[str, Any] = {
         "schema": OUTCOME_SCHEMA,
         "id": str(uuid.uuid4()),
-        "source": event.source,
-        "kind": event.kind,
-        "key": event.key,
+        "source": source,
+        "kind": kind,
+        "key": key,
         "action": action,
         "pure": {"type": pure_type, "uuid": pure_uuid} if pure_uuid else None,
-        "source_changed_at": event.changed_at,
-        "observed_at": event.observed_at,
+        "source_changed_at": source_changed_at,
+        "observed_at": observed_at,
         "completed_at": utc_now(),
         "attempts": attempts,
     }

@@ -20,11 +20,12 @@ EX_CONFIG = 78
 # (section, key) → (environment variable, systemd credential name). Secrets come only from here.
 SECRETS: dict[tuple[str, str], tuple[str, str]] = {
     ("elements", "password"): ("CRISYNC_ELEMENTS_PASSWORD", "elements-password"),
+    ("unicat", "api_key"): ("CRISYNC_UNICAT_API_KEY", "unicat-api-key"),
     ("pure", "api_key"): ("CRISYNC_PURE_API_KEY", "pure-api-key"),
     ("mqtt", "password"): ("CRISYNC_MQTT_PASSWORD", "mqtt-password"),
 }
 # Required secrets: a section that is on cannot work without them.
-REQUIRED_SECRETS = {("elements", "password"), ("pure", "api_key")}
+REQUIRED_SECRETS = {("elements", "password"), ("unicat", "api_key"), ("pure", "api_key")}
 
 
 class ConfigError(Exception):

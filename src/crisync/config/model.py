@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -44,6 +45,56 @@ class ElementsConfig(Section):
     timeout: float = Field(60.0, gt=0)
 
     _check_url = field_validator("url")(_http_url)
+
+
+# Unicat project data types with a `/{type}/get` endpoint; a sync item of another type is ignored.
+UnicatDataType = Literal[
+    "records", "assets", "definitions", "classes", "fields", "layouts", "queries"
+]
+
+
+class UnicatMapping(Section):
+    """Which Pure content a Unicat record of one definition becomes."""
+
+    definition: str = Field(description="definition name (or gid) this rule applies to; * for any")
+    pure_type: str = Field("persons", description="the Pure API path segment, e.g. persons")
+    id_source: str = Field(
+        "synchronisedUnifiedPerson", description="idSource of the PrimaryId identifier"
+    )
+    fields: dict[str, str] = Field(
+        default_factory=dict, description="Unicat field name → Pure property path (dotted)"
+    )
+    static: dict[str, Any] = Field(
+        default_factory=dict, description="Pure properties written as given, fields on top"
+    )
+
+    def applies_to(self, definition: str | None, definition_gid: str | None) -> bool:
+        return self.definition in ("*", definition, definition_gid)
+
+
+class UnicatConfig(Section):
+    url: str = "https://unicat.app"
+    project: str = Field(description="the project gid")
+    api_key: SecretStr = Field(exclude=True)
+    data_types: list[UnicatDataType] = Field(default=["records"], min_length=1)
+    language: str = Field("en", description="the project language whose field values are read")
+    mappings: list[UnicatMapping] = Field(min_length=1)
+    poll_interval: float = Field(30.0, gt=0)
+    fetch_concurrency: int = Field(4, ge=1, le=32, description="item fetches in flight at once")
+    timeout: float = Field(60.0, gt=0)
+    job_stall_after: float = Field(
+        900.0, gt=0, description="seconds without progress before a job counts as stalled"
+    )
+
+    _check_url = field_validator("url")(_http_url)
+
+    @field_validator("project")
+    @classmethod
+    def _project_gid(cls, value: str) -> str:
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise ValueError("must be the project gid, a UUID") from None
 
 
 class PureConfig(Section):
@@ -107,13 +158,15 @@ class Config(Section):
     state: StateConfig = StateConfig()
     daemon: DaemonConfig = DaemonConfig()
     elements: ElementsConfig | None = None
+    unicat: UnicatConfig | None = None
     pure: PureConfig | None = None
     mqtt: MqttConfig | None = None
 
     @model_validator(mode="after")
     def _feeds_need_pure(self) -> Config:
-        if self.elements is not None and self.pure is None:
-            raise ValueError(
-                "[elements] is configured but [pure] is not: changes would have nowhere to go"
-            )
+        for name, feed in (("elements", self.elements), ("unicat", self.unicat)):
+            if feed is not None and self.pure is None:
+                raise ValueError(
+                    f"[{name}] is configured but [pure] is not: changes would have nowhere to go"
+                )
         return self

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from crisync.config.model import PureConfig
+from crisync.config.model import PureConfig, UnicatConfig
 from crisync.handlers.pure_client import PureClient
 from crisync.outcome import OutcomeAction
 from crisync.state.inbox import ChangeEvent, InboxEvent
@@ -18,6 +18,7 @@ class HandlerContext:
     store: Store
     pure: PureClient
     pure_config: PureConfig
+    unicat: UnicatConfig | None = None  # its record mappings, when Unicat is configured
 
 
 @dataclass(frozen=True)

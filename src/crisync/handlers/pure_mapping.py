@@ -12,8 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from crisync.config.model import PureConfig
+from crisync.config.model import PureConfig, UnicatConfig
 from crisync.errors import PermanentError
+from crisync.handlers.unicat_mapping import unicat_target
 from crisync.state.inbox import InboxEvent
 
 RESEARCH_OUTPUT_TYPE = "/dk/atira/pure/researchoutput/researchoutputtypes/othercontribution/other"
@@ -45,7 +46,9 @@ def primary_identifier(id_source: str, value: str) -> dict[str, str]:
     return {"typeDiscriminator": "PrimaryId", "idSource": id_source, "value": value}
 
 
-def to_pure(event: InboxEvent, config: PureConfig) -> PureTarget:
+def to_pure(
+    event: InboxEvent, config: PureConfig, unicat: UnicatConfig | None = None
+) -> PureTarget:
     primary_id = f"{event.source}:{event.kind}:{event.key}"
     if (event.source, event.kind) == ("elements", "publication"):
         id_source = "synchronisedResearchOutput"
@@ -55,6 +58,9 @@ def to_pure(event: InboxEvent, config: PureConfig) -> PureTarget:
         id_source = "synchronisedUnifiedPerson"
         body = _person(event.payload)
         pure_type = "persons"
+    elif (event.source, event.kind) == ("unicat", "record") and unicat is not None:
+        mapped = unicat_target(event.payload, unicat.mappings)
+        pure_type, id_source, body = mapped.pure_type, mapped.id_source, mapped.body
     else:
         raise PermanentError(f"no Pure mapping for {event.source} {event.kind}", api="crisync")
     body["identifiers"] = [primary_identifier(id_source, primary_id)]

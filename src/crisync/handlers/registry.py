@@ -8,4 +8,5 @@ from crisync.handlers.replicate import replicate_to_pure
 HANDLERS: dict[tuple[str, str], Handler] = {
     ("elements", "publication"): replicate_to_pure,
     ("elements", "user"): replicate_to_pure,
+    ("unicat", "record"): replicate_to_pure,
 }

@@ -18,7 +18,7 @@ UPDATE_ATTEMPTS = 2
 
 
 async def replicate_to_pure(event: InboxEvent, ctx: HandlerContext) -> HandlerResult:
-    target = to_pure(event, ctx.pure_config)
+    target = to_pure(event, ctx.pure_config, ctx.unicat)
     async with ctx.store.reading() as conn:
         known = await mapping.get(conn, event.source, event.kind, event.key)
 

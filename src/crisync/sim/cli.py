@@ -1,14 +1,16 @@
-"""`crisync sim elements|pure`: run one simulator on 127.0.0.1 until Ctrl-C."""
+"""`crisync sim elements|pure|unicat`: run one simulator on 127.0.0.1 until Ctrl-C."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
+from collections.abc import AsyncIterator
 
 from crisync.sim.elements import ElementsSimulator
 from crisync.sim.pure import PureSimulator
 from crisync.sim.server import serve
+from crisync.sim.unicat import UnicatSimulator
 
 ELEMENTS_USER = "crisync"
 ELEMENTS_PASSWORD = "crisync-secret"  # noqa: S105 - the simulator's published demo password
@@ -22,13 +24,53 @@ def run_simulator(name: str, *, port: int, objects: int, seed: int, latency_ms: 
     return 0
 
 
-async def _serve_until_stopped(
-    name: str, *, port: int, objects: int, seed: int, latency_ms: int
-) -> None:
+def run_unicat_simulator(
+    *, port: int, project: str, api_key: str, records: int, seed: int, latency_ms: int
+) -> int:
+    simulator = UnicatSimulator(
+        project=project, api_key=api_key, records=records, seed=seed, latency_ms=latency_ms
+    )
+    asyncio.run(_serve_unicat(simulator, port))
+    return 0
+
+
+async def _serve_unicat(simulator: UnicatSimulator, port: int) -> None:
+    async with _stop_signals() as stopped, serve(simulator.app(), port) as origin:
+        print(f"Unicat API simulator: {origin}")
+        print(
+            f"  project {simulator.project} (--project), key as given with --api-key; "
+            f"{len(simulator.record_gids())} records"
+        )
+        await stopped.wait()
+
+
+@contextlib.asynccontextmanager
+async def _stop_signals() -> AsyncIterator[asyncio.Event]:
+    """An event set by SIGINT or SIGTERM while the block runs."""
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopped.set)
+    try:
+        yield stopped
+    finally:
+        with contextlib.suppress(NotImplementedError):
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+
+async def _serve_until_stopped(
+    name: str, *, port: int, objects: int, seed: int, latency_ms: int
+) -> None:
+    async with _stop_signals() as stopped:
+        await _serve_one(
+            name, stopped, port=port, objects=objects, seed=seed, latency_ms=latency_ms
+        )
+
+
+async def _serve_one(
+    name: str, stopped: asyncio.Event, *, port: int, objects: int, seed: int, latency_ms: int
+) -> None:
     if name == "elements":
         elements = ElementsSimulator(
             objects=objects,
@@ -58,6 +100,3 @@ async def _serve_until_stopped(
             for uuid in pure.organization_uuids:
                 print(f"    {uuid}")
             await stopped.wait()
-    with contextlib.suppress(NotImplementedError):
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)

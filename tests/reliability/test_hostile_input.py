@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crisync.config import ConfigError, load_config
 from crisync.errors import CrisyncError
 from crisync.listener.atom import parse_error, parse_feed
+from crisync.sim.server import serve
+from crisync.state import cursors
+from crisync.state.store import Store
 from tests.reliability.conftest import Scale
+from tests.support.unicat import UNICAT_PROJECT, listener_for, unicat_settings
 
 API = "http://www.symplectic.co.uk/publications/api"
 
@@ -239,3 +247,153 @@ def test_config_loader_reports_problems_never_crashes(
         "their problems listed, 0 unhandled"
     )
     assert outcomes["refused"] > 0
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+SYNC_ITEM = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["cc", "project", ""]) | JSON,
+        "cursor": st.integers(-5, 2**63) | JSON,
+        "action": st.sampled_from(["INSERT", "UPDATE", "DELETE"]) | JSON,
+        "data_type": st.sampled_from(["records", "jobs", "definitions", "cc.version"]) | JSON,
+        "data_key": st.sampled_from(["r1", "r2"]) | JSON,
+        "data": JSON,
+    },
+)
+RECORD = st.fixed_dictionaries(
+    {},
+    optional={
+        "gid": st.sampled_from(["r1", "r2"]) | JSON,
+        "definition": st.sampled_from(["d1"]) | JSON,
+        "fields": st.dictionaries(st.sampled_from(["en", "nl"]), JSON) | JSON,
+        "title": JSON,
+        "status": st.sampled_from(["deleted", "active"]) | JSON,
+        "updated_on": st.integers(-(2**70), 2**70) | st.floats() | JSON,
+    },
+)
+
+
+@st.composite
+def _unicat_answers(draw: st.DrawFn) -> dict[str, Any]:
+    """What a hostile Unicat answers to /sync/get, /records/get and /definitions/get."""
+
+    def envelope(result: object, data: object) -> object:
+        return draw(
+            st.sampled_from(
+                [
+                    {"success": True, "result": result, "data": data},
+                    {
+                        "success": False,
+                        "result": {
+                            "code": draw(st.integers(0, 1010)),
+                            "message": draw(JSON),
+                            "info": draw(JSON),
+                        },
+                    },
+                ]
+            )
+            | JSON
+        )
+
+    return {
+        "sync": envelope(
+            {
+                "sync": draw(st.lists(SYNC_ITEM, max_size=5)),
+                **({"warning": "more"} if draw(st.booleans()) else {}),
+            },
+            {},
+        ),
+        "records": envelope({}, {"records": {"r1": draw(RECORD), "r2": draw(RECORD)}}),
+        "definitions": envelope({}, {"definitions": {"d1": {"name": draw(JSON)}}}),
+        "status": draw(st.sampled_from([200, 200, 200, 401, 422, 500, 503])),
+    }
+
+
+def _hostile_unicat(answers: dict[str, Any]) -> web.Application:
+    async def auth(_: web.Request) -> web.Response:
+        return web.json_response(
+            {"success": True, "result": {}, "data": {}},
+            headers={"Authorization": "Bearer fuzz.jwt.token"},
+        )
+
+    def answer(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(_: web.Request) -> web.Response:
+            return web.json_response(answers[name], status=answers["status"])
+
+        return handler
+
+    app = web.Application()
+    app.router.add_post(f"/api/p/{UNICAT_PROJECT}/auth", auth)
+    app.router.add_post("/sync/get", answer("sync"))
+    app.router.add_post(f"/api/p/{UNICAT_PROJECT}/records/get", answer("records"))
+    app.router.add_post(f"/api/p/{UNICAT_PROJECT}/definitions/get", answer("definitions"))
+    return app
+
+
+def test_unicat_listener_never_fails_unclassified(
+    tmp_path: Path, scale: Scale, report: Callable[[str], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("crisync.backoff.full_jitter", lambda *_, **__: 0.0)
+    outcomes = {"read": 0, "classified": 0}
+
+    async def poll_once(answers: dict[str, Any], state: Path) -> None:
+        async with (
+            serve(_hostile_unicat(answers)) as origin,
+            Store.open(state) as store,
+            aiohttp.ClientSession() as session,
+        ):
+            settings = unicat_settings(
+                origin,
+                "00000000-0000-4000-8000-000000000000",
+                data_types=["records", "definitions"],
+            )
+            listener = listener_for(session, settings, store)
+            # poll() records a failure on the feed instead of raising it.
+            await listener.poll()
+            async with store.reading() as conn:
+                failure = (await cursors.get(conn, listener.feed)).last_error
+            outcomes["classified" if failure else "read"] += 1
+
+    @_fuzz(Scale(0, 0, 0, max(50, scale.fuzz_examples // 3)))
+    @given(_unicat_answers())
+    def check(answers: dict[str, Any]) -> None:
+        asyncio.run(
+            poll_once(answers, tmp_path / f"state-{outcomes['read'] + outcomes['classified']}.db")
+        )
+
+    check()
+    report(
+        f"Unicat answers: {outcomes['read']} read, {outcomes['classified']} refused with a "
+        "classified error, 0 unhandled"
+    )
+    assert outcomes["read"] > 0
+    assert outcomes["classified"] > 0
+
+
+async def test_more_waiting_without_progress_is_no_hot_loop(tmp_path: Path) -> None:
+    answers = {
+        "sync": {"success": True, "result": {"sync": [], "warning": "more"}, "data": {}},
+        "records": {},
+        "definitions": {},
+        "status": 200,
+    }
+    async with (
+        serve(_hostile_unicat(answers)) as origin,
+        Store.open(tmp_path / "state.db") as store,
+        aiohttp.ClientSession() as session,
+    ):
+        listener = listener_for(session, unicat_settings(origin, "o"), store)
+        async with asyncio.timeout(10):
+            result = await listener.poll()
+        async with store.reading() as conn:
+            failure = (await cursors.get(conn, listener.feed)).last_error
+    assert not result.complete
+    assert failure is not None
+    assert "moved no cursor" in failure

@@ -51,7 +51,13 @@ import structlog
 
 from crisync.backoff import retrying
 from crisync.config.model import UnicatConfig
-from crisync.errors import CredentialError, CrisyncError, PermanentError, UnicatSelectionError
+from crisync.errors import (
+    CredentialError,
+    CrisyncError,
+    PermanentError,
+    RetriableError,
+    UnicatSelectionError,
+)
 from crisync.listener.unicat_client import GET_ENDPOINTS, SyncPage, UnicatClient
 from crisync.listener.unicat_jobs import JobEvent, JobTracker, read_job_event
 from crisync.state import cursors, inbox, sync_cursors
@@ -190,6 +196,12 @@ class UnicatListener:
                 continue
             observed = datetime.now(UTC)
             work = await self._read_page(page, position, observed)
+            if page.more and work.position == position:
+                # "More is waiting" from a page that moves no cursor would be asked for again
+                # and again: a hot loop against the API. Give up until the next poll.
+                raise RetriableError(
+                    "/sync/get: more is waiting, but the page moved no cursor", api="unicat"
+                )
             page_added = await self._commit(work, observed, started, complete=not page.more)
             position = work.position
             pages += 1

@@ -125,7 +125,7 @@ def _dispatcher(running: Running, pure: PureConfig) -> Dispatcher:
     return Dispatcher(
         running.store,
         HANDLERS,
-        HandlerContext(running.store, client, pure),
+        HandlerContext(running.store, client, pure, running.config.mappings),
         settings,
         work_ready=running.life.work_ready,
         outbox_ready=running.life.outbox_ready,

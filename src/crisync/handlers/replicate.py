@@ -70,7 +70,8 @@ async def replicate_to_pure(event: InboxEvent, ctx: HandlerContext) -> HandlerRe
         action: OutcomeAction = "created"
     else:
         uuid, version = updated
-        if known is None or not known.locked:
+        # Content merged in Pure since carries the survivor's lock state, unknown here.
+        if known is None or not known.locked or uuid != known.pure_uuid:
             await ctx.pure.lock(target.pure_type, uuid)
         action = "updated"
     row = MappingRow(

@@ -83,6 +83,24 @@ def deletion(kind: str, key: str, minute: int = 0) -> ChangeEvent:
     )
 
 
+# What a research output needs, by the contract: an editor's own record has these too.
+OUTPUT_REQUIRED = (
+    "typeDiscriminator",
+    "title",
+    "type",
+    "category",
+    "language",
+    "contributors",
+    "managingOrganization",
+    "publicationStatuses",
+)
+
+
+def editor_copy(stored: dict[str, Any]) -> dict[str, Any]:
+    """A research output as an editor would enter the same one, without crisync's PrimaryId."""
+    return {name: stored[name] for name in OUTPUT_REQUIRED}
+
+
 async def enqueue(store: Store, *events: ChangeEvent) -> None:
     async with store.transaction() as conn:
         await inbox.add_events(conn, events, utc_now())

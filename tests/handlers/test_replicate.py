@@ -11,6 +11,7 @@ from crisync.sim.pure import PureSimulator
 from crisync.state import mapping
 from tests.handlers.helpers import (
     claim_one,
+    editor_copy,
     enqueue,
     mapped,
     publication,
@@ -177,13 +178,9 @@ async def test_content_merged_in_pure_is_followed_to_the_survivor_and_stored(
 ) -> None:
     await enqueue(context.store, publication("7", "On crystals"))
     merged = (await replicate_next(context)).pure_uuid or ""
-    stored = pure_sim.objects("research-outputs")[merged]
     # An editor's own record of the same output, into which Pure merges crisync's.
-    required = ("typeDiscriminator", "title", "type", "category", "language")
-    required += ("contributors", "managingOrganization", "publicationStatuses")
-    survivor = await context.pure.create(
-        "research-outputs", {name: stored[name] for name in required}
-    )
+    stored = pure_sim.objects("research-outputs")[merged]
+    survivor = await context.pure.create("research-outputs", editor_copy(stored))
     pure_sim.merge("research-outputs", merged, survivor["uuid"])
 
     await enqueue(context.store, publication("7", "On larger crystals", minute=5))

@@ -160,8 +160,9 @@ def test_references_must_name_mapped_kinds_and_matches_their_key() -> None:
         ({}, "exactly one of"),
         ({"value": "x", "from": "fields.x"}, "exactly one of"),
         ({"value": "x", "lookup": "languages"}, "lookup and default go with from"),
-        ({"from": "fields.x", "many": True}, "many and fallback go with reference"),
-        ({"reference": "user"}, "a reference needs from, a fallback, or both"),
+        ({"from": "fields.x", "many": True}, "many goes with reference or fallback"),
+        ({"reference": "user"}, "a reference names the kind it refers to"),
+        ({"from": "fields.x", "fallback": "managing-organization"}, "a reference names the kind"),
         ({"from": "fields..x"}, "a path is dot-separated names"),
     ],
 )
@@ -217,3 +218,23 @@ def test_expressions_walk_paths_and_apply_filters() -> None:
 def test_match_keys_ignore_case_dots_and_spacing() -> None:
     assert normalise_key(["Müller", "J.-L."]) == normalise_key(["MÜLLER ", "j -l"])
     assert normalise_key(["Hook", "D"]) != normalise_key(["Hook", "DW"])
+
+
+def test_the_example_configuration_is_valid_with_its_unicat_mapping_switched_on(
+    tmp_path: Path,
+) -> None:
+    example = Path(__file__).parents[2] / "deploy" / "crisync.toml.example"
+    lines = example.read_text().splitlines()
+    start = lines.index("# [mappings.unicat.record]")
+    for number in range(start, len(lines)):
+        if not lines[number].startswith("# "):
+            break
+        lines[number] = lines[number].removeprefix("# ")
+    path = tmp_path / "crisync.toml"
+    path.write_text("\n".join(lines).replace("/var/lib/crisync", str(tmp_path)))
+    config = load_config(str(path), env=SECRETS).config
+    record = config.mappings.for_kind("unicat", "record")
+    assert record is not None
+    assert record.custom_fields["open-access"].type == "Boolean"
+    assert config.pure is not None
+    assert config.pure.rate_limit == 10

@@ -252,9 +252,10 @@ class PersonsRule(Rules):
 class PropertyRule(Rules):
     """How one Pure property (a dotted path into the body) gets its value.
 
-    Exactly one of: `value` (a constant), `from` (source expressions, optionally through a
-    `lookup` table, with a `default`), `reference` (the kind whose mapping names the Pure
-    content that `from` gives the key of), `persons` (a people list, see PersonsRule).
+    Exactly one of: `value` (a constant); `from` (source expressions, optionally through a
+    `lookup` table, with a `default`); a reference: `reference` (the kind whose mapping
+    names the Pure content) with `from` (giving the referred object's key), and/or a
+    `fallback` for when the source names none; `persons` (a people list, see PersonsRule).
     """
 
     value: JsonValue = None
@@ -273,7 +274,7 @@ class PropertyRule(Rules):
     def kind(self) -> Literal["value", "source", "reference", "persons"]:
         if self.persons is not None:
             return "persons"
-        if self.reference is not None:
+        if self.reference is not None or self.fallback is not None:
             return "reference"
         if self.value is not None:
             return "value"
@@ -283,18 +284,18 @@ class PropertyRule(Rules):
     def _one_kind(self) -> PropertyRule:
         kinds = [
             self.value is not None,
-            self.reference is not None,
+            self.reference is not None or self.fallback is not None,
             self.persons is not None,
-            bool(self.from_) and self.reference is None,
+            bool(self.from_) and self.reference is None and self.fallback is None,
         ]
         if sum(kinds) != 1:
-            raise ValueError("give exactly one of value, from, reference (with from) or persons")
+            raise ValueError("give exactly one of value, from, reference or fallback, persons")
         if (self.lookup is not None or self.default is not None) and self.kind != "source":
             raise ValueError("lookup and default go with from")
-        if (self.many or self.fallback) and self.kind != "reference":
-            raise ValueError("many and fallback go with reference")
-        if self.kind == "reference" and not self.from_ and self.fallback is None:
-            raise ValueError("a reference needs from, a fallback, or both")
+        if self.many and self.kind != "reference":
+            raise ValueError("many goes with reference or fallback")
+        if self.kind == "reference" and bool(self.reference) != bool(self.from_):
+            raise ValueError("a reference names the kind it refers to and, in from, the key")
         return self
 
 

@@ -180,11 +180,11 @@ class _Builder:
         return copy.deepcopy(default) if value is None else value
 
     async def _reference(self, path: str, rule: PropertyRule) -> Any:
-        assert rule.reference is not None  # a reference rule names its kind
-        found = first_value(rule.from_, self._payload) if rule.from_ else None
+        found = first_value(rule.from_, self._payload) if rule.reference else None
         keys = found if isinstance(found, list) else [] if found is None else [found]
         refs = []
         for key in keys:
+            assert rule.reference is not None  # keys come only with the kind
             if isinstance(key, dict | list):
                 raise self._invalid(f"{path}: {key!r} is not a key")
             ref = await self._references.content(self._event.source, rule.reference, str(key))
@@ -250,7 +250,8 @@ class _Builder:
         parts = [parse_expression(text).evaluate(entry) for text in rule.match]
         if any(part is None for part in parts):
             return None
-        found = await self._references.persons(source, rule.kind, normalise_key(parts))
+        match_key = normalise_key(parts)
+        found = await self._references.persons(source, rule.kind, match_key)
         if len(found) > 1:
             # Two people share the identifying values: linking either could be wrong.
             log.warning(
@@ -258,6 +259,7 @@ class _Builder:
                 source=source,
                 kind=self._event.kind,
                 key=self._event.key,
+                match_key=match_key,
                 candidates=len(found),
             )
         return found[0] if len(found) == 1 else None

@@ -349,10 +349,6 @@ class ObjectMapping(Rules):
         return value
 
     @property
-    def system_name(self) -> str:
-        return PURE_TYPES[self.pure_type].system_name
-
-    @property
     def owned_properties(self) -> frozenset[str]:
         """The top-level properties this mapping writes; people's edits to others stay."""
         return frozenset(path.split(".")[0] for path in self.properties)

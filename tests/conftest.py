@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from crisync.config.model import Config, DaemonConfig, ElementsConfig, MqttConfig, PureConfig
 from crisync.sim.broker import MosquittoBroker
@@ -26,6 +28,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="run the fault suites at full size (5,000 objects, 20 kills, a 30 s broker outage)",
     )
+
+
+@pytest.fixture(autouse=True)
+def fresh_logging() -> Iterator[None]:
+    """A command run in-process configures logging for the process: undo it for the next test."""
+    yield
+    structlog.reset_defaults()
+    logging.getLogger().handlers.clear()
 
 
 @pytest.fixture(scope="session")

@@ -178,7 +178,10 @@ def test_the_example_documents_every_option_with_a_comment() -> None:
         (section, name)
         for section, model in tables.items()
         for name, field in model.model_fields.items()
-        if f"{section}.{name}" not in tables and not _is_secret(field.annotation)
+        if f"{section}.{name}" not in tables
+        and not _is_secret(field.annotation)
+        # Mapping rules are data with a grammar of their own, documented in the README.
+        and not section.startswith("mappings.")
     }
     assert expected - documented == set()
 

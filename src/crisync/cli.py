@@ -7,18 +7,22 @@ import asyncio
 import json
 import sqlite3
 import sys
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from typing import Any
 
 import structlog
 
 from crisync.config import EX_CONFIG, ConfigError, LoadedConfig, load_config
+from crisync.errors import CrisyncError
 from crisync.logs import configure_logging
 from crisync.state.store import SchemaTooNewError
 
 EX_OK = 0
 EX_SOFTWARE = 1
 EX_USAGE = 64
+EX_NOINPUT = 66  # the object asked for does not exist
+EX_UNAVAILABLE = 69  # an API refused or failed
 EX_TEMPFAIL = 75
 
 
@@ -51,6 +55,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SOURCE/KIND/KEY",
         help="one object's dead letter, e.g. elements/publication/1042",
     )
+
+    reconcile = with_config(
+        "reconcile",
+        "rebuild the mapping from the PrimaryIds in Pure and report the differences",
+    )
+    reconcile.add_argument(
+        "--check", action="store_true", help="only report; exit 1 when there are differences"
+    )
+    resync = with_config(
+        "resync", "fetch one object from its source again and queue it for replication"
+    )
+    resync.add_argument("source", metavar="SOURCE", help="elements")
+    resync.add_argument("kind", metavar="KIND", help="e.g. publication, user")
+    resync.add_argument("key", metavar="KEY", help="the object's id in the source, e.g. 1042")
 
     demo = commands.add_parser(
         "demo", help="replicate simulated Elements data into a simulated Pure"
@@ -133,10 +151,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     log = structlog.get_logger("crisync")
     try:
-        if args.command == "status":
-            return asyncio.run(_status(loaded, as_json=args.json))
-        if args.command == "retry":
-            return asyncio.run(_retry(loaded, None if args.all else args.key))
+        command = _state_commands(args, loaded).get(args.command)
+        if command is not None:
+            return asyncio.run(command)
         from crisync.daemon import run_daemon
 
         asyncio.run(run_daemon(loaded.config, once=args.command == "once"))
@@ -156,6 +173,20 @@ def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     return EX_OK
 
 
+def _state_commands(
+    args: argparse.Namespace, loaded: LoadedConfig
+) -> dict[str, Coroutine[Any, Any, int]]:
+    """The one-shot commands on the state database, ready to run (only one of them is)."""
+    factories: dict[str, Callable[[], Coroutine[Any, Any, int]]] = {
+        "status": lambda: _status(loaded, as_json=args.json),
+        "retry": lambda: _retry(loaded, None if args.all else args.key),
+        "reconcile": lambda: _reconcile(loaded, check=args.check),
+        "resync": lambda: _resync(loaded, args.source, args.kind, args.key),
+    }
+    factory = factories.get(args.command)
+    return {} if factory is None else {args.command: factory()}
+
+
 async def _retry(loaded: LoadedConfig, object_key: str | None) -> int:
     from crisync.state import dead_letters
     from crisync.state.store import Store
@@ -169,6 +200,56 @@ async def _retry(loaded: LoadedConfig, object_key: str | None) -> int:
     if object_key is not None and result.requeued + result.superseded == 0:
         print(f"no dead letter for {object_key}", file=sys.stderr)
         return EX_USAGE
+    return EX_OK
+
+
+async def _reconcile(loaded: LoadedConfig, *, check: bool) -> int:
+    from crisync.daemon import http_session
+    from crisync.handlers.pure_client import PureClient
+    from crisync.handlers.reconcile import reconcile, render
+    from crisync.state.store import Store
+    from crisync.telemetry import Telemetry
+
+    config = loaded.config
+    if config.pure is None:
+        print("crisync: [pure] is not configured: nothing to reconcile with", file=sys.stderr)
+        return EX_CONFIG
+    async with Store.open(config.state.path) as store, http_session() as session:
+        client = PureClient(session, config.pure, telemetry=Telemetry())
+        try:
+            report = await reconcile(store, client, config.mappings, apply=not check)
+        except CrisyncError as exc:
+            print(f"crisync: reconcile stopped: {exc.info().message}", file=sys.stderr)
+            return EX_UNAVAILABLE
+    print(render(report))
+    return EX_SOFTWARE if check and not report.consistent else EX_OK
+
+
+async def _resync(loaded: LoadedConfig, source: str, kind: str, key: str) -> int:
+    from crisync.daemon import http_session
+    from crisync.handlers.resync import ElementsSource, resync_object
+    from crisync.listener.elements import ElementsClient
+    from crisync.state.store import Store
+    from crisync.telemetry import Telemetry
+
+    config = loaded.config
+    async with Store.open(config.state.path) as store, http_session() as session:
+        elements = None
+        if config.elements is not None:
+            client = ElementsClient(session, config.elements, telemetry=Telemetry())
+            elements = ElementsSource(client, config.elements.url)
+        try:
+            event = await resync_object(store, source, kind, key, elements=elements)
+        except CrisyncError as exc:
+            what = f"{source}/{kind}/{key}"
+            print(f"crisync: resync of {what}: {exc.info().message}", file=sys.stderr)
+            if exc.status == 404:
+                return EX_NOINPUT
+            return EX_USAGE if exc.api == "crisync" else EX_UNAVAILABLE
+    print(
+        f"queued {source}/{kind}/{key} (changed {event.changed_at.isoformat()}) for replication; "
+        "a running daemon takes it within seconds, else run `crisync once`"
+    )
     return EX_OK
 
 

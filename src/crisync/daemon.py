@@ -136,7 +136,13 @@ def _dispatcher(running: Running, pure: PureConfig) -> Dispatcher:
     return Dispatcher(
         running.store,
         HANDLERS,
-        HandlerContext(running.store, client, pure, running.config.unicat),
+        HandlerContext(
+            running.store,
+            client,
+            pure,
+            mappings=running.config.mappings,
+            unicat=running.config.unicat,
+        ),
         settings,
         work_ready=running.life.work_ready,
         outbox_ready=running.life.outbox_ready,

@@ -2,19 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from crisync.state import inbox
+from crisync.handlers.base import HandlerContext, HandlerResult
+from crisync.handlers.dispatcher import record_result
+from crisync.handlers.replicate import replicate_to_pure
+from crisync.state import inbox, mapping
 from crisync.state.inbox import ChangeEvent, InboxEvent
+from crisync.state.mapping import MappingRow
 from crisync.state.store import Store, utc_now
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
-def publication(key: str, title: str, minute: int = 0) -> ChangeEvent:
-    fields = {"title": title, "language": "en", "publication-date": {"year": 2025, "month": 6}}
-    payload: dict[str, Any] = {"id": key, "category": "publication", "fields": fields}
+def publication(
+    key: str,
+    title: str,
+    minute: int = 0,
+    *,
+    authors: Iterable[tuple[str, str]] = (),
+    publication_type: str = "journal-article",
+    **fields: Any,
+) -> ChangeEvent:
+    """An Elements publication as the listener reads it; authors are (last name, initials)."""
+    fields = {
+        "title": title,
+        "language": "en",
+        "publication-date": {"year": 2025, "month": 6},
+        **fields,
+    }
+    people = [{"last-name": last, "initials": initials} for last, initials in authors]
+    if people:
+        fields["authors"] = people
+    payload: dict[str, Any] = {
+        "id": key,
+        "category": "publication",
+        "attributes": {"type": publication_type},
+        "fields": fields,
+    }
     return ChangeEvent(
         "elements:publications",
         "elements",
@@ -26,7 +53,7 @@ def publication(key: str, title: str, minute: int = 0) -> ChangeEvent:
     )
 
 
-def user(key: str, last_name: str, minute: int = 0) -> ChangeEvent:
+def user(key: str, last_name: str, minute: int = 0, *, first_name: str = "Ada") -> ChangeEvent:
     return ChangeEvent(
         "elements:users",
         "elements",
@@ -34,8 +61,44 @@ def user(key: str, last_name: str, minute: int = 0) -> ChangeEvent:
         key,
         "upsert",
         T0 + timedelta(minutes=minute),
-        {"id": key, "category": "user", "fields": {"first-name": "Ada", "last-name": last_name}},
+        {
+            "id": key,
+            "category": "user",
+            "fields": {"first-name": first_name, "last-name": last_name},
+        },
     )
+
+
+def deletion(kind: str, key: str, minute: int = 0) -> ChangeEvent:
+    """A deletion as the Elements deleted-objects feed reports it."""
+    when = T0 + timedelta(minutes=minute)
+    return ChangeEvent(
+        f"elements:deleted:{kind}",
+        "elements",
+        kind,
+        key,
+        "delete",
+        when,
+        {"id": key, "category": kind, "deleted_at": when.isoformat()},
+    )
+
+
+# What a research output needs, by the contract: an editor's own record has these too.
+OUTPUT_REQUIRED = (
+    "typeDiscriminator",
+    "title",
+    "type",
+    "category",
+    "language",
+    "contributors",
+    "managingOrganization",
+    "publicationStatuses",
+)
+
+
+def editor_copy(stored: dict[str, Any]) -> dict[str, Any]:
+    """A research output as an editor would enter the same one, without crisync's PrimaryId."""
+    return {name: stored[name] for name in OUTPUT_REQUIRED}
 
 
 async def enqueue(store: Store, *events: ChangeEvent) -> None:
@@ -43,7 +106,22 @@ async def enqueue(store: Store, *events: ChangeEvent) -> None:
         await inbox.add_events(conn, events, utc_now())
 
 
-async def claim_one(store: Store) -> InboxEvent:
+async def claim_one(store: Store, *, skip: Iterable[str] = ()) -> InboxEvent:
+    """The next event, passing over the keys in `skip` (source/kind/key) as if in flight."""
     async with store.reading() as conn:
-        (event,) = await inbox.claim_ready(conn, busy_keys=[], now=utc_now(), limit=1)
+        (event,) = await inbox.claim_ready(conn, busy_keys=skip, now=utc_now(), limit=1)
     return event
+
+
+async def replicate_next(context: HandlerContext, *, skip: Iterable[str] = ()) -> HandlerResult:
+    """Handle the next event and commit what the dispatcher would commit."""
+    event = await claim_one(context.store, skip=skip)
+    result = await replicate_to_pure(event, context)
+    async with context.store.transaction() as conn:
+        await record_result(conn, event, result)
+    return result
+
+
+async def mapped(store: Store, kind: str, key: str) -> MappingRow | None:
+    async with store.reading() as conn:
+        return await mapping.get(conn, "elements", kind, key)

@@ -110,7 +110,7 @@ async def test_a_permanent_failure_is_a_dead_letter_and_does_not_block_others(
     error = by_key["bad"]["error"]
     assert isinstance(error, dict)
     assert error["class"] == "PermanentError"
-    assert "no title" in error["message"]
+    assert "no value for title.value" in error["message"]
     async with context.store.reading() as conn:
         (letter,) = await dead_letters.all_dead_letters(conn)
         assert await inbox.pending_count(conn) == 0

@@ -1,39 +1,23 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from dataclasses import replace
 
-import aiohttp
 import pytest
 
-from crisync.config.model import Config
-from crisync.errors import RetriableError
-from crisync.handlers.base import HandlerContext, HandlerResult
-from crisync.handlers.dispatcher import record_result
-from crisync.handlers.pure_client import PureClient
+from crisync.errors import PermanentError, RetriableError
+from crisync.handlers.base import HandlerContext
 from crisync.handlers.replicate import replicate_to_pure
 from crisync.sim.pure import PureSimulator
 from crisync.state import mapping
-from crisync.state.store import Store
-from crisync.telemetry import Telemetry
-from tests.handlers.helpers import claim_one, enqueue, publication, user
-
-
-@pytest.fixture
-async def context(config: Config) -> AsyncIterator[HandlerContext]:
-    assert config.pure is not None
-    async with Store.open(config.state.path) as store, aiohttp.ClientSession() as session:
-        yield HandlerContext(
-            store, PureClient(session, config.pure, telemetry=Telemetry()), config.pure
-        )
-
-
-async def replicate_next(context: HandlerContext) -> HandlerResult:
-    """Handle the next event and commit what the dispatcher would commit."""
-    event = await claim_one(context.store)
-    result = await replicate_to_pure(event, context)
-    async with context.store.transaction() as conn:
-        await record_result(conn, event, result)
-    return result
+from tests.handlers.helpers import (
+    claim_one,
+    editor_copy,
+    enqueue,
+    mapped,
+    publication,
+    replicate_next,
+    user,
+)
 
 
 async def test_a_new_publication_is_created_with_its_primary_id_and_locked(
@@ -152,3 +136,149 @@ async def test_a_new_object_costs_no_search(
         conn.execute("SELECT COUNT(*) FROM create_intents") as rows,
     ):
         assert (await rows.fetchone())[0] == 0
+
+
+async def test_request_economy_new_two_changed_two_unchanged_none(
+    context: HandlerContext, pure_sim: PureSimulator
+) -> None:
+    """Per object: a new one costs create + lock, a changed one read + write, else nothing."""
+    authors = [("Lovelace", "A"), ("Hopper", "G")]
+    await enqueue(
+        context.store,
+        user("1", "Lovelace"),
+        user("2", "Hopper", first_name="Grace"),
+        *(publication(str(n), f"Title {n}", authors=authors) for n in range(10, 15)),
+    )
+    for _ in range(7):
+        await replicate_next(context)
+    assert pure_sim.request_counts == {
+        ("persons", "create"): 2,
+        ("persons", "lock"): 2,
+        ("research-outputs", "create"): 5,
+        ("research-outputs", "lock"): 5,
+    }
+    persons = set(pure_sim.objects("persons"))
+    for output in pure_sim.objects("research-outputs").values():
+        assert {c["person"]["uuid"] for c in output["contributors"]} == persons
+    pure_sim.request_counts.clear()
+
+    changed = [publication(str(n), f"New title {n}", 5, authors=authors) for n in (10, 11, 12)]
+    unchanged = [publication(str(n), f"Title {n}", 5, authors=authors) for n in (13, 14)]
+    await enqueue(context.store, *changed, *unchanged, user("1", "Lovelace", 5))
+    actions = [(await replicate_next(context)).action for _ in range(6)]
+    assert sorted(actions) == ["unchanged"] * 3 + ["updated"] * 3
+    assert pure_sim.request_counts == {
+        ("research-outputs", "get"): 3,
+        ("research-outputs", "update"): 3,
+    }
+
+
+async def test_content_merged_in_pure_is_followed_to_the_survivor_and_stored(
+    context: HandlerContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(context.store, publication("7", "On crystals"))
+    merged = (await replicate_next(context)).pure_uuid or ""
+    # An editor's own record of the same output, into which Pure merges crisync's.
+    stored = pure_sim.objects("research-outputs")[merged]
+    survivor = await context.pure.create("research-outputs", editor_copy(stored))
+    pure_sim.merge("research-outputs", merged, survivor["uuid"])
+
+    await enqueue(context.store, publication("7", "On larger crystals", minute=5))
+    result = await replicate_next(context)
+    assert result.action == "updated"
+    assert result.pure_uuid == survivor["uuid"]
+    now = pure_sim.objects("research-outputs")[survivor["uuid"]]
+    assert now["title"] == {"value": "On larger crystals"}
+    assert now["identifiers"][0]["value"] == "elements:publication:7"
+    assert pure_sim.is_locked("research-outputs", survivor["uuid"])
+    row = await mapped(context.store, "publication", "7")
+    assert row is not None
+    assert row.pure_uuid == survivor["uuid"]
+
+
+async def test_content_deleted_in_pure_is_created_again(
+    context: HandlerContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(context.store, publication("7", "On crystals"))
+    first = (await replicate_next(context)).pure_uuid or ""
+    assert await context.pure.delete("research-outputs", first)
+    assert not await context.pure.delete("research-outputs", first)  # gone is gone
+
+    await enqueue(context.store, publication("7", "On larger crystals", minute=5))
+    result = await replicate_next(context)
+    assert result.action == "created"
+    (again,) = pure_sim.objects("research-outputs")
+    assert result.pure_uuid == again != first
+    assert pure_sim.is_locked("research-outputs", again)
+
+
+async def test_already_locked_counts_as_locked(
+    context: HandlerContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(context.store, publication("7", "On crystals"))
+    await replicate_next(context)
+    row = await mapped(context.store, "publication", "7")
+    assert row is not None
+    async with context.store.transaction() as conn:  # the mapping forgot the lock
+        await mapping.put(conn, replace(row, locked=False))
+    pure_sim.request_counts.clear()
+
+    await enqueue(context.store, publication("7", "Changed", minute=5))
+    result = await replicate_next(context)
+    assert result.action == "updated"
+    assert pure_sim.request_counts[("research-outputs", "lock")] == 1  # answered 409
+    row = await mapped(context.store, "publication", "7")
+    assert row is not None
+    assert row.locked
+
+
+async def test_an_owned_property_without_a_value_is_cleared_in_pure(
+    context: HandlerContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(context.store, publication("7", "On crystals", abstract="Long ago"))
+    uuid = (await replicate_next(context)).pure_uuid or ""
+    assert pure_sim.objects("research-outputs")[uuid]["abstract"] == {"en_GB": "Long ago"}
+    await enqueue(context.store, publication("7", "On crystals", minute=5))
+    assert (await replicate_next(context)).action == "updated"
+    assert "abstract" not in pure_sim.objects("research-outputs")[uuid]
+
+
+async def test_a_mapping_moved_to_another_pure_type_is_refused(
+    context: HandlerContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(context.store, user("5", "Lovelace"))
+    await replicate_next(context)
+    moved = context.mappings.model_copy(
+        update={
+            "elements": {
+                **context.mappings.elements,
+                "user": context.mappings.elements["user"].model_copy(
+                    update={"pure_type": "external-persons"}
+                ),
+            }
+        }
+    )
+    await enqueue(context.store, user("5", "Lovelace", 5))
+    with pytest.raises(PermanentError, match="mapping now says external-persons"):
+        await replicate_to_pure(await claim_one(context.store), replace(context, mappings=moved))
+    assert len(pure_sim.objects("external-persons")) == 0
+
+
+async def test_a_missing_match_key_is_filled_in_without_asking_pure(
+    context: HandlerContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(context.store, user("5", "Lovelace"))
+    await replicate_next(context)
+    row = await mapped(context.store, "user", "5")
+    assert row is not None
+    assert row.match_key == "lovelace|a"
+    async with context.store.transaction() as conn:  # as a row from before match keys
+        await mapping.put(conn, replace(row, match_key=None))
+    pure_sim.request_counts.clear()
+
+    await enqueue(context.store, user("5", "Lovelace", 5))
+    assert (await replicate_next(context)).action == "unchanged"
+    assert sum(pure_sim.request_counts.values()) == 0
+    row = await mapped(context.store, "user", "5")
+    assert row is not None
+    assert row.match_key == "lovelace|a"

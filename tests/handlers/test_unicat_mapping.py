@@ -69,7 +69,7 @@ def test_no_rule_or_a_path_through_a_value_is_a_permanent_error() -> None:
         unicat_target(payload("x", a="A", b="B"), [clash])
 
 
-def test_to_pure_gives_unicat_records_their_primary_id(config: Any) -> None:
+async def test_to_pure_gives_unicat_records_their_primary_id(config: Any) -> None:
     event = InboxEvent(
         1,
         "unicat:p",
@@ -83,7 +83,16 @@ def test_to_pure_gives_unicat_records_their_primary_id(config: Any) -> None:
         0,
     )
     unicat = unicat_settings("https://unicat.app", ORGANIZATION)
-    target = to_pure(event, config.pure, unicat)
+    # Unicat records never ask for references: their rules name no other content.
+    no_references: Any = None
+    organization = config.pure.managing_organization
+    target = await to_pure(
+        event,
+        config.mappings,
+        no_references,
+        managing_organization=organization,
+        unicat=unicat.mappings,
+    )
     assert target.primary_id == "unicat:record:6f1d2c3b-4a59-4e68-9d7c-1b2a3c4d5e6f"
     assert target.body["identifiers"] == [
         {
@@ -93,4 +102,5 @@ def test_to_pure_gives_unicat_records_their_primary_id(config: Any) -> None:
         }
     ]
     with pytest.raises(PermanentError):
-        to_pure(event, config.pure)  # without [unicat] there is no rule to follow
+        # Without [unicat] there is no rule to follow.
+        await to_pure(event, config.mappings, no_references, managing_organization=organization)

@@ -432,8 +432,17 @@ async def test_search_filters_by_uuid_and_text(
     response, found = await call(api, "POST", "/persons/search", {"uuids": [alan["uuid"]]})
     assert response.status == 200
     assert [item["uuid"] for item in found["items"]] == [alan["uuid"]]
-    _, found = await call(api, "POST", "/persons/search", {"searchString": "ELEMENTS:USER:1"})
+    # Any word matches; the objects matching most words come first.
+    _, found = await call(api, "POST", "/persons/search", {"searchString": "ELEMENTS:USER:2"})
+    assert [item["uuid"] for item in found["items"]] == [alan["uuid"], ada["uuid"]]
+    assert found["count"] == 2
+    _, found = await call(
+        api, "POST", "/persons/search", {"searchString": "lovelace", "offset": 0, "size": 5}
+    )
     assert [item["uuid"] for item in found["items"]] == [ada["uuid"]]
+    # Words match whole: "lovelac" finds no "Lovelace".
+    _, found = await call(api, "POST", "/persons/search", {"searchString": "lovelac"})
+    assert found["items"] == []
     response, problem = await call(api, "POST", "/persons/search", {"searchstring": "x"})
     assert_problem(response, problem, 400)
     # The contract has no search for users: only /users/{uuid} matches, with other methods.

@@ -65,6 +65,10 @@ def load_config(cli_path: str | None = None, env: Mapping[str, str] | None = Non
     misplaced = _refuse_secrets_in_file(raw, problems)
     _apply_env_overrides(raw, env, problems)
     _add_secrets(raw, env, problems, misplaced)
+    mappings = raw.get("mappings")
+    if isinstance(mappings, dict) and isinstance(mappings.get("file"), str):
+        # A relative mapping file lives beside the configuration file.
+        mappings["file"] = str(path.parent / mappings["file"])
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:

@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from crisync.config.mapping import MappingsConfig
+
 # The Elements categories the listener reads, by their feed (plural) name.
 ElementsCategory = Literal["users", "publications"]
 ELEMENTS_CATEGORIES: tuple[ElementsCategory, ...] = ("users", "publications")
@@ -103,7 +105,10 @@ class PureConfig(Section):
     managing_organization: str = Field(
         description="uuid of the Pure organisation that manages replicated content"
     )
-    concurrency: int = Field(4, ge=1, le=64)
+    concurrency: int = Field(4, ge=1, le=64, description="requests to Pure in flight at once")
+    rate_limit: float | None = Field(
+        None, gt=0, description="requests per second to Pure at most; none: only concurrency"
+    )
     timeout: float = Field(60.0, gt=0)
     max_attempts: int = Field(10, ge=1, description="retriable failures before a dead letter")
 
@@ -161,6 +166,8 @@ class Config(Section):
     unicat: UnicatConfig | None = None
     pure: PureConfig | None = None
     mqtt: MqttConfig | None = None
+    # Always there: without a [mappings] section the built-in mappings apply.
+    mappings: MappingsConfig = Field(default_factory=MappingsConfig)
 
     @model_validator(mode="after")
     def _feeds_need_pure(self) -> Config:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from crisync.config.mapping import MappingsConfig
 from crisync.config.model import PureConfig, UnicatConfig
 from crisync.handlers.pure_client import PureClient
+from crisync.handlers.references import KeyedLocks
 from crisync.outcome import OutcomeAction
 from crisync.state.inbox import ChangeEvent, InboxEvent
 from crisync.state.mapping import MappingRow
@@ -18,6 +20,9 @@ class HandlerContext:
     store: Store
     pure: PureClient
     pure_config: PureConfig
+    mappings: MappingsConfig = field(default_factory=MappingsConfig)  # built-ins unless configured
+    # One search-or-create per external person name at a time, across concurrent handlers.
+    external_person_locks: KeyedLocks = field(default_factory=KeyedLocks)
     unicat: UnicatConfig | None = None  # its record mappings, when Unicat is configured
 
 
@@ -30,6 +35,8 @@ class HandlerResult:
     # Further work this result causes (e.g. writing the Pure uuid back into the source),
     # queued in the inbox in the same transaction.
     follow_ups: tuple[ChangeEvent, ...] = ()
+    # The source object is gone and so is (or will be) its link to Pure: drop the mapping.
+    forget_mapping: bool = False
 
 
 Handler = Callable[[InboxEvent, HandlerContext], Awaitable[HandlerResult]]

@@ -269,6 +269,9 @@ async def record_result(
     if result.mapping is not None:
         await mapping.put(conn, result.mapping)
         await create_intents.remove(conn, event.source, event.kind, event.key)
+    elif result.forget_mapping:
+        await mapping.delete(conn, event.source, event.kind, event.key)
+        await create_intents.remove(conn, event.source, event.kind, event.key)
 
 
 async def _no_handler(event: InboxEvent, _context: HandlerContext) -> HandlerResult:

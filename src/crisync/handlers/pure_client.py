@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
+from aiolimiter import AsyncLimiter
 
 from crisync.config.model import PureConfig
 from crisync.errors import (
@@ -36,17 +39,21 @@ class PureClient:
         self._headers = {"api-key": config.api_key.get_secret_value(), "Accept": "application/json"}
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
         self._slots = asyncio.Semaphore(config.concurrency)
+        # At most rate_limit requests in any second; bursts up to that many are fine.
+        self._pace = None if config.rate_limit is None else AsyncLimiter(config.rate_limit, 1.0)
 
     async def create(self, pure_type: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._json("PUT", f"/{pure_type}", body, expect=(201, 200))
 
-    async def search(self, pure_type: str, text: str, size: int = 20) -> list[dict[str, Any]]:
-        """Full-text search; callers check what they need in the items it returns."""
-        found = await self._json(
-            "POST", f"/{pure_type}/search", {"searchString": text, "size": size}, expect=(200,)
-        )
-        items = found.get("items") or []
-        return [item for item in items if isinstance(item, dict)]
+    async def search(self, pure_type: str, text: str, *, offset: int = 0, size: int = 100) -> Page:
+        """One page of a full-text search; callers check what they need in its items."""
+        query = {"searchString": text, "offset": offset, "size": size}
+        return _page(await self._json("POST", f"/{pure_type}/search", query, expect=(200,)))
+
+    async def list_page(self, pure_type: str, *, offset: int, size: int) -> Page:
+        """One page of every object of a type, in Pure's order."""
+        path = f"/{pure_type}?{urlencode({'offset': offset, 'size': size})}"
+        return _page(await self._json("GET", path, None, expect=(200,)))
 
     async def get(self, pure_type: str, uuid: str) -> dict[str, Any]:
         """The current object; a 301 after a merge in Pure is followed to the new uuid."""
@@ -54,6 +61,16 @@ class PureClient:
 
     async def update(self, pure_type: str, uuid: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._json("PUT", f"/{pure_type}/{uuid}", body, expect=(200,))
+
+    async def delete(self, pure_type: str, uuid: str) -> bool:
+        """True when this call deleted it, False when Pure had no such object."""
+        try:
+            await self._request("DELETE", f"/{pure_type}/{uuid}", None, expect=(204,))
+        except PermanentError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     async def lock(self, pure_type: str, uuid: str) -> bool:
         """True when this call locked it, False when it was locked already."""
@@ -87,6 +104,8 @@ class PureClient:
         self, method: str, path: str, body: dict[str, Any] | None, expect: tuple[int, ...]
     ) -> bytes:
         async with self._slots:
+            if self._pace is not None:
+                await self._pace.acquire()
             started, status = time.monotonic(), "failed"
             try:
                 async with self._session.request(
@@ -115,6 +134,58 @@ class PureClient:
                 raise classify_exception("pure", exc) from exc
             finally:
                 self._telemetry.request("pure", method, status, time.monotonic() - started)
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    count: int  # how many there are in all, on every page
+
+    def more_after(self, offset: int) -> bool:
+        return bool(self.items) and offset + len(self.items) < self.count
+
+
+# Search hits read per request while looking for one PrimaryId.
+PRIMARY_ID_SEARCH_PAGE = 100
+
+
+def has_primary_id(item: dict[str, Any], id_source: str, value: str | None = None) -> bool:
+    """Whether a Pure object carries a PrimaryId of this idSource (and value, if given)."""
+    return any(
+        identifier.get("typeDiscriminator") == "PrimaryId"
+        and identifier.get("idSource") == id_source
+        and (value is None or identifier.get("value") == value)
+        for identifier in item.get("identifiers") or []
+        if isinstance(identifier, dict)
+    )
+
+
+async def find_by_primary_id(
+    pure: PureClient, pure_type: str, id_source: str, value: str
+) -> dict[str, Any] | None:
+    """The Pure object carrying exactly this PrimaryId, if there is one.
+
+    Pure's search is full-text: the value's words match other objects too, so the hits
+    are read page by page until the one carrying the identifier turns up.
+    """
+    offset = 0
+    while True:
+        page = await pure.search(pure_type, value, offset=offset, size=PRIMARY_ID_SEARCH_PAGE)
+        for item in page.items:
+            if has_primary_id(item, id_source, value):
+                return item
+        if not page.more_after(offset):
+            return None
+        offset += len(page.items)
+
+
+def _page(document: dict[str, Any]) -> Page:
+    items = document.get("items") or []
+    count = document.get("count")
+    return Page(
+        [item for item in items if isinstance(item, dict)],
+        count if isinstance(count, int) else len(items),
+    )
 
 
 def _problem_detail(raw: bytes) -> str | None:

@@ -5,9 +5,17 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from crisync.errors import PermanentError
 from crisync.handlers.base import HandlerContext, HandlerResult
-from crisync.handlers.pure_client import PureClient, PureConflictError
+from crisync.handlers.delete import delete_in_pure
+from crisync.handlers.pure_client import (
+    PureClient,
+    PureConflictError,
+    find_by_primary_id,
+    has_primary_id,
+)
 from crisync.handlers.pure_mapping import PureTarget, to_pure
+from crisync.handlers.references import PureReferences
 from crisync.outcome import OutcomeAction
 from crisync.state import create_intents, mapping
 from crisync.state.inbox import InboxEvent
@@ -18,29 +26,54 @@ UPDATE_ATTEMPTS = 2
 
 
 async def replicate_to_pure(event: InboxEvent, ctx: HandlerContext) -> HandlerResult:
-    target = to_pure(event, ctx.pure_config, ctx.unicat)
+    if event.action == "delete":
+        return await delete_in_pure(event, ctx)
+    references = PureReferences(ctx.store, ctx.pure, ctx.external_person_locks)
+    target = await to_pure(
+        event,
+        ctx.mappings,
+        references,
+        managing_organization=ctx.pure_config.managing_organization,
+        unicat=ctx.unicat.mappings if ctx.unicat else (),
+    )
     async with ctx.store.reading() as conn:
         known = await mapping.get(conn, event.source, event.kind, event.key)
+    if known is not None and known.pure_type != target.pure_type:
+        raise PermanentError(
+            f"{event.object_key} is {known.pure_type} {known.pure_uuid} in Pure, but its "
+            f"mapping now says {target.pure_type}; delete the old one or restore the mapping",
+            api="crisync",
+        )
 
     if known is not None and known.payload_hash == target.payload_hash:
         if known.locked:
-            return HandlerResult("unchanged", known.pure_type, known.pure_uuid, mapping=None)
+            # Nothing for Pure; a match key the mapping row lacks is only local knowledge.
+            refreshed = None
+            if known.match_key != target.match_key:
+                refreshed = replace(known, match_key=target.match_key)
+            return HandlerResult("unchanged", known.pure_type, known.pure_uuid, mapping=refreshed)
         await ctx.pure.lock(known.pure_type, known.pure_uuid)
         return HandlerResult(
             "locked",
             known.pure_type,
             known.pure_uuid,
-            mapping=replace(known, locked=True, changed_at=event.changed_at),
+            mapping=replace(
+                known, locked=True, changed_at=event.changed_at, match_key=target.match_key
+            ),
         )
 
-    if known is None:
+    updated = None
+    if known is not None:
+        updated = await _update(ctx.pure, known.pure_type, known.pure_uuid, target)
+    if updated is None:  # not mapped yet, or deleted in Pure since
         uuid, version = await _create_once(event, ctx, target)
         await ctx.pure.lock(target.pure_type, uuid)
         action: OutcomeAction = "created"
     else:
-        uuid, version = await _update(ctx.pure, known.pure_type, known.pure_uuid, target)
-        if not known.locked:
-            await ctx.pure.lock(known.pure_type, uuid)
+        uuid, version = updated
+        # Content merged in Pure since carries the survivor's lock state, unknown here.
+        if known is None or not known.locked or uuid != known.pure_uuid:
+            await ctx.pure.lock(target.pure_type, uuid)
         action = "updated"
     row = MappingRow(
         event.source,
@@ -52,6 +85,7 @@ async def replicate_to_pure(event: InboxEvent, ctx: HandlerContext) -> HandlerRe
         target.payload_hash,
         locked=True,
         changed_at=event.changed_at,
+        match_key=target.match_key,
     )
     return HandlerResult(action, target.pure_type, uuid, mapping=row)
 
@@ -81,32 +115,26 @@ async def _create_once(
             ctx.pure, target.pure_type, target.id_source, target.primary_id
         )
         if found is not None:
-            return await _update(ctx.pure, target.pure_type, str(found["uuid"]), target)
+            updated = await _update(ctx.pure, target.pure_type, str(found["uuid"]), target)
+            if updated is not None:
+                return updated
     created = await ctx.pure.create(target.pure_type, target.body)
     return str(created["uuid"]), created.get("version")
 
 
-async def find_by_primary_id(
-    pure: PureClient, pure_type: str, id_source: str, value: str
-) -> dict[str, Any] | None:
-    """The Pure object carrying exactly this PrimaryId, if there is one."""
-    for item in await pure.search(pure_type, value):
-        for identifier in item.get("identifiers") or []:
-            if (
-                identifier.get("typeDiscriminator") == "PrimaryId"
-                and identifier.get("idSource") == id_source
-                and identifier.get("value") == value
-            ):
-                return item
-    return None
-
-
 async def _update(
     pure: PureClient, pure_type: str, uuid: str, target: PureTarget
-) -> tuple[str, str | None]:
-    """GET → merge what crisync owns → PUT with the version just read."""
+) -> tuple[str, str | None] | None:
+    """GET → merge what crisync owns → PUT with the version just read; None when Pure has
+    no such object any more. A GET of merged content follows Pure's 301 to the survivor,
+    whose uuid is what the caller stores."""
     for attempt in range(1, UPDATE_ATTEMPTS + 1):
-        current = await pure.get(pure_type, uuid)
+        try:
+            current = await pure.get(pure_type, uuid)
+        except PermanentError as exc:
+            if exc.status == 404:
+                return None
+            raise
         try:
             updated = await pure.update(
                 pure_type, str(current["uuid"]), merge_owned(current, target)
@@ -120,19 +148,25 @@ async def _update(
 
 
 def merge_owned(current: dict[str, Any], target: PureTarget) -> dict[str, Any]:
-    """The current object with crisync's properties replaced; what people edited elsewhere stays."""
+    """The current object with crisync's properties replaced; what people edited elsewhere stays.
+
+    An owned property the mapping gave no value this time is cleared; custom-defined fields
+    and identifiers are merged entry by entry, so others' entries stay.
+    """
     merged = dict(current)
+    for name in target.owned - target.body.keys():
+        if name in current:
+            merged[name] = [] if isinstance(current[name], list) else None
     for name, value in target.body.items():
         if name == "identifiers":
             others = [
                 identifier
                 for identifier in current.get("identifiers") or []
-                if not (
-                    identifier.get("typeDiscriminator") == "PrimaryId"
-                    and identifier.get("idSource") == target.id_source
-                )
+                if not has_primary_id({"identifiers": [identifier]}, target.id_source)
             ]
             merged[name] = others + value
+        elif name == "customDefinedFields":
+            merged[name] = {**(current.get(name) or {}), **value}
         else:
             merged[name] = value
     return merged

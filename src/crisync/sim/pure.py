@@ -21,6 +21,9 @@ What it enforces, and where that comes from:
 * Merged content answers GET with 301 to the surviving UUID, which lists the
   old one in ``previousUuids``.
 * Lock and unlock answer 409 when the content already is so (the contract).
+* Search is full-text, as a search engine reads it (the contract only says "String used
+  to perform search"): any word of the search string may match, objects matching more
+  words come first, and results are paged; an identifier's value is words like others.
 """
 
 from __future__ import annotations
@@ -349,9 +352,12 @@ class PureSimulator:
             found = [candidates[u] for u in dict.fromkeys(query["uuids"]) if u in candidates]
         else:
             found = list(candidates.values())
-        terms = str(query.get("searchString", "")).lower().split()
+        terms = _words(str(query.get("searchString", "")))
         if terms:
-            found = [item for item in found if all(term in _text_of(item) for term in terms)]
+            # A search engine's reading: any word may match, most matching words first.
+            hits = [(len(terms & _words(_text_of(item))), item) for item in found]
+            ranked = sorted((hit for hit in hits if hit[0]), key=lambda hit: -hit[0])
+            found = [item for _, item in ranked]
         # The query schema sets no maximum; the list operations' one applies.
         size = _bounded("size", query.get("size", DEFAULT_PAGE_SIZE))
         return web.json_response(_page(found, _bounded("offset", query.get("offset", 0)), size))
@@ -670,10 +676,15 @@ def _page(items: list[dict[str, Any]], offset: int, size: int) -> dict[str, Any]
     }
 
 
+def _words(text: str) -> set[str]:
+    """The words a search indexes: runs of letters and digits, without case."""
+    return set(re.findall(r"\w+", text.casefold()))
+
+
 def _text_of(value: Any) -> str:
-    """All strings in a document, lower-cased, for the simulator's plain search."""
+    """All strings in a document, for the simulator's search."""
     if isinstance(value, str):
-        return value.lower()
+        return value
     if isinstance(value, dict):
         return " ".join(_text_of(item) for item in value.values())
     if isinstance(value, list):

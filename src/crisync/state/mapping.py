@@ -8,6 +8,9 @@ import aiosqlite
 
 from crisync.state.store import fetch_one, utc_now
 
+_COLUMNS = """source, kind, key, pure_type, pure_uuid, pure_version, payload_hash, locked,
+              changed_at, match_key"""
+
 
 @dataclass(frozen=True)
 class MappingRow:
@@ -17,33 +20,56 @@ class MappingRow:
     pure_type: str
     pure_uuid: str
     pure_version: str | None
-    payload_hash: str
+    payload_hash: str  # empty: what Pure holds is unknown, the next change writes it
     locked: bool
     changed_at: str
+    match_key: str | None = None  # how people lists elsewhere recognise this object
+
+
+def _row(row: aiosqlite.Row) -> MappingRow:
+    return MappingRow(
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6], bool(row[7]), row[8], row[9]
+    )
 
 
 async def get(conn: aiosqlite.Connection, source: str, kind: str, key: str) -> MappingRow | None:
     row = await fetch_one(
         conn,
-        """SELECT source, kind, key, pure_type, pure_uuid, pure_version, payload_hash, locked,
-                  changed_at
-           FROM mapping WHERE source = ? AND kind = ? AND key = ?""",
+        f"SELECT {_COLUMNS} FROM mapping WHERE source = ? AND kind = ? AND key = ?",  # noqa: S608 - fixed column list
         (source, kind, key),
     )
-    if row is None:
-        return None
-    return MappingRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], bool(row[7]), row[8])
+    return None if row is None else _row(row)
+
+
+async def matching(
+    conn: aiosqlite.Connection, source: str, kind: str, match_key: str
+) -> list[MappingRow]:
+    """The objects of a kind whose match key is this one (two or more: the key is ambiguous)."""
+    async with conn.execute(
+        f"SELECT {_COLUMNS} FROM mapping WHERE source = ? AND kind = ? AND match_key = ?",  # noqa: S608 - fixed column list
+        (source, kind, match_key),
+    ) as rows:
+        return [_row(row) async for row in rows]
+
+
+async def of_pure_type(conn: aiosqlite.Connection, pure_type: str) -> list[MappingRow]:
+    async with conn.execute(
+        f"SELECT {_COLUMNS} FROM mapping WHERE pure_type = ? ORDER BY source, kind, key",  # noqa: S608 - fixed column list
+        (pure_type,),
+    ) as rows:
+        return [_row(row) async for row in rows]
 
 
 async def put(conn: aiosqlite.Connection, row: MappingRow) -> None:
     await conn.execute(
         """INSERT INTO mapping (source, kind, key, pure_type, pure_uuid, pure_version, payload_hash,
-                                locked, changed_at, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                locked, changed_at, match_key, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (source, kind, key) DO UPDATE SET pure_type = excluded.pure_type,
                pure_uuid = excluded.pure_uuid, pure_version = excluded.pure_version,
                payload_hash = excluded.payload_hash, locked = excluded.locked,
-               changed_at = excluded.changed_at, updated_at = excluded.updated_at""",
+               changed_at = excluded.changed_at, match_key = excluded.match_key,
+               updated_at = excluded.updated_at""",
         (
             row.source,
             row.kind,
@@ -54,6 +80,7 @@ async def put(conn: aiosqlite.Connection, row: MappingRow) -> None:
             row.payload_hash,
             int(row.locked),
             row.changed_at,
+            row.match_key,
             utc_now(),
         ),
     )

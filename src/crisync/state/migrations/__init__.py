@@ -15,6 +15,7 @@ from crisync.state.migrations import (
     v002_create_intents,
     v003_feed_health,
     v004_unicat,
+    v005_reference_keys,
 )
 
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
@@ -25,4 +26,5 @@ MIGRATIONS: list[Migration] = [
     v002_create_intents.upgrade,
     v003_feed_health.upgrade,
     v004_unicat.upgrade,
+    v005_reference_keys.upgrade,
 ]

@@ -1,0 +1,30 @@
+"""External persons crisync links contributors to, by normalised name."""
+
+from __future__ import annotations
+
+import aiosqlite
+
+from crisync.state.store import utc_now
+
+
+async def get(conn: aiosqlite.Connection, name_key: str) -> str | None:
+    """The Pure uuid of the external person with this name, if crisync knows one."""
+    async with conn.execute(
+        "SELECT pure_uuid FROM external_persons WHERE name_key = ?", (name_key,)
+    ) as rows:
+        row = await rows.fetchone()
+    return None if row is None else str(row[0])
+
+
+async def put(conn: aiosqlite.Connection, name_key: str, pure_uuid: str) -> None:
+    await conn.execute(
+        """INSERT INTO external_persons (name_key, pure_uuid, updated_at) VALUES (?, ?, ?)
+           ON CONFLICT (name_key) DO UPDATE SET pure_uuid = excluded.pure_uuid,
+               updated_at = excluded.updated_at""",
+        (name_key, pure_uuid, utc_now()),
+    )
+
+
+async def all_external_persons(conn: aiosqlite.Connection) -> dict[str, str]:
+    async with conn.execute("SELECT name_key, pure_uuid FROM external_persons") as rows:
+        return {str(r[0]): str(r[1]) async for r in rows}

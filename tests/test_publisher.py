@@ -114,10 +114,12 @@ def publisher_for(
     )
 
 
-@pytest.fixture
-def fast_reconnect(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(autouse=True)
+def fast_publisher(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reconnect soon, and look at the outbox often: these tests add rows behind its back."""
     monkeypatch.setattr(publisher_module, "RECONNECT_BASE", 0.05)
     monkeypatch.setattr(publisher_module, "RECONNECT_CAP", 0.2)
+    monkeypatch.setattr(publisher_module, "IDLE_WAKE", 0.05)
 
 
 def statuses(received: Any, prefix: str) -> list[bytes]:
@@ -157,7 +159,6 @@ async def test_an_unreachable_broker_leaves_every_outcome_in_the_outbox(
 
 
 @pytest.mark.parametrize("persistence", [False, True], ids=["plain-broker", "persistent-broker"])
-@pytest.mark.usefixtures("fast_reconnect")
 async def test_every_outcome_arrives_after_the_broker_was_down_a_while(
     tmp_path: Path, topic_prefix: str, persistence: bool
 ) -> None:
@@ -176,7 +177,7 @@ async def test_every_outcome_arrives_after_the_broker_was_down_a_while(
                 relay.stop_listening()  # so that crisync is back only once the test listens
                 broker.stop()
                 await fill_outbox(store, topic_prefix, 20, first=5)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.2)
                 assert await depth(store) == 20
                 broker.start()
                 async with subscribed(broker.port, f"{topic_prefix}/#") as after:
@@ -190,7 +191,6 @@ async def test_every_outcome_arrives_after_the_broker_was_down_a_while(
         broker.stop()
 
 
-@pytest.mark.usefixtures("fast_reconnect")
 async def test_status_feed_and_job_are_retained_again_after_the_broker_forgot_them(
     tmp_path: Path, own_broker: MosquittoBroker, topic_prefix: str
 ) -> None:
@@ -226,7 +226,6 @@ async def test_a_superseded_retained_status_is_never_published_late(
     assert {m[1].decode() for m in received.messages} == {newer[1]}
 
 
-@pytest.mark.usefixtures("fast_reconnect")
 async def test_a_publish_whose_acknowledgement_was_lost_is_sent_again(
     tmp_path: Path, broker: MosquittoBroker, topic_prefix: str
 ) -> None:

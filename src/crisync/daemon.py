@@ -139,7 +139,7 @@ def _mqtt_loops(
             work_ready=life.work_ready,
             outbox_ready=life.outbox_ready,
             until=life.handlers_done,
-            resync=None,
+            resync=None,  # no resync action yet: the command answers it is not available
         )
         writers.append(group.create_task(commands.run(), name=commands.loop_name))
     group.create_task(_set_when_done(writers, life.outbox_closed), name="outbox-closer")

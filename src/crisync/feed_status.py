@@ -56,7 +56,6 @@ class FeedStatus:
         outbox_ready: asyncio.Event,
         until: asyncio.Event,
         telemetry: Telemetry,
-        interval: float = REFRESH_EVERY,
     ) -> None:
         """`until`: the feeds and handlers are done; refresh a last time and return."""
         self._store = store
@@ -64,7 +63,6 @@ class FeedStatus:
         self._outbox_ready = outbox_ready
         self._until = until
         self._telemetry = telemetry
-        self._interval = interval
         self._queued: dict[str, str] = {}  # topic → the payload last queued
 
     async def run(self) -> None:
@@ -83,7 +81,7 @@ class FeedStatus:
             if last_round:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._until.wait(), timeout=self._interval)
+                await asyncio.wait_for(self._until.wait(), timeout=REFRESH_EVERY)
 
     async def refresh(self) -> int:
         """Queue the status of every feed that changed; returns how many did."""

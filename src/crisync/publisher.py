@@ -153,11 +153,12 @@ class Publisher:
                 await self._wait(delay)
 
     async def _connected(self, client: aiomqtt.Client) -> None:
-        """One connection's work: announce, restore the retained state, subscribe, drain."""
+        """One connection's work: subscribe, announce, restore the retained state, drain."""
+        if self._inbound is not None:
+            # Before `online`, so that `online` means commands are heard.
+            await client.subscribe([(topic, 1) for topic in self._inbound.topics])
         _raise_first(await self._publish_all(client, [(self._status, "online", True)]))
         republished = await self._republish_retained(client)
-        if self._inbound is not None:
-            await client.subscribe([(topic, 1) for topic in self._inbound.topics])
         log.info(
             "mqtt.connected",
             host=self._config.host,

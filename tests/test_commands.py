@@ -198,7 +198,10 @@ async def crisync_connected(
         resync=None,
     )
     config = MqttConfig(
-        url=broker.url, topic_prefix=prefix, client_id=f"daemon-{prefix}", protocol=protocol
+        url=broker.url,
+        topic_prefix=prefix,
+        client_id=f"daemon-{prefix}",
+        protocol=protocol,
     )
     publisher = Publisher(
         config,
@@ -254,3 +257,42 @@ async def test_commands_over_mqtt_are_answered_and_wait_in_the_session_while_cri
     ]
     async with store.reading() as conn:
         assert await dead_letters.count(conn) == 0
+
+
+def test_only_allowed_commands_are_subscribed(store: Store) -> None:
+    commands = Commands(
+        CommandsConfig(allow=["retry"]),
+        store,
+        topic_prefix=PREFIX,
+        work_ready=asyncio.Event(),
+        outbox_ready=asyncio.Event(),
+        until=asyncio.Event(),
+        resync=None,
+    )
+    assert commands.topics == [f"{PREFIX}/cmd/retry"]
+
+
+async def test_commands_left_when_crisync_stops_are_answered_not_carried_out(
+    store: Store,
+) -> None:
+    await make_dead_letter(store, "1")
+    topic = f"{PREFIX}/cmd/retry"
+    until = asyncio.Event()
+    commands = Commands(
+        CommandsConfig(),
+        store,
+        topic_prefix=PREFIX,
+        work_ready=asyncio.Event(),
+        outbox_ready=asyncio.Event(),
+        until=until,
+        resync=None,
+    )
+    until.set()
+    commands.deliver(topic, b'{"all": true, "request_id": "late"}', retained=False)
+    await commands.run()
+    commands.deliver(topic, b'{"all": true, "request_id": "later"}', retained=False)
+    (answer,) = await answers(store)
+    assert (answer["request_id"], answer["ok"]) == ("late", False)
+    assert "stopping" in answer["message"]
+    async with store.reading() as conn:
+        assert await dead_letters.count(conn) == 1

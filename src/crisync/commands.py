@@ -28,6 +28,7 @@ from crisync.state.store import Store
 log = structlog.get_logger("crisync.commands")
 
 RESULT_SCHEMA = "crisync.command-result/1"
+STOPPING = "crisync is stopping; send the command again"
 
 # Replicate one object again: (source, kind, key) → what was done, in words.
 # Raises CrisyncError when it cannot be done.
@@ -111,27 +112,41 @@ class Commands:
         }
         self.result_topic = f"{topic_prefix}/cmd/result"
         self._queue: asyncio.Queue[Command] = asyncio.Queue()
+        self._closed = False
 
     @property
     def topics(self) -> list[str]:
         return list(self._names)
 
     def deliver(self, topic: str, payload: bytes, *, retained: bool) -> None:
-        self._queue.put_nowait(Command(self._names[topic], payload, retained))
+        command = Command(self._names[topic], payload, retained)
+        if self._closed:
+            # The outbox is closed too: the operator learns it from the log alone.
+            _log(CommandResult(command.name, _request_id(payload), False, STOPPING))
+            return
+        self._queue.put_nowait(command)
 
     async def run(self) -> None:
         """Carry out commands as they arrive, until `until` is set."""
         until = asyncio.create_task(self._until.wait(), name="commands-until")
+        next_command: asyncio.Task[Command] | None = None
         try:
-            while True:
+            while not self._until.is_set():
                 next_command = asyncio.create_task(self._queue.get(), name="commands-next")
                 await asyncio.wait({next_command, until}, return_when=asyncio.FIRST_COMPLETED)
-                if not next_command.done():
-                    next_command.cancel()
-                    return
-                await self.carry_out(next_command.result())
+                if next_command.done():
+                    await self.carry_out(next_command.result())
+            if next_command is not None:
+                next_command.cancel()  # before the queue is emptied, so it takes nothing
+            # Taken off the connection but not carried out: say so, then close.
+            while not self._queue.empty():
+                command = self._queue.get_nowait()
+                await self._answer(command, _request_id(command.payload), False, STOPPING)
         finally:
-            until.cancel()
+            self._closed = True
+            for waiter in (until, next_command):
+                if waiter is not None:
+                    waiter.cancel()
 
     async def carry_out(self, command: Command) -> CommandResult:
         """Do what the command asks and queue its answer."""

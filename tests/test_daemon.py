@@ -3,19 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from pathlib import Path
+from typing import Any
 
-from crisync.config.model import Config
-from crisync.daemon import run_daemon
+import aiohttp
+import aiomqtt
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from crisync import feed_status, publisher
+from crisync.config.model import CommandsConfig, Config, MetricsConfig
+from crisync.daemon import Lifecycle, run_daemon
 from crisync.sim.broker import MosquittoBroker
 from crisync.sim.elements import ElementsSimulator
 from crisync.sim.pure import PureSimulator
+from crisync.sim.server import free_port
 from crisync.telemetry import Telemetry
 from tests.conftest import ELEMENTS_PASSWORD, PURE_API_KEY
 from tests.support.config_file import write_config
-from tests.support.daemon import start_daemon
-from tests.support.mqtt import subscribed
+from tests.support.daemon import daemon_log, start_daemon
+from tests.support.mqtt import Received, retained_on, subscribed
+from tests.support.proxy import relay_to
+from tests.support.wait import until
+
+
+@pytest.fixture
+def fast_mqtt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(publisher, "RECONNECT_BASE", 0.05)
+    monkeypatch.setattr(publisher, "RECONNECT_CAP", 0.2)
+    monkeypatch.setattr(feed_status, "REFRESH_EVERY", 0.1)
+
+
+def statuses(received: Received, prefix: str) -> list[bytes]:
+    return [payload for _, payload, _ in received.on_topic(f"{prefix}/status")]
 
 
 def pure_writes(pure_sim: PureSimulator) -> int:
@@ -99,13 +121,18 @@ async def test_sigterm_drains_publishes_offline_and_exits_zero(
         await received.wait_for(lambda r: len(r.outcomes()) >= total, within=60)
         daemon.send_signal(signal.SIGTERM)
         async with asyncio.timeout(20):
-            _, stderr = await daemon.communicate()
+            await daemon.wait()
         await received.wait_for(lambda r: r.on_topic(f"{topic_prefix}/status")[-1][1] == b"offline")
-    assert daemon.returncode == 0, stderr.decode()[-2000:]
-    log = stderr.decode()
-    assert "daemon.stopped" in log
+    log = daemon_log(config_path).read_text()
+    assert daemon.returncode == 0, log[-2000:]
     assert ELEMENTS_PASSWORD not in log
     assert PURE_API_KEY not in log
+    # stderr is no terminal here, as under journald: one JSON object per line.
+    lines = [json.loads(line) for line in log.splitlines()]
+    assert lines[-1]["event"] == "daemon.stopped"
+    replicated = [line for line in lines if line["event"] == "object.replicated"]
+    assert len(replicated) == total
+    assert all(line["pure_uuid"] and line["key"] and line["attempt"] == 1 for line in replicated)
 
 
 async def test_kill_9_leaves_offline_through_the_last_will(
@@ -122,3 +149,112 @@ async def test_kill_9_leaves_offline_through_the_last_will(
         daemon.kill()
         await daemon.wait()
         await received.wait_for(lambda r: r.messages[-1][1] == b"offline", within=30)
+
+
+def outcomes_with(received: Received, action: str) -> list[dict[str, Any]]:
+    return [o for o in received.outcomes() if o["action"] == action]
+
+
+def feeds(received: Received, prefix: str) -> set[str]:
+    return {status["feed"] for status in received.documents(f"{prefix}/feeds/")}
+
+
+@pytest.mark.usefixtures("fast_mqtt")
+async def test_a_broker_outage_loses_no_outcome_and_the_retained_state_comes_back(
+    tmp_path: Path,
+    config: Config,
+    elements_sim: ElementsSimulator,
+    pure_sim: PureSimulator,
+    topic_prefix: str,
+) -> None:
+    total = len(elements_sim.object_ids("user")) + len(elements_sim.object_ids("publication"))
+    changed = elements_sim.object_ids("publication")[:3]
+    broker = MosquittoBroker(tmp_path)  # without persistence: a restart forgets everything
+    broker.start()
+    life = Lifecycle()
+    try:
+        async with relay_to(broker.port) as relay, asyncio.TaskGroup() as group:
+            assert config.mqtt is not None
+            mqtt = config.mqtt.model_copy(update={"url": f"mqtt://127.0.0.1:{relay.port}"})
+            running = config.model_copy(update={"mqtt": mqtt})
+            async with subscribed(broker.port, f"{topic_prefix}/#") as before:
+                group.create_task(run_daemon(running, lifecycle=life), name="daemon")
+                await before.wait_for(lambda r: len(r.outcomes()) == total)
+                await before.wait_for(lambda r: len(feeds(r, topic_prefix)) == 2)
+            relay.stop_listening()  # crisync comes back only once the test listens again
+            broker.stop()
+            elements_sim.advance(2)
+            for key in changed:
+                elements_sim.touch("publication", key, title=f"Retitled {key}")
+            await until(lambda: pure_sim.request_counts[("research-outputs", "update")] == 3)
+            broker.start()
+            async with subscribed(broker.port, f"{topic_prefix}/#") as after:
+                await relay.listen()
+                await after.wait_for(lambda r: len(outcomes_with(r, "updated")) == 3)
+                retained = await retained_on(broker.port, f"{topic_prefix}/#", 3)
+                life.stopping.set()
+                await after.wait_for(lambda r: statuses(r, topic_prefix)[-1:] == [b"offline"])
+    finally:
+        broker.stop()
+    assert {o["key"] for o in outcomes_with(after, "updated")} == {str(k) for k in changed}
+    assert {topic for topic, _ in retained} == {
+        f"{topic_prefix}/status",
+        f"{topic_prefix}/feeds/elements:users",
+        f"{topic_prefix}/feeds/elements:publications",
+    }
+
+
+async def get(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.text()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    return next(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and sample.labels == labels
+    )
+
+
+async def test_health_metrics_and_a_retry_command_while_running(
+    config: Config,
+    elements_sim: ElementsSimulator,
+    pure_sim: PureSimulator,
+    broker: MosquittoBroker,
+    topic_prefix: str,
+) -> None:
+    total = len(elements_sim.object_ids("user")) + len(elements_sim.object_ids("publication"))
+    port = free_port()
+    running = config.model_copy(
+        update={"metrics": MetricsConfig(port=port), "commands": CommandsConfig()}
+    )
+    pure_sim.fail_next(400, content_type="research-outputs")
+    life = Lifecycle()
+    url = f"http://127.0.0.1:{port}"
+    async with (
+        subscribed(broker.port, f"{topic_prefix}/#") as received,
+        asyncio.TaskGroup() as group,
+    ):
+        group.create_task(run_daemon(running, lifecycle=life), name="daemon")
+        await received.wait_for(lambda r: len(r.outcomes()) == total)
+        (failed,) = outcomes_with(received, "failed")
+        assert await get(f"{url}/healthz") == (200, '{"status": "ok", "stalled": []}')
+        status, text = await get(f"{url}/metrics")
+        assert status == 200
+        assert metric(text, "crisync_outcomes_total", action="failed") == 1
+        assert metric(text, "crisync_dead_letters") == 1
+
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="operator") as operator:
+            body = {"all": True, "request_id": "ops-1"}
+            await operator.publish(f"{topic_prefix}/cmd/retry", json.dumps(body), qos=1)
+        await received.wait_for(lambda r: len(r.documents(f"{topic_prefix}/cmd/result")) == 1)
+        await received.wait_for(lambda r: len(r.outcomes()) == total + 1)
+        _, text = await get(f"{url}/metrics")
+        life.stopping.set()
+    (answer,) = received.documents(f"{topic_prefix}/cmd/result")
+    assert (answer["request_id"], answer["ok"]) == ("ops-1", True)
+    assert received.outcomes()[-1]["key"] == failed["key"]
+    assert received.outcomes()[-1]["action"] == "created"
+    assert metric(text, "crisync_dead_letters") == 0

@@ -149,6 +149,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    from crisync.metrics import MetricsUnavailableError
+
     log = structlog.get_logger("crisync")
     try:
         command = _state_commands(args, loaded).get(args.command)
@@ -165,6 +167,9 @@ def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         log.error(  # noqa: TRY400 - the message says it all; a traceback would bury it
             "state.unavailable", error=str(exc), path=str(loaded.config.state.path)
         )
+        return EX_TEMPFAIL
+    except MetricsUnavailableError as exc:
+        log.error("metrics.unavailable", error=str(exc))  # noqa: TRY400 - the reason is the message
         return EX_TEMPFAIL
     except Exception:
         # Anything else is a bug: say so with the traceback, and let systemd restart us.

@@ -13,7 +13,9 @@ from typing import Any
 import aiohttp
 import structlog
 
-from crisync.config.model import Config, PureConfig
+from crisync.commands import Commands
+from crisync.config.model import Config, MqttConfig, PureConfig
+from crisync.feed_status import FeedStatus
 from crisync.handlers.base import HandlerContext
 from crisync.handlers.dispatcher import Dispatcher, DispatchSettings
 from crisync.handlers.pure_client import PureClient
@@ -21,6 +23,7 @@ from crisync.handlers.registry import HANDLERS
 from crisync.listener.elements import ElementsClient, ElementsListener
 from crisync.listener.unicat import UnicatListener
 from crisync.listener.unicat_client import UnicatClient
+from crisync.metrics import serve_metrics
 from crisync.publisher import Publisher
 from crisync.state.store import Store
 from crisync.systemd import SystemdNotifier, keep_systemd_informed
@@ -42,6 +45,8 @@ class Lifecycle:
     handlers_done: asyncio.Event = field(
         default_factory=asyncio.Event
     )  # no handler will add outcomes
+    # no loop will add to the outbox: the handlers, the feed status and the commands are done
+    outbox_closed: asyncio.Event = field(default_factory=asyncio.Event)
     work_ready: asyncio.Event = field(default_factory=asyncio.Event)  # inbox has new events
     outbox_ready: asyncio.Event = field(default_factory=asyncio.Event)  # outbox has new rows
 
@@ -78,8 +83,12 @@ async def run_daemon(
         session = await resources.enter_async_context(http_session())
         _install_signal_handlers(life.stopping)
         resources.callback(_remove_signal_handlers)
-        log.info("daemon.started", mode="once" if once else "run", state=str(config.state.path))
         running = Running(config, store, session, life, telemetry or Telemetry())
+        if config.metrics is not None:
+            await resources.enter_async_context(
+                serve_metrics(config.metrics, store, running.telemetry)
+            )
+        log.info("daemon.started", mode="once" if once else "run", state=str(config.state.path))
         try:
             await _run_loops(running, once=once)
         except* ShutdownDeadlineExceededError:
@@ -102,15 +111,7 @@ async def _run_loops(running: Running, *, once: bool) -> None:
         else:
             life.handlers_done.set()
         if config.mqtt is not None:
-            publisher = Publisher(
-                config.mqtt,
-                running.store,
-                outbox_ready=life.outbox_ready,
-                handlers_done=life.handlers_done,
-                telemetry=telemetry,
-            )
-            telemetry.expect(publisher.loop_name, publisher.beat_deadline)
-            loops.append(group.create_task(publisher.run(), name="publisher"))
+            loops.extend(_mqtt_loops(group, running, config.mqtt))
         helpers = [
             group.create_task(
                 _shutdown_deadline(life.stopping, config.daemon.shutdown_timeout),
@@ -124,6 +125,45 @@ async def _run_loops(running: Running, *, once: bool) -> None:
         await asyncio.wait(loops)
         for helper in helpers:
             helper.cancel()
+
+
+def _mqtt_loops(
+    group: asyncio.TaskGroup, running: Running, mqtt: MqttConfig
+) -> list[asyncio.Task[None]]:
+    """The publisher and the loops that write to the outbox besides the handlers."""
+    config, life, telemetry = running.config, running.life, running.telemetry
+    feed_status = FeedStatus(
+        running.store,
+        topic_prefix=mqtt.topic_prefix,
+        outbox_ready=life.outbox_ready,
+        until=life.handlers_done,
+        telemetry=telemetry,
+    )
+    telemetry.expect(feed_status.loop_name, feed_status.beat_deadline)
+    writers = [group.create_task(feed_status.run(), name=feed_status.loop_name)]
+    commands = None
+    if config.commands is not None:
+        commands = Commands(
+            config.commands,
+            running.store,
+            topic_prefix=mqtt.topic_prefix,
+            work_ready=life.work_ready,
+            outbox_ready=life.outbox_ready,
+            until=life.handlers_done,
+            resync=None,  # no resync action yet: the command answers it is not available
+        )
+        writers.append(group.create_task(commands.run(), name=commands.loop_name))
+    group.create_task(_set_when_done(writers, life.outbox_closed), name="outbox-closer")
+    publisher = Publisher(
+        mqtt,
+        running.store,
+        outbox_ready=life.outbox_ready,
+        writers_done=life.outbox_closed,
+        telemetry=telemetry,
+        inbound=commands,
+    )
+    telemetry.expect(publisher.loop_name, publisher.beat_deadline)
+    return [*writers, group.create_task(publisher.run(), name=publisher.loop_name)]
 
 
 def _dispatcher(running: Running, pure: PureConfig) -> Dispatcher:
@@ -192,6 +232,13 @@ async def _feeds(running: Running, *, once: bool) -> None:
 async def _then_set(work: Coroutine[Any, Any, None], done: asyncio.Event) -> None:
     try:
         await work
+    finally:
+        done.set()
+
+
+async def _set_when_done(tasks: list[asyncio.Task[None]], done: asyncio.Event) -> None:
+    try:
+        await asyncio.wait(tasks)
     finally:
         done.set()
 

@@ -18,11 +18,40 @@ class LoopProgress:
     last_beat: float  # time.monotonic() of the last beat (or of registration)
 
 
+# Upper bounds (seconds) of the request latency buckets: API calls take tens of ms to a minute.
+LATENCY_BOUNDS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass
+class Latency:
+    """A histogram of request durations, in the shape Prometheus exports."""
+
+    buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BOUNDS))
+    count: int = 0
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        for index, bound in enumerate(LATENCY_BOUNDS):
+            if seconds <= bound:
+                self.buckets[index] += 1
+                return
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, requests at most that long), the last bound being +Inf."""
+        running, result = 0, []
+        for bound, n in zip(LATENCY_BOUNDS, self.buckets, strict=True):
+            running += n
+            result.append((bound, running))
+        return [*result, (float("inf"), self.count)]
+
+
 @dataclass
 class Telemetry:
     loops: dict[str, LoopProgress] = field(default_factory=dict)
     requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # api, method, status
-    request_seconds: dict[str, float] = field(default_factory=dict)  # api → total seconds
+    request_latency: dict[tuple[str, str], Latency] = field(default_factory=dict)  # api, status
     events_received: Counter[str] = field(default_factory=Counter)  # feed → events added
     outcomes: Counter[str] = field(default_factory=Counter)  # action → count
 
@@ -46,7 +75,7 @@ class Telemetry:
 
     def request(self, api: str, method: str, status: int | str, seconds: float) -> None:
         self.requests[(api, method, str(status))] += 1
-        self.request_seconds[api] = self.request_seconds.get(api, 0.0) + seconds
+        self.request_latency.setdefault((api, str(status)), Latency()).observe(seconds)
 
     def received(self, feed: str, count: int) -> None:
         self.events_received[feed] += count

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -72,3 +74,27 @@ async def test_a_retained_message_is_remembered_per_topic(tmp_path: Path) -> Non
         async with store.reading() as conn:
             assert await outbox.retained_messages(conn) == [("p/feeds/a", "second")]
             assert await outbox.depth(conn) == 3
+
+
+async def test_a_cancelled_transaction_leaves_the_connection_clean(tmp_path: Path) -> None:
+    """Cancellation at any await of a transaction: the next one still begins and commits."""
+    async with Store.open(tmp_path / "state.db") as store:
+
+        async def write(n: int) -> None:
+            async with store.transaction() as conn:
+                await conn.execute(
+                    "INSERT INTO outbox (topic, payload, created_at) VALUES (?, 'p', 'now')",
+                    (f"t{n}",),
+                )
+
+        for delay in (0, 0.0001, 0.0005, 0.001, 0.002, 0.005):
+            for n in range(20):
+                task = asyncio.create_task(write(n))
+                await asyncio.sleep(delay)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await write(999)
+        async with store.reading() as conn:
+            assert not conn.in_transaction
+            assert await outbox.depth(conn) >= 1

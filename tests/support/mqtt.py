@@ -1,4 +1,4 @@
-"""A real MQTT subscriber that records what arrives."""
+"""A real MQTT subscriber that records what arrives and checks every message against its schema."""
 
 from __future__ import annotations
 
@@ -11,16 +11,50 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
+from jsonschema import Draft202012Validator
+
+from crisync.schemas import SchemaName, load_schema
+
+# The second topic level (after the prefix) → the schema of its payloads.
+SCHEMA_OF_TOPIC: dict[str, SchemaName] = {
+    "outcomes": "outcome",
+    "feeds": "feed",
+    "jobs": "job",
+    "cmd/result": "command-result",
+}
+VALIDATORS = {name: Draft202012Validator(load_schema(name)) for name in SCHEMA_OF_TOPIC.values()}
+COMMAND_TOPICS = ("cmd/retry", "cmd/resync")  # what operators send: input, not output
+
+
+def problems_with(topic: str, payload: bytes) -> list[str]:
+    """Why a message does not match what crisync documents for its topic (empty if it does)."""
+    _prefix, _, rest = topic.partition("/")
+    if rest == "status":
+        return [] if payload in (b"online", b"offline") else [f"{topic}: status {payload!r}"]
+    if rest in COMMAND_TOPICS:
+        return []
+    schema = SCHEMA_OF_TOPIC.get(rest) or SCHEMA_OF_TOPIC.get(rest.partition("/")[0])
+    if schema is None:
+        return [f"{topic}: no documented topic"]
+    try:
+        document = json.loads(payload)
+    except ValueError:
+        return [f"{topic}: not JSON: {payload[:80]!r}"]
+    return [f"{topic}: {error.message}" for error in VALIDATORS[schema].iter_errors(document)]
 
 
 @dataclass
 class Received:
     messages: list[tuple[str, bytes, bool]] = field(default_factory=list)
     arrival: list[float] = field(default_factory=list)  # time.monotonic() of each message
+    invalid: list[str] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     def on_topic(self, prefix: str) -> list[tuple[str, bytes, bool]]:
         return [m for m in self.messages if m[0].startswith(prefix)]
+
+    def documents(self, prefix: str) -> list[dict[str, Any]]:
+        return [json.loads(payload) for _, payload, _ in self.on_topic(prefix)]
 
     def outcomes(self) -> list[dict[str, Any]]:
         return [json.loads(payload) for topic, payload, _ in self.messages if "/outcomes/" in topic]
@@ -28,13 +62,32 @@ class Received:
     async def wait_for(self, condition: Callable[[Received], bool], within: float = 20) -> None:
         async with asyncio.timeout(within):
             while not condition(self):
+                assert not self.invalid, self.invalid
                 self.arrived.clear()
                 await self.arrived.wait()
+        assert not self.invalid, self.invalid
+
+
+async def retained_on(
+    port: int, topic: str, count: int, within: float = 10
+) -> set[tuple[str, bytes]]:
+    """What a new subscriber is handed as retained, once that is `count` messages."""
+    async with asyncio.timeout(within):
+        while True:
+            async with subscribed(port, topic) as received:
+                with contextlib.suppress(TimeoutError):
+                    await received.wait_for(lambda r: len(r.messages) >= count, within=0.3)
+            kept = {(topic, payload) for topic, payload, retained in received.messages if retained}
+            if len(kept) >= count:
+                return kept
 
 
 @contextlib.asynccontextmanager
 async def subscribed(port: int, topic: str) -> AsyncIterator[Received]:
-    """Subscribe (QoS 1) before the block runs; collect messages until it ends."""
+    """Subscribe (QoS 1) before the block runs; collect messages until it ends.
+
+    Every message must match its topic's schema: the block fails otherwise.
+    """
     received = Received()
     async with aiomqtt.Client("127.0.0.1", port, identifier=f"test-sub-{id(received)}") as client:
         await client.subscribe(topic, qos=1)
@@ -44,6 +97,7 @@ async def subscribed(port: int, topic: str) -> AsyncIterator[Received]:
                 payload = message.payload if isinstance(message.payload, bytes) else b""
                 received.messages.append((str(message.topic), payload, bool(message.retain)))
                 received.arrival.append(time.monotonic())
+                received.invalid.extend(problems_with(str(message.topic), payload))
                 received.arrived.set()
 
         async with asyncio.TaskGroup() as group:
@@ -52,3 +106,4 @@ async def subscribed(port: int, topic: str) -> AsyncIterator[Received]:
                 yield received
             finally:
                 collector.cancel()
+    assert not received.invalid, received.invalid

@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from crisync.config.mapping import MappingsConfig
 
@@ -116,19 +124,44 @@ class PureConfig(Section):
 
 
 class MqttConfig(Section):
-    url: str = "mqtt://localhost:1883"
+    url: str = Field(
+        "mqtt://localhost:1883", description="mqtt://host[:port] or mqtts://host[:port] (TLS)"
+    )
     topic_prefix: str = "crisync"
-    client_id: str = "crisync"
+    client_id: str = Field(
+        "crisync", min_length=1, description="stable: the broker keeps the session under it"
+    )
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
     username: str | None = None
     password: SecretStr | None = Field(None, exclude=True)
+    ca_file: FilePath | None = Field(
+        None, description="mqtts: CA certificates to trust (default: the system's)"
+    )
+    cert_file: FilePath | None = Field(None, description="mqtts: client certificate (PEM)")
+    key_file: FilePath | None = Field(
+        None, description="mqtts: the client certificate's key, unless cert_file holds it"
+    )
+    keepalive: int = Field(60, ge=5, le=65535)
+    publish_timeout: float = Field(
+        10.0, gt=0, description="seconds to wait for the broker's PUBACK before sending again"
+    )
+    session_expiry: int = Field(
+        86400, ge=0, description="MQTT 5: seconds the broker keeps the session after a disconnect"
+    )
 
     @field_validator("url")
     @classmethod
     def _mqtt_url(cls, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme != "mqtt" or not parts.hostname:
-            raise ValueError("must be an mqtt://host[:port] URL")
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("must be an mqtt://host[:port] or mqtts://host[:port] URL")
         return value
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_as_text(cls, value: object) -> object:
+        # CRISYNC_MQTT__PROTOCOL=5 arrives as the number 5.
+        return str(value) if isinstance(value, int) else value
 
     @field_validator("topic_prefix")
     @classmethod
@@ -142,13 +175,43 @@ class MqttConfig(Section):
             raise ValueError("must be a non-empty topic level without '#', '+' or edge slashes")
         return value
 
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttConfig:
+        if not self.tls and any((self.ca_file, self.cert_file, self.key_file)):
+            raise ValueError("ca_file, cert_file and key_file need an mqtts:// url")
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file")
+        if self.password is not None and self.username is None:
+            raise ValueError("a password (CRISYNC_MQTT_PASSWORD) needs username")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
     @property
     def host(self) -> str:
         return urlsplit(self.url).hostname or "localhost"
 
     @property
     def port(self) -> int:
-        return urlsplit(self.url).port or 1883
+        return urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+
+class MetricsConfig(Section):
+    """The HTTP endpoint with /healthz and /metrics; the section switches it on."""
+
+    host: str = Field("127.0.0.1", description="address to listen on; 127.0.0.1 keeps it local")
+    port: int = Field(9660, ge=1, le=65535)
+
+
+CommandName = Literal["retry", "resync"]
+
+
+class CommandsConfig(Section):
+    """Operator commands over MQTT; the section switches them on."""
+
+    allow: list[CommandName] = Field(default=["retry", "resync"], min_length=1)
 
 
 class DaemonConfig(Section):
@@ -168,6 +231,8 @@ class Config(Section):
     mqtt: MqttConfig | None = None
     # Always there: without a [mappings] section the built-in mappings apply.
     mappings: MappingsConfig = Field(default_factory=MappingsConfig)
+    metrics: MetricsConfig | None = None
+    commands: CommandsConfig | None = None
 
     @model_validator(mode="after")
     def _feeds_need_pure(self) -> Config:
@@ -176,4 +241,12 @@ class Config(Section):
                 raise ValueError(
                     f"[{name}] is configured but [pure] is not: changes would have nowhere to go"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _commands_need_mqtt(self) -> Config:
+        if self.commands is not None and self.mqtt is None:
+            raise ValueError(
+                "[commands] is configured but [mqtt] is not: commands arrive over MQTT"
+            )
         return self

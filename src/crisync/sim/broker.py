@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -20,15 +21,28 @@ def mosquitto_binary() -> str | None:
 
 
 class MosquittoBroker:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(
+        self, workdir: Path, *, persistence: bool = False, more_listeners: str = ""
+    ) -> None:
+        """An anonymous listener on 127.0.0.1:port, and `more_listeners` (mosquitto.conf text).
+
+        With `persistence`, retained messages and sessions survive a restart, on disk in workdir.
+        """
         binary = mosquitto_binary()
         if binary is None:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
         self._binary = binary
         self.port = free_port()
         self._config = workdir / "mosquitto.conf"
+        stored = f"true\npersistence_location {workdir}/" if persistence else "false"
+        self._log = workdir / "mosquitto.log"
         self._config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            # As root, mosquitto would become its own user, who cannot read the caller's files.
+            f"user {getpass.getuser()}\n"
+            "per_listener_settings true\n"
+            f"persistence {stored}\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"{more_listeners}"
         )
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -37,13 +51,17 @@ class MosquittoBroker:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self._process = subprocess.Popen(  # noqa: S603 - a fixed binary and our own config
-            [self._binary, "-c", str(self._config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with self._log.open("ab") as log_file:  # the child keeps its own copy
+            self._process = subprocess.Popen(  # noqa: S603 - a fixed binary and our own config
+                [self._binary, "-c", str(self._config)],
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+            )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                log = self._log.read_text(errors="replace")[-1000:]
+                raise RuntimeError(f"mosquitto exited at start:\n{log}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return

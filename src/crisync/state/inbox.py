@@ -127,6 +127,14 @@ async def pending_count(conn: aiosqlite.Connection) -> int:
     return int(row[0]) if row else 0
 
 
+async def pending_by_feed(conn: aiosqlite.Connection) -> dict[str, int]:
+    """Pending events per feed (feeds without any are left out)."""
+    async with conn.execute(
+        "SELECT feed, COUNT(*) FROM inbox WHERE state = 'pending' GROUP BY feed"
+    ) as rows:
+        return {r[0]: int(r[1]) async for r in rows}
+
+
 async def next_retry_at(conn: aiosqlite.Connection) -> str | None:
     """When the earliest postponed event becomes ready again."""
     row = await fetch_one(

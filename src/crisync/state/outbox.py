@@ -16,6 +16,9 @@ class OutboxMessage:
     topic: str
     payload: str
     retain: bool
+    # A retained message whose topic has had a newer payload since: publishing it late (after
+    # a lost acknowledgement) would overwrite the newer retained state at the broker.
+    superseded: bool = False
 
 
 async def add(
@@ -44,9 +47,14 @@ async def retained_messages(conn: aiosqlite.Connection) -> list[tuple[str, str]]
 
 async def oldest(conn: aiosqlite.Connection, limit: int) -> list[OutboxMessage]:
     rows = await fetch_all(
-        conn, "SELECT id, topic, payload, retain FROM outbox ORDER BY id LIMIT ?", (limit,)
+        conn,
+        """SELECT o.id, o.topic, o.payload, o.retain,
+                  o.retain AND r.payload IS NOT NULL AND r.payload != o.payload
+           FROM outbox AS o LEFT JOIN retained AS r ON r.topic = o.topic
+           ORDER BY o.id LIMIT ?""",
+        (limit,),
     )
-    return [OutboxMessage(r[0], r[1], r[2], bool(r[3])) for r in rows]
+    return [OutboxMessage(r[0], r[1], r[2], bool(r[3]), bool(r[4])) for r in rows]
 
 
 async def remove(conn: aiosqlite.Connection, ids: Sequence[int]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +18,20 @@ BUSY_TIMEOUT_MS = 5000
 
 class SchemaTooNewError(Exception):
     """The database was written by a newer crisync; refusing beats corrupting it."""
+
+
+async def _to_the_end(operation: Awaitable[object]) -> None:
+    """Await `operation` until it is done; a cancellation meanwhile is re-raised after."""
+    task = asyncio.ensure_future(operation)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 async def fetch_one(
@@ -73,15 +87,21 @@ class Store:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """BEGIN IMMEDIATE … COMMIT; any exception (cancellation too) rolls back."""
+        """BEGIN IMMEDIATE … COMMIT; any exception (cancellation too) rolls back.
+
+        BEGIN, COMMIT and ROLLBACK run to their end before the lock is released, even when
+        the task is cancelled meanwhile: the database thread carries them out anyway, and a
+        transaction left open would be the next holder's.
+        """
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
             try:
+                await _to_the_end(self._conn.execute("BEGIN IMMEDIATE"))
                 yield self._conn
             except BaseException:
-                await asyncio.shield(self._conn.rollback())
+                if self._conn.in_transaction:
+                    await _to_the_end(self._conn.rollback())
                 raise
-            await asyncio.shield(self._conn.commit())
+            await _to_the_end(self._conn.commit())
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -70,7 +70,28 @@ def _parser() -> argparse.ArgumentParser:
         )
         one.add_argument("--seed", type=int, default=1)
         one.add_argument("--latency-ms", type=int, default=0)
+        if name == "elements":
+            _elements_sim_options(one)
     return parser
+
+
+def _elements_sim_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--items", type=int, default=0, help="objects of each other category (grants, ...)"
+    )
+    command.add_argument(
+        "--date-skew", type=float, default=0.0, help="seconds the HTTP Date runs ahead"
+    )
+    command.add_argument("--schema-version", default="5.5", help="e.g. 4.9: no affected-since")
+    command.add_argument(
+        "--https-namespace", action="store_true", help="answer in the https:// api namespace"
+    )
+    command.add_argument(
+        "--fault-rate", type=float, default=0.0, help="share of requests failing with 409/500/504"
+    )
+    command.add_argument(
+        "--read-only", action="store_true", help="the API account may not modify data (403)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,15 +104,28 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "sim":
-        from crisync.sim.cli import run_simulator
+        from crisync.sim.cli import ElementsSimOptions, run_simulator
 
         configure_logging("console")
+        elements = (
+            ElementsSimOptions(
+                items=args.items,
+                date_skew=args.date_skew,
+                schema_version=args.schema_version,
+                https_namespace=args.https_namespace,
+                fault_rate=args.fault_rate,
+                read_only=args.read_only,
+            )
+            if args.simulator == "elements"
+            else None
+        )
         return run_simulator(
             args.simulator,
             port=args.port,
             objects=args.objects,
             seed=args.seed,
             latency_ms=args.latency_ms,
+            elements=elements,
         )
     if args.command == "demo":
         from crisync.demo import run_demo

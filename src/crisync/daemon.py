@@ -18,6 +18,7 @@ from crisync.handlers.dispatcher import Dispatcher, DispatchSettings
 from crisync.handlers.pure_client import PureClient
 from crisync.handlers.registry import HANDLERS
 from crisync.listener.elements import ElementsClient, ElementsListener
+from crisync.listener.writeback import ElementsWriteback
 from crisync.publisher import Publisher
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
@@ -58,6 +59,9 @@ class Running:
     session: aiohttp.ClientSession
     life: Lifecycle
     telemetry: Telemetry
+    # One client for every request to Elements, so the gap between requests holds for all.
+    elements: ElementsClient | None = None
+    elements_writeback: ElementsWriteback | None = None
 
 
 async def run_daemon(
@@ -75,12 +79,25 @@ async def run_daemon(
         _install_signal_handlers(life.stopping)
         resources.callback(_remove_signal_handlers)
         log.info("daemon.started", mode="once" if once else "run", state=str(config.state.path))
-        running = Running(config, store, session, life, telemetry or Telemetry())
+        telemetry = telemetry or Telemetry()
+        running = Running(
+            config, store, session, life, telemetry, *_elements(config, session, telemetry)
+        )
         try:
             await _run_loops(running, once=once)
         except* ShutdownDeadlineExceededError:
             log.warning("daemon.shutdown_deadline_exceeded", seconds=config.daemon.shutdown_timeout)
     log.info("daemon.stopped")
+
+
+def _elements(
+    config: Config, session: aiohttp.ClientSession, telemetry: Telemetry
+) -> tuple[ElementsClient | None, ElementsWriteback | None]:
+    if config.elements is None:
+        return None, None
+    client = ElementsClient(session, config.elements, telemetry=telemetry)
+    writeback = ElementsWriteback(config.elements, client) if config.elements.writeback else None
+    return client, writeback
 
 
 async def _run_loops(running: Running, *, once: bool) -> None:
@@ -125,7 +142,7 @@ def _dispatcher(running: Running, pure: PureConfig) -> Dispatcher:
     return Dispatcher(
         running.store,
         HANDLERS,
-        HandlerContext(running.store, client, pure),
+        HandlerContext(running.store, client, pure, running.elements_writeback),
         settings,
         work_ready=running.life.work_ready,
         outbox_ready=running.life.outbox_ready,
@@ -140,11 +157,13 @@ async def _feeds(running: Running, *, once: bool) -> None:
     config, life, telemetry = running.config, running.life, running.telemetry
     try:
         async with asyncio.TaskGroup() as group:
-            if config.elements is not None:
-                client = ElementsClient(running.session, config.elements, telemetry=telemetry)
+            if config.elements is not None and running.elements is not None:
+                if running.elements_writeback is not None:
+                    # Once, before the first sweep: a misconfiguration is reported now.
+                    await running.elements_writeback.verify()
                 listener = ElementsListener(
                     config.elements,
-                    client,
+                    running.elements,
                     running.store,
                     life.work_ready,
                     life.stopping,

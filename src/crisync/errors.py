@@ -56,15 +56,52 @@ class CredentialError(PermanentError):
     """The API refused our credentials or rights (401/403): stop talking to it, say why."""
 
 
+class NotFoundError(PermanentError):
+    """The resource does not exist (404) or its deletion was logged (410)."""
+
+
+# Elements error feeds name their fault (`api:error code=...`); the code is finer than the
+# HTTP status (the v5.5 document lists both), so it decides the class when it is known.
+ELEMENTS_ERROR_CODES: dict[str, type[CrisyncError]] = {
+    "argument fault": PermanentError,
+    "concurrency conflict": RetriableError,
+    "database timeout": RetriableError,
+    "server fault": RetriableError,
+    "invalid credentials": CredentialError,
+    "unauthorised access": CredentialError,
+    "unlicensed component": CredentialError,
+    "resource not found": NotFoundError,
+    "resource deleted": NotFoundError,
+}
+
+
 def classify_status(
     api: str, status: int, message: str, retry_after: float | None = None
 ) -> CrisyncError:
     """Map an HTTP error status from any API to its class."""
     if status in (401, 403):
         return CredentialError(message, api=api, status=status)
+    if status in (404, 410):
+        return NotFoundError(message, api=api, status=status)
     if status in RETRIABLE_STATUSES:
         return RetriableError(message, api=api, status=status, retry_after=retry_after)
     return PermanentError(message, api=api, status=status)
+
+
+def classify_elements_error(
+    status: int, code: str | None, message: str, retry_after: float | None = None
+) -> CrisyncError:
+    """An Elements error response: by its ATOM error code when known, else by its status."""
+    error_class = ELEMENTS_ERROR_CODES.get(code or "")
+    if error_class is None:
+        detail = f"{code}: {message}" if code else message
+        return classify_status("elements", status, detail, retry_after)
+    return error_class(
+        f"{code}: {message}",
+        api="elements",
+        status=status,
+        retry_after=retry_after if error_class.retriable else None,
+    )
 
 
 def classify_exception(api: str, exc: BaseException) -> CrisyncError:

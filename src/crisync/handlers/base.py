@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from crisync.config.model import PureConfig
 from crisync.handlers.pure_client import PureClient
+from crisync.listener.writeback import ElementsWriteback
 from crisync.outcome import OutcomeAction
 from crisync.state.inbox import ChangeEvent, InboxEvent
 from crisync.state.mapping import MappingRow
@@ -18,6 +19,7 @@ class HandlerContext:
     store: Store
     pure: PureClient
     pure_config: PureConfig
+    elements_writeback: ElementsWriteback | None = None  # None: no write-back configured
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from crisync.config.model import CATEGORY_OF_FEED
 from crisync.handlers.base import Handler
+from crisync.handlers.elements_writeback import WRITEBACK_SOURCE, write_back_to_elements
 from crisync.handlers.replicate import replicate_to_pure
 
 HANDLERS: dict[tuple[str, str], Handler] = {
     ("elements", "publication"): replicate_to_pure,
     ("elements", "user"): replicate_to_pure,
+    **{
+        (WRITEBACK_SOURCE, category): write_back_to_elements
+        for category in CATEGORY_OF_FEED.values()
+    },
 }

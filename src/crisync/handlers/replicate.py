@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from crisync.handlers.base import HandlerContext, HandlerResult
+from crisync.handlers.elements_writeback import writeback_follow_ups
 from crisync.handlers.pure_client import PureClient, PureConflictError
 from crisync.handlers.pure_mapping import PureTarget, to_pure
 from crisync.outcome import OutcomeAction
@@ -53,7 +54,8 @@ async def replicate_to_pure(event: InboxEvent, ctx: HandlerContext) -> HandlerRe
         locked=True,
         changed_at=event.changed_at,
     )
-    return HandlerResult(action, target.pure_type, uuid, mapping=row)
+    follow_ups = writeback_follow_ups(event, ctx, target.pure_type, uuid) if known is None else ()
+    return HandlerResult(action, target.pure_type, uuid, mapping=row, follow_ups=follow_ups)
 
 
 async def _create_once(

@@ -10,7 +10,12 @@ from collections.abc import Awaitable, Callable
 
 import aiosqlite
 
-from crisync.state.migrations import v001_initial, v002_create_intents, v003_feed_health
+from crisync.state.migrations import (
+    v001_initial,
+    v002_create_intents,
+    v003_feed_health,
+    v004_http_validators,
+)
 
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
 
@@ -19,4 +24,5 @@ MIGRATIONS: list[Migration] = [
     v001_initial.upgrade,
     v002_create_intents.upgrade,
     v003_feed_health.upgrade,
+    v004_http_validators.upgrade,
 ]

@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 
 from crisync.config.model import Config
 from crisync.daemon import run_daemon
-from crisync.errors import PermanentError
+from crisync.errors import CredentialError, PermanentError
 from crisync.listener.elements import ElementsClient
 from crisync.listener.writeback import UPDATE_NAMESPACE, ElementsWriteback, update_record
 from crisync.sim.elements import ElementsSimulator
@@ -88,6 +88,22 @@ async def test_a_check_elements_cannot_answer_at_start_is_made_before_the_first_
     assert type_requests(elements_sim) == 1
 
 
+async def test_refused_credentials_at_start_are_no_misconfiguration(
+    config: Config, session: aiohttp.ClientSession, elements_sim: ElementsSimulator
+) -> None:
+    writeback = writeback_for(config, session, NOTES)
+    elements_sim.fail_next(401, "invalid credentials")
+    with capture_logs() as logs:
+        await writeback.verify()
+    assert [e["event"] for e in logs] == ["elements.writeback_check_deferred"]
+    assert writeback.wanted("publication")
+    elements_sim.fail_next(403, "unauthorised access")
+    with pytest.raises(PermanentError, match="unauthorised access") as caught:
+        await writeback.write("publication", {"id": "1", "records": []}, "uuid")
+    # A dead letter, not a CredentialError: that would pause the replication into Pure too.
+    assert not isinstance(caught.value, CredentialError)
+
+
 def test_the_update_record_document_sets_one_text_field() -> None:
     root = etree.fromstring(update_record("notes", "6a1d-uuid"))
     assert root.tag == f"{{{UPDATE_NAMESPACE}}}update-record"
@@ -143,4 +159,5 @@ async def test_a_refused_write_back_is_a_dead_letter_and_pure_replication_goes_o
     assert letters
     assert {letter.source for letter in letters} == {"elements-writeback"}
     assert all("right to modify data" in letter.message for letter in letters)
+    assert all("unauthorised access" in letter.message for letter in letters)
     assert all(letter.status == 403 for letter in letters)

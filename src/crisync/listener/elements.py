@@ -67,7 +67,7 @@ class PaginationLoopError(PermanentError):
 class Answer:
     status: int  # 2xx, or 304 to a conditional request
     body: bytes
-    server_time: datetime  # the server's clock (HTTP Date) when it answered
+    date: str | None  # the HTTP Date: the server's clock when it answered
     validators: Validators
 
 
@@ -124,7 +124,7 @@ class ElementsClient:
     async def get_feed(self, url: str) -> tuple[FeedPage, datetime]:
         """One feed page and the server's clock (HTTP Date) when it answered."""
         answer = await self._send("GET", url)
-        return self._page(answer, url), answer.server_time
+        return self._page(answer, url), _server_date(answer.date)
 
     async def get_object(
         self, category_feed: str, object_id: str, validators: Validators | None = None
@@ -200,7 +200,7 @@ class ElementsClient:
         return Answer(
             status,
             body,
-            _server_date(response_headers.get("Date")),
+            response_headers.get("Date"),
             Validators(response_headers.get("ETag"), response_headers.get("Last-Modified")),
         )
 

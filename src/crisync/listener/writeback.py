@@ -69,9 +69,9 @@ class ElementsWriteback:
         for category in self._wanted:
             try:
                 await self.target(category)
-            except PermanentError:
-                pass  # recorded and logged as a problem
             except CrisyncError as exc:
+                if category in self._problems:
+                    continue  # a misconfiguration: logged as such
                 log.warning(
                     "elements.writeback_check_deferred",
                     category=category,
@@ -88,6 +88,8 @@ class ElementsWriteback:
                 raise PermanentError(self._problems[category], api="elements")
             try:
                 target = await self._check(category, self._wanted[category])
+            except CredentialError:
+                raise  # not the configuration's fault: the listener parks and says why
             except PermanentError as exc:
                 self._fail(category, f"could not check: {exc.message}")
                 raise
@@ -145,6 +147,19 @@ class ElementsWriteback:
 
     async def write(self, category: str, payload: dict[str, Any], value: str) -> bool:
         """PATCH the object's record; False when it has no such record or its type no such field."""
+        try:
+            return await self._write(category, payload, value)
+        except CredentialError as exc:
+            # Not the dispatcher's pause for refused credentials: that would hold up the
+            # replication into Pure too, for want of a right only write-back needs.
+            raise PermanentError(
+                f"Elements refused the write-back ({exc.message}); check the API account's "
+                "credentials and its right to modify data",
+                api="elements",
+                status=exc.status,
+            ) from exc
+
+    async def _write(self, category: str, payload: dict[str, Any], value: str) -> bool:
         target = await self.target(category)
         record = next(
             (
@@ -159,22 +174,9 @@ class ElementsWriteback:
             return _skipped(category, payload, f"it has no record from {target.source}")
         if object_type is not None and object_type not in target.types:
             return _skipped(category, payload, f"its type {object_type} lacks {target.field}")
-        try:
-            await self._client.patch_record(
-                category,
-                target.source,
-                str(record["id_at_source"]),
-                update_record(target.field, value),
-            )
-        except CredentialError as exc:
-            # Not the dispatcher's pause for refused credentials: that would hold up the
-            # replication into Pure too, for want of a right only write-back needs.
-            raise PermanentError(
-                f"Elements refused the write-back ({exc.message}): the API account needs "
-                "the right to modify data",
-                api="elements",
-                status=exc.status,
-            ) from exc
+        await self._client.patch_record(
+            category, target.source, str(record["id_at_source"]), update_record(target.field, value)
+        )
         return True
 
 

@@ -1278,49 +1278,41 @@ def _text_field(native: etree._Element, name: str, value: str) -> None:
     _sub(item, _api("text"), value)
 
 
+def _date_field(
+    native: etree._Element, name: str, display_name: str, parts: tuple[int | None, ...]
+) -> None:
+    """A date field from (year, month, day), where month and day may be left out."""
+    year, month, day = (*parts, None, None)[:3]
+    item = _sub(native, _api("field"), name=name, type="date", display_name=display_name)
+    when = _sub(item, _api("date"))
+    # Partial dates leave out the day, or the day and the month.
+    if day is not None:
+        _sub(when, _api("day"), str(day))
+    if month is not None:
+        _sub(when, _api("month"), str(month))
+    _sub(when, _api("year"), str(year))
+
+
 def _native(native: etree._Element, obj: _Publication | _Item) -> None:
     _text_field(native, "title", obj.title)
     if obj.notes is not None:
         _text_field(native, "notes", obj.notes)
     if isinstance(obj, _Item):
         if obj.started is not None:
-            field_element = _sub(
-                native, _api("field"), name="start-date", type="date", display_name="Start date"
-            )
-            when = _sub(field_element, _api("date"))
-            _sub(when, _api("month"), str(obj.started[1]))
-            _sub(when, _api("year"), str(obj.started[0]))
+            _date_field(native, "start-date", "Start date", obj.started)
         return
-    publication = obj
     authors = _sub(
         native, _api("field"), name="authors", type="person-list", display_name="Authors"
     )
     people = _sub(authors, _api("people"))
-    for last_name, initials in publication.authors:
+    for last_name, initials in obj.authors:
         person = _sub(people, _api("person"))
         _sub(person, _api("last-name"), last_name)
         _sub(person, _api("initials"), initials)
-    if publication.published is not None:
-        year, month, day = publication.published
-        field = _sub(
-            native,
-            _api("field"),
-            name="publication-date",
-            type="date",
-            display_name="Publication date",
-        )
-        when = _sub(field, _api("date"))
-        # Partial dates leave out the day, or the day and the month.
-        if day is not None:
-            _sub(when, _api("day"), str(day))
-        if month is not None:
-            _sub(when, _api("month"), str(month))
-        _sub(when, _api("year"), str(year))
-    if publication.language is not None:
-        language = _sub(
-            native, _api("field"), name="language", type="text", display_name="Language"
-        )
-        _sub(language, _api("text"), publication.language)
+    if obj.published is not None:
+        _date_field(native, "publication-date", "Publication date", obj.published)
+    if obj.language is not None:
+        _text_field(native, "language", obj.language)
 
 
 def _version(text: str) -> tuple[int, ...]:

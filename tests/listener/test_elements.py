@@ -458,8 +458,8 @@ async def test_timeouts_and_dropped_connections_are_retried(
     no_backoff: list[float | None],
 ) -> None:
     telemetry = Telemetry()
-    listener = listener_with(session, config, store, timeout=0.2, telemetry=telemetry)
-    elements_sim.stall_next(0.5)
+    listener = listener_with(session, config, store, timeout=0.05, telemetry=telemetry)
+    elements_sim.stall_next(0.1)
     # aiohttp repeats a GET once by itself when the server drops it; the second drop is ours.
     elements_sim.drop_next(2)
     result = await listener.sweep(USERS)
@@ -618,8 +618,8 @@ async def test_a_response_above_the_size_cap_is_refused(
 async def test_requests_keep_the_configured_gap(
     store: Store, elements_sim: ElementsSimulator, config: Config, session: aiohttp.ClientSession
 ) -> None:
-    listener = listener_with(session, config, store, per_page=5, request_gap=0.05)
+    listener = listener_with(session, config, store, per_page=5, request_gap=0.02)
     started = time.monotonic()
     result = await listener.sweep(PUBLICATIONS)
     assert result.pages >= 5
-    assert time.monotonic() - started >= 0.05 * (result.pages - 1)
+    assert time.monotonic() - started >= 0.02 * (result.pages - 1)

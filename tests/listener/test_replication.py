@@ -47,19 +47,23 @@ async def test_a_kill_between_a_page_fetch_and_its_commit_repeats_the_page_only(
     session: aiohttp.ClientSession,
     pure_sim: PureSimulator,
 ) -> None:
-    # Answers take 30 ms: time enough to hold the store while one is on its way.
+    # Answers take 20 ms: time enough to hold the store while one is on its way.
     slow = ElementsSimulator(
-        objects=30, seed=7, password=ELEMENTS_PASSWORD, start=START, latency_ms=30
+        objects=30, seed=7, password=ELEMENTS_PASSWORD, start=START, latency_ms=20
     )
     publications = slow.object_ids("publication")
     async with served(slow) as url:
-        listener = listener_with(session, config, store, url=url, per_page=5, lookback=3600)
+        telemetry = Telemetry()
+        listener = listener_with(
+            session, config, store, url=url, per_page=5, lookback=3600, telemetry=telemetry
+        )
         sweep = asyncio.create_task(listener.sweep(PUBLICATIONS))
         while not any("after-id" in target for _, target in slow.requests):  # noqa: ASYNC110 - the simulator's request log is the probe
             await asyncio.sleep(0.001)
         # Page 2 is on its way: the sweep can receive it but not commit it.
         async with store.reading():
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.1)
+            assert telemetry.requests[("elements", "GET", "200")] == 2  # page 2 is in
             assert not sweep.done()
             sweep.cancel()  # the kill
             with pytest.raises(asyncio.CancelledError):

@@ -81,8 +81,6 @@ def classify_status(
     """Map an HTTP error status from any API to its class."""
     if status in (401, 403):
         return CredentialError(message, api=api, status=status)
-    if status in (404, 410):
-        return NotFoundError(message, api=api, status=status)
     if status in RETRIABLE_STATUSES:
         return RetriableError(message, api=api, status=status, retry_after=retry_after)
     return PermanentError(message, api=api, status=status)
@@ -95,6 +93,8 @@ def classify_elements_error(
     error_class = ELEMENTS_ERROR_CODES.get(code or "")
     if error_class is None:
         detail = f"{code}: {message}" if code else message
+        if status in (404, 410):
+            return NotFoundError(detail, api="elements", status=status)
         return classify_status("elements", status, detail, retry_after)
     return error_class(
         f"{code}: {message}",

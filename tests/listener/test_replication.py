@@ -16,9 +16,8 @@ from crisync.sim.elements import ElementsSimulator
 from crisync.sim.pure import PureSimulator
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
-from tests.conftest import ELEMENTS_PASSWORD
 from tests.handlers.test_dispatcher import drain
-from tests.listener.conftest import START, cursor_of, listener_with, served
+from tests.listener.conftest import cursor_of, listener_with, served, simulator
 
 PUBLICATIONS = Feed("publications")
 
@@ -47,10 +46,10 @@ async def test_a_kill_between_a_page_fetch_and_its_commit_repeats_the_page_only(
     session: aiohttp.ClientSession,
     pure_sim: PureSimulator,
 ) -> None:
-    # Answers take 20 ms: time enough to hold the store while one is on its way.
-    slow = ElementsSimulator(
-        objects=30, seed=7, password=ELEMENTS_PASSWORD, start=START, latency_ms=20
-    )
+    slow = simulator(objects=30, seed=7)
+    # Page 2 takes 0.3 s to answer: time enough to hold the store while it is on its way.
+    slow.stall_next(0)
+    slow.stall_next(0.3)
     publications = slow.object_ids("publication")
     async with served(slow) as url:
         telemetry = Telemetry()
@@ -61,9 +60,9 @@ async def test_a_kill_between_a_page_fetch_and_its_commit_repeats_the_page_only(
         while not any("after-id" in target for _, target in slow.requests):  # noqa: ASYNC110 - the simulator's request log is the probe
             await asyncio.sleep(0.001)
         # Page 2 is on its way: the sweep can receive it but not commit it.
-        async with store.reading():
-            await asyncio.sleep(0.1)
-            assert telemetry.requests[("elements", "GET", "200")] == 2  # page 2 is in
+        async with store.reading(), asyncio.timeout(5):
+            while telemetry.requests[("elements", "GET", "200")] < 2:  # noqa: ASYNC110 - as above
+                await asyncio.sleep(0.001)
             assert not sweep.done()
             sweep.cancel()  # the kill
             with pytest.raises(asyncio.CancelledError):

@@ -17,8 +17,7 @@ from crisync.sim.pure import PureSimulator
 from crisync.state import dead_letters, mapping
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
-from tests.conftest import ELEMENTS_PASSWORD
-from tests.listener.conftest import START, elements_settings, served
+from tests.listener.conftest import elements_settings, served, simulator
 
 NOTES = {"publications": {"source": "manual", "field": "notes"}}
 
@@ -147,9 +146,7 @@ async def test_each_created_publication_gets_its_pure_uuid_written_back(
 async def test_a_refused_write_back_is_a_dead_letter_and_pure_replication_goes_on(
     config: Config, pure_sim: PureSimulator
 ) -> None:
-    read_only = ElementsSimulator(
-        objects=10, seed=2, password=ELEMENTS_PASSWORD, start=START, can_modify=False
-    )
+    read_only = simulator(can_modify=False)
     async with served(read_only) as url:
         await run_daemon(with_writeback(config, NOTES, url=url), once=True)
     publications = read_only.object_ids("publication")

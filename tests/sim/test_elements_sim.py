@@ -553,6 +553,15 @@ def update(field: str, operation: str, text: str | None = None, ns: str = NS["ap
     ).encode()
 
 
+async def patch(
+    session: aiohttp.ClientSession, target: str, body: bytes, content_type: str = "text/xml"
+) -> tuple[aiohttp.ClientResponse, bytes]:
+    async with session.patch(
+        target, data=body, headers={"Content-Type": content_type}, allow_redirects=False
+    ) as response:
+        return response, await response.read()
+
+
 async def test_patch_sets_a_field_and_answers_303_to_the_object() -> None:
     sim = ElementsSimulator(objects=10, start=START)
     publication = next(
@@ -562,13 +571,8 @@ async def test_patch_sets_a_field_and_answers_303_to_the_object() -> None:
     async with running(sim) as (session, base):
         target = f"{base}/publication/records/manual/{record}"
         before = sim.now
-        async with session.patch(
-            target,
-            data=update("notes", "set", "pure-uuid-1"),
-            headers={"Content-Type": "text/xml"},
-            allow_redirects=False,
-        ) as response:
-            status, location = response.status, response.headers.get("Location")
+        response, _ = await patch(session, target, update("notes", "set", "pure-uuid-1"))
+        status, location = response.status, response.headers.get("Location")
         _, body = await fetch(session, location or "")
     assert (status, location) == (303, f"{base}/publications/{publication}")
     notes = etree.fromstring(body).findtext(".//api:field[@name='notes']/api:text", namespaces=NS)
@@ -601,16 +605,11 @@ async def test_patch_is_validated_as_the_server_would(
         p for p in sim.object_ids("publication") if sim.type_of("publication", p) != "conference"
     )
     record = sim.record_of("publication", publication)
-    async with (
-        running(sim) as (session, base),
-        session.patch(
-            f"{base}/publication/records/{path_source}/{record}",
-            data=body,
-            headers={"Content-Type": content_type},
-        ) as response,
-    ):
-        answer, answer_body = response.status, await response.read()
-    assert answer == status
+    async with running(sim) as (session, base):
+        response, answer_body = await patch(
+            session, f"{base}/publication/records/{path_source}/{record}", body, content_type
+        )
+    assert response.status == status
     error = etree.fromstring(answer_body).findtext("atom:entry/api:error", namespaces=NS)
     assert message in (error or "")
     assert sim.patches == []
@@ -620,40 +619,30 @@ async def test_patch_needs_the_right_to_modify_and_an_existing_record() -> None:
     sim = ElementsSimulator(objects=10, start=START, can_modify=False)
     record = sim.record_of("publication", sim.object_ids("publication")[0])
     unknown = ElementsSimulator(objects=10, start=START)
-    async with (
-        running(sim) as (session, base),
-        session.patch(
-            f"{base}/publication/records/manual/{record}",
-            data=update("notes", "set", "x"),
-            headers={"Content-Type": "text/xml"},
-        ) as response,
-    ):
-        refused = response.status
-    async with (
-        running(unknown) as (session, base),
-        session.patch(
+    async with running(sim) as (session, base):
+        refused, _ = await patch(
+            session, f"{base}/publication/records/manual/{record}", update("notes", "set", "x")
+        )
+    async with running(unknown) as (session, base):
+        missing, _ = await patch(
+            session,
             f"{base}/publication/records/manual/NO-SUCH-RECORD",
-            data=update("notes", "set", "x"),
-            headers={"Content-Type": "text/xml"},
-        ) as response,
-    ):
-        missing = response.status
-    assert (refused, missing) == (403, 404)
+            update("notes", "set", "x"),
+        )
+    assert (refused.status, missing.status) == (403, 404)
 
 
 async def test_patch_may_answer_200_with_the_object() -> None:
     sim = ElementsSimulator(objects=10, start=START, patch_redirect=False)
     publication = sim.object_ids("publication")[0]
-    async with (
-        running(sim) as (session, base),
-        session.patch(
-            f"{base}/publication/records/manual/{sim.record_of('publication', publication)}",
-            data=update("title", "set", "Retitled"),
-            headers={"Content-Type": "text/xml"},
-        ) as response,
-    ):
-        status, body = response.status, await response.read()
-    assert status == 200
+    record = sim.record_of("publication", publication)
+    async with running(sim) as (session, base):
+        response, body = await patch(
+            session,
+            f"{base}/publication/records/manual/{record}",
+            update("title", "set", "Retitled"),
+        )
+    assert response.status == 200
     assert etree.fromstring(body).find("atom:entry/api:object", NS) is not None
     assert sim.title_of(publication) == "Retitled"
 

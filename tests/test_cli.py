@@ -64,7 +64,12 @@ async def test_status_then_retry_of_a_dead_letter(
     assert report["mapped_objects"] == total - 1
     feeds = report["cursors"]
     assert isinstance(feeds, list)
-    assert {c["feed"] for c in feeds} == {"elements:users", "elements:publications"}
+    assert {c["feed"] for c in feeds} == {
+        "elements:users",
+        "elements:publications",
+        "elements:deleted:users",
+        "elements:deleted:publications",
+    }
 
     key = f"{letters[0]['source']}/{letters[0]['kind']}/{letters[0]['key']}"
     assert await cli("retry", "--config", str(config_path), "elements/publication/nope") == EX_USAGE

@@ -171,6 +171,12 @@ def test_the_example_documents_every_option_with_a_comment() -> None:
             parent, _, name = section.rpartition(".")
             if parent in tables and previous.startswith("#"):
                 documented.add((parent, name))  # a table-valued option, e.g. a mapping's static
+            if (
+                section not in tables
+                and parent in tables
+                and name not in tables[parent].model_fields
+            ):
+                section = parent  # one entry of a table of tables, e.g. writeback.publications
         # Keys of free-form tables (Pure properties in a mapping) are data, not options.
         elif (key := re.match(r"(?:# ?)?(\w+) = ", line)) and section in tables:
             assert previous.startswith("#"), f"[{section}] {key.group(1)} has no comment"

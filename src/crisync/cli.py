@@ -88,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
         )
         one.add_argument("--seed", type=int, default=1)
         one.add_argument("--latency-ms", type=int, default=0)
+        if name == "elements":
+            _elements_sim_options(one)
     unicat = simulators.add_parser("unicat", help="the Unicat API simulator")
     unicat.add_argument("--port", type=int, required=True)
     unicat.add_argument("--project", required=True, metavar="GID", help="the project gid (a UUID)")
@@ -96,6 +98,25 @@ def _parser() -> argparse.ArgumentParser:
     unicat.add_argument("--seed", type=int, default=1)
     unicat.add_argument("--latency-ms", type=int, default=0)
     return parser
+
+
+def _elements_sim_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--items", type=int, default=0, help="objects of each other category (grants, ...)"
+    )
+    command.add_argument(
+        "--date-skew", type=float, default=0.0, help="seconds the HTTP Date runs ahead"
+    )
+    command.add_argument("--schema-version", default="5.5", help="e.g. 4.9: no affected-since")
+    command.add_argument(
+        "--https-namespace", action="store_true", help="answer in the https:// api namespace"
+    )
+    command.add_argument(
+        "--fault-rate", type=float, default=0.0, help="share of requests failing with 409/500/504"
+    )
+    command.add_argument(
+        "--read-only", action="store_true", help="the API account may not modify data (403)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "sim":
-        from crisync.sim.cli import run_simulator, run_unicat_simulator
+        from crisync.sim.cli import ElementsSimOptions, run_simulator, run_unicat_simulator
 
         configure_logging("console")
         if args.simulator == "unicat":
@@ -120,12 +141,25 @@ def _dispatch(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 latency_ms=args.latency_ms,
             )
+        elements = (
+            ElementsSimOptions(
+                items=args.items,
+                date_skew=args.date_skew,
+                schema_version=args.schema_version,
+                https_namespace=args.https_namespace,
+                fault_rate=args.fault_rate,
+                read_only=args.read_only,
+            )
+            if args.simulator == "elements"
+            else None
+        )
         return run_simulator(
             args.simulator,
             port=args.port,
             objects=args.objects,
             seed=args.seed,
             latency_ms=args.latency_ms,
+            elements=elements,
         )
     if args.command == "demo":
         from crisync.demo import run_demo

@@ -13,16 +13,18 @@ from typing import Any
 import aiohttp
 import structlog
 
-from crisync.commands import Commands
+from crisync.commands import Commands, ResyncAction
 from crisync.config.model import Config, MqttConfig, PureConfig
 from crisync.feed_status import FeedStatus
 from crisync.handlers.base import HandlerContext
 from crisync.handlers.dispatcher import Dispatcher, DispatchSettings
 from crisync.handlers.pure_client import PureClient
 from crisync.handlers.registry import HANDLERS
+from crisync.handlers.resync import ElementsSource, resync_object
 from crisync.listener.elements import ElementsClient, ElementsListener
 from crisync.listener.unicat import UnicatListener
 from crisync.listener.unicat_client import UnicatClient
+from crisync.listener.writeback import ElementsWriteback
 from crisync.metrics import serve_metrics
 from crisync.publisher import Publisher
 from crisync.state.store import Store
@@ -67,6 +69,9 @@ class Running:
     session: aiohttp.ClientSession
     life: Lifecycle
     telemetry: Telemetry
+    # One client for every request to Elements, so the gap between requests holds for all.
+    elements: ElementsClient | None = None
+    elements_writeback: ElementsWriteback | None = None
 
 
 async def run_daemon(
@@ -83,7 +88,10 @@ async def run_daemon(
         session = await resources.enter_async_context(http_session())
         _install_signal_handlers(life.stopping)
         resources.callback(_remove_signal_handlers)
-        running = Running(config, store, session, life, telemetry or Telemetry())
+        telemetry = telemetry or Telemetry()
+        running = Running(
+            config, store, session, life, telemetry, *_elements(config, session, telemetry)
+        )
         if config.metrics is not None:
             await resources.enter_async_context(
                 serve_metrics(config.metrics, store, running.telemetry)
@@ -94,6 +102,16 @@ async def run_daemon(
         except* ShutdownDeadlineExceededError:
             log.warning("daemon.shutdown_deadline_exceeded", seconds=config.daemon.shutdown_timeout)
     log.info("daemon.stopped")
+
+
+def _elements(
+    config: Config, session: aiohttp.ClientSession, telemetry: Telemetry
+) -> tuple[ElementsClient | None, ElementsWriteback | None]:
+    if config.elements is None:
+        return None, None
+    client = ElementsClient(session, config.elements, telemetry=telemetry)
+    writeback = ElementsWriteback(config.elements, client) if config.elements.writeback else None
+    return client, writeback
 
 
 async def _run_loops(running: Running, *, once: bool) -> None:
@@ -150,7 +168,7 @@ def _mqtt_loops(
             work_ready=life.work_ready,
             outbox_ready=life.outbox_ready,
             until=life.handlers_done,
-            resync=None,  # no resync action yet: the command answers it is not available
+            resync=_resync_action(running),
         )
         writers.append(group.create_task(commands.run(), name=commands.loop_name))
     group.create_task(_set_when_done(writers, life.outbox_closed), name="outbox-closer")
@@ -164,6 +182,20 @@ def _mqtt_loops(
     )
     telemetry.expect(publisher.loop_name, publisher.beat_deadline)
     return [*writers, group.create_task(publisher.run(), name=publisher.loop_name)]
+
+
+def _resync_action(running: Running) -> ResyncAction | None:
+    """What the resync command does: fetch the object again and queue it (Elements only)."""
+    if running.elements is None or running.config.elements is None:
+        return None
+    source = ElementsSource(running.elements, running.config.elements.url)
+
+    async def resync(source_name: str, kind: str, key: str) -> str:
+        event = await resync_object(running.store, source_name, kind, key, elements=source)
+        running.life.work_ready.set()
+        return f"{event.source}/{event.kind}/{event.key} queued for replication"
+
+    return resync
 
 
 def _dispatcher(running: Running, pure: PureConfig) -> Dispatcher:
@@ -182,6 +214,7 @@ def _dispatcher(running: Running, pure: PureConfig) -> Dispatcher:
             pure,
             mappings=running.config.mappings,
             unicat=running.config.unicat,
+            elements_writeback=running.elements_writeback,
         ),
         settings,
         work_ready=running.life.work_ready,
@@ -197,11 +230,13 @@ async def _feeds(running: Running, *, once: bool) -> None:
     config, life, telemetry = running.config, running.life, running.telemetry
     try:
         async with asyncio.TaskGroup() as group:
-            if config.elements is not None:
-                client = ElementsClient(running.session, config.elements, telemetry=telemetry)
+            if config.elements is not None and running.elements is not None:
+                if running.elements_writeback is not None:
+                    # Once, before the first sweep: a misconfiguration is reported now.
+                    await running.elements_writeback.verify()
                 listener = ElementsListener(
                     config.elements,
-                    client,
+                    running.elements,
                     running.store,
                     life.work_ready,
                     life.stopping,

@@ -65,6 +65,25 @@ class UnicatSelectionError(PermanentError):
     """Unicat 1006: the bulk selection or the sync cursor is invalid; a feed starts over at 0."""
 
 
+class NotFoundError(PermanentError):
+    """The resource does not exist (404) or its deletion was logged (410)."""
+
+
+# Elements error feeds name their fault (`api:error code=...`); the code is finer than the
+# HTTP status (the v5.5 document lists both), so it decides the class when it is known.
+ELEMENTS_ERROR_CODES: dict[str, type[CrisyncError]] = {
+    "argument fault": PermanentError,
+    "concurrency conflict": RetriableError,
+    "database timeout": RetriableError,
+    "server fault": RetriableError,
+    "invalid credentials": CredentialError,
+    "unauthorised access": CredentialError,
+    "unlicensed component": CredentialError,
+    "resource not found": NotFoundError,
+    "resource deleted": NotFoundError,
+}
+
+
 def classify_status(
     api: str, status: int, message: str, retry_after: float | None = None
 ) -> CrisyncError:
@@ -90,6 +109,24 @@ def classify_unicat(context: str, code: int, message: str, http_status: int) -> 
     if code in UNICAT_RETRIABLE_CODES or http_status in RETRIABLE_STATUSES:
         return RetriableError(text, api="unicat", status=code)
     return PermanentError(text, api="unicat", status=code)
+
+
+def classify_elements_error(
+    status: int, code: str | None, message: str, retry_after: float | None = None
+) -> CrisyncError:
+    """An Elements error response: by its ATOM error code when known, else by its status."""
+    error_class = ELEMENTS_ERROR_CODES.get(code or "")
+    if error_class is None:
+        detail = f"{code}: {message}" if code else message
+        if status in (404, 410):
+            return NotFoundError(detail, api="elements", status=status)
+        return classify_status("elements", status, detail, retry_after)
+    return error_class(
+        f"{code}: {message}",
+        api="elements",
+        status=status,
+        retry_after=retry_after if error_class.retriable else None,
+    )
 
 
 def classify_exception(api: str, exc: BaseException) -> CrisyncError:

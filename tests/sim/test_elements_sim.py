@@ -15,7 +15,7 @@ import pytest
 from lxml import etree
 from yarl import URL
 
-from crisync.sim.elements import ElementsSimulator
+from crisync.sim.elements import API_NS_HTTPS, ElementsSimulator
 from crisync.sim.server import serve
 
 API = "/secure-api/v5.5"
@@ -424,9 +424,366 @@ async def test_same_seed_gives_the_same_feed() -> None:
 async def test_requests_are_recorded_and_latency_applies() -> None:
     sim = ElementsSimulator(objects=4, latency_ms=150, start=START)
     async with running(sim) as (session, base):
+        sim.stall_next(0.2)
         loop = asyncio.get_running_loop()
         started = loop.time()
         await fetch(session, f"{base}/users?per-page=2")
         elapsed = loop.time() - started
     assert elapsed >= 0.15
     assert sim.requests == [("GET", f"{API}/users?per-page=2")]
+
+
+# ----------------------------------------------------------------------- deletions
+
+
+async def test_deleted_objects_are_listed_since_a_time_and_answer_410() -> None:
+    sim = ElementsSimulator(objects=20, start=START)
+    first, second, third = sim.object_ids("publication")[:3]
+    sim.delete("publication", first)
+    sim.advance(60)
+    since = sim.now.isoformat(timespec="milliseconds")
+    sim.delete("publication", second)
+    sim.delete("publication", third)
+    async with running(sim) as (session, base):
+        everything = await walk(session, f"{base}/deleted/publications?per-page=1")
+        recent = await walk(session, f"{base}/deleted/publications" + query(deleted_since=since))
+        users = await walk(session, f"{base}/deleted/users")
+        gone, gone_body = await fetch(session, f"{base}/publications/{second}")
+        listed = await walk(session, f"{base}/publications?per-page=100")
+
+    def deleted(root_objects: list[etree._Element]) -> list[str | None]:
+        return [obj.get("id") for obj in root_objects]
+
+    assert deleted(everything) == []  # api:deleted-object, not api:object
+    assert deleted(recent) == []
+    assert users == []
+    assert gone.status == 410
+    assert error_code(gone_body) == "resource deleted"
+    assert str(second) not in {obj.get("id") for obj in listed}
+
+
+async def test_the_deleted_feed_carries_deleted_objects_with_their_time() -> None:
+    sim = ElementsSimulator(objects=20, start=START)
+    victim = sim.object_ids("publication")[4]
+    sim.delete("publication", victim)
+    async with running(sim) as (session, base):
+        _, body = await fetch(session, f"{base}/deleted/publications?per-page=5")
+        since = (START + timedelta(seconds=1)).isoformat()
+        _, later = await fetch(session, f"{base}/deleted/publications" + query(deleted_since=since))
+        bad, bad_body = await fetch(session, f"{base}/deleted/publications?detail=full")
+        # Its authors lost a relationship: they count as affected.
+        authors = await walk(
+            session, f"{base}/users" + query(affected_since=START.isoformat(), detail="full")
+        )
+    (element,) = etree.fromstring(body).findall("atom:entry/api:deleted-object", NS)
+    assert (element.get("category"), element.get("id")) == ("publication", str(victim))
+    assert when(element, "deleted-when") == START
+    assert etree.fromstring(later).findall("atom:entry/api:deleted-object", NS) == []
+    assert bad.status == 400
+    assert error_code(bad_body) == "argument fault"
+    assert authors
+
+
+# ----------------------------------------------------------------------- categories
+
+
+@pytest.mark.parametrize(
+    "plural",
+    ["activities", "equipment", "grants", "org-structures", "projects", "teaching-activities"],
+)
+async def test_every_other_category_is_served(plural: str) -> None:
+    sim = ElementsSimulator(objects=10, start=START, items_per_category=3)
+    async with running(sim) as (session, base):
+        found = await walk(session, f"{base}/{plural}?detail=full")
+        _, one = await fetch(session, f"{base}/{plural}/{found[0].get('id')}")
+    assert len(found) == 3
+    category = found[0].get("category")
+    assert category is not None
+    assert sim.object_ids(category) == sorted(int(obj.get("id", "")) for obj in found)
+    title = found[0].findtext(".//api:field[@name='title']/api:text", namespaces=NS)
+    assert title == sim.title_of(int(found[0].get("id", "")), category)
+    assert etree.fromstring(one).find("atom:entry/api:object", NS) is not None
+
+
+def test_items_do_not_change_the_seeded_users_and_publications() -> None:
+    plain = ElementsSimulator(objects=30, seed=3, start=START)
+    more = ElementsSimulator(objects=30, seed=3, start=START, items_per_category=4)
+    assert plain.object_ids("publication") == more.object_ids("publication")
+    assert [plain.title_of(p) for p in plain.object_ids("publication")] == [
+        more.title_of(p) for p in more.object_ids("publication")
+    ]
+    assert len(more.object_ids("grant")) == 4
+
+
+# ----------------------------------------------------------------------- write-back
+
+
+async def test_sources_and_types_describe_what_may_be_patched() -> None:
+    sim = ElementsSimulator(objects=10, start=START)
+    async with running(sim) as (session, base):
+        _, sources = await fetch(session, f"{base}/publication/sources")
+        _, types = await fetch(session, f"{base}/publication/types")
+        equipment, _ = await fetch(session, f"{base}/equipment/types")
+    importable = {
+        s.get("name"): s.findtext("api:importable", namespaces=NS)
+        for s in etree.fromstring(sources).iterfind(".//api:data-source", NS)
+    }
+    assert importable == {"manual": "true", "c-inst-1": "true", "wos": "false"}
+    by_type = {
+        t.get("name"): {
+            f.findtext("api:name", namespaces=NS): {
+                o.get("type") for o in f.iterfind("api:update-field-operations/api:operation", NS)
+            }
+            for f in t.iterfind("api:fields/api:field", NS)
+        }
+        for t in etree.fromstring(types).iterfind(".//api:type[@name]", NS)
+    }
+    assert by_type["journal-article"]["notes"] == {"set", "clear"}
+    assert by_type["journal-article"]["keywords"] == {"set", "clear", "add", "remove"}
+    assert "notes" not in by_type["conference"]
+    assert equipment.status == 200  # "equipment" is its own plural: not an object id
+
+
+def update(field: str, operation: str, text: str | None = None, ns: str = NS["api"]) -> bytes:
+    value = f"<text>{text}</text>" if text is not None else ""
+    return (
+        f'<update-record xmlns="{ns}"><fields>'
+        f'<field name="{field}" operation="{operation}">{value}</field>'
+        "</fields></update-record>"
+    ).encode()
+
+
+async def patch(
+    session: aiohttp.ClientSession, target: str, body: bytes, content_type: str = "text/xml"
+) -> tuple[aiohttp.ClientResponse, bytes]:
+    async with session.patch(
+        target, data=body, headers={"Content-Type": content_type}, allow_redirects=False
+    ) as response:
+        return response, await response.read()
+
+
+async def test_patch_sets_a_field_and_answers_303_to_the_object() -> None:
+    sim = ElementsSimulator(objects=10, start=START)
+    publication = next(
+        p for p in sim.object_ids("publication") if sim.type_of("publication", p) != "conference"
+    )
+    record = sim.record_of("publication", publication)
+    async with running(sim) as (session, base):
+        target = f"{base}/publication/records/manual/{record}"
+        before = sim.now
+        response, _ = await patch(session, target, update("notes", "set", "pure-uuid-1"))
+        status, location = response.status, response.headers.get("Location")
+        _, body = await fetch(session, location or "")
+    assert (status, location) == (303, f"{base}/publications/{publication}")
+    notes = etree.fromstring(body).findtext(".//api:field[@name='notes']/api:text", namespaces=NS)
+    assert notes == "pure-uuid-1"
+    assert sim.notes_of("publication", publication) == "pure-uuid-1"
+    obj = etree.fromstring(body).find("atom:entry/api:object", NS)
+    assert obj is not None
+    assert when(obj, "last-modified-when") >= before
+
+
+@pytest.mark.parametrize(
+    ("path_source", "body", "content_type", "status", "message"),
+    [
+        ("manual", update("notes", "set", "x"), "application/xml", 400, "text/xml"),
+        ("wos", update("notes", "set", "x"), "text/xml", 400, "does not accept"),
+        ("nowhere", update("notes", "set", "x"), "text/xml", 404, "No such data source"),
+        ("manual", update("nonsense", "set", "x"), "text/xml", 400, "no field"),
+        ("manual", update("title", "add", "x"), "text/xml", 400, "does not allow add"),
+        ("manual", update("authors", "clear"), "text/xml", 400, "only updates text"),
+        ("manual", update("notes", "set", ""), "text/xml", 400, "needs a text value"),
+        ("manual", update("notes", "set", "x", ns=API_NS_HTTPS), "text/xml", 400, "update-record"),
+        ("manual", b"<update-record", "text/xml", 400, "well-formed"),
+    ],
+)
+async def test_patch_is_validated_as_the_server_would(
+    path_source: str, body: bytes, content_type: str, status: int, message: str
+) -> None:
+    sim = ElementsSimulator(objects=10, start=START)
+    publication = next(
+        p for p in sim.object_ids("publication") if sim.type_of("publication", p) != "conference"
+    )
+    record = sim.record_of("publication", publication)
+    async with running(sim) as (session, base):
+        response, answer_body = await patch(
+            session, f"{base}/publication/records/{path_source}/{record}", body, content_type
+        )
+    assert response.status == status
+    error = etree.fromstring(answer_body).findtext("atom:entry/api:error", namespaces=NS)
+    assert message in (error or "")
+    assert sim.patches == []
+
+
+async def test_patch_needs_the_right_to_modify_and_an_existing_record() -> None:
+    sim = ElementsSimulator(objects=10, start=START, can_modify=False)
+    record = sim.record_of("publication", sim.object_ids("publication")[0])
+    unknown = ElementsSimulator(objects=10, start=START)
+    async with running(sim) as (session, base):
+        refused, _ = await patch(
+            session, f"{base}/publication/records/manual/{record}", update("notes", "set", "x")
+        )
+    async with running(unknown) as (session, base):
+        missing, _ = await patch(
+            session,
+            f"{base}/publication/records/manual/NO-SUCH-RECORD",
+            update("notes", "set", "x"),
+        )
+    assert (refused.status, missing.status) == (403, 404)
+
+
+async def test_patch_may_answer_200_with_the_object() -> None:
+    sim = ElementsSimulator(objects=10, start=START, patch_redirect=False)
+    publication = sim.object_ids("publication")[0]
+    record = sim.record_of("publication", publication)
+    async with running(sim) as (session, base):
+        response, body = await patch(
+            session,
+            f"{base}/publication/records/manual/{record}",
+            update("title", "set", "Retitled"),
+        )
+    assert response.status == 200
+    assert etree.fromstring(body).find("atom:entry/api:object", NS) is not None
+    assert sim.title_of(publication) == "Retitled"
+
+
+# ----------------------------------------------------------------------- clock and versions
+
+
+async def test_date_skew_shifts_only_the_http_date() -> None:
+    sim = ElementsSimulator(objects=10, start=START, date_skew=-30)
+    async with running(sim) as (session, base):
+        response, _ = await fetch(session, f"{base}/users")
+    assert parsedate_to_datetime(response.headers["Date"]) == START.replace(
+        microsecond=0
+    ) - timedelta(seconds=30)
+    assert sim.now == START
+
+
+async def test_a_late_commit_is_stamped_in_the_past_and_the_clock_stays() -> None:
+    sim = ElementsSimulator(objects=10, start=START)
+    publication = sim.object_ids("publication")[0]
+    sim.advance(100)
+    stamp = START + timedelta(seconds=97)
+    sim.touch("publication", publication, at=stamp)
+    assert sim.now == START + timedelta(seconds=100)
+    async with running(sim) as (session, base):
+        _, body = await fetch(session, f"{base}/publications/{publication}")
+    obj = etree.fromstring(body).find("atom:entry/api:object", NS)
+    assert obj is not None
+    assert when(obj, "last-affected-when") == stamp
+    with pytest.raises(ValueError, match="before now"):
+        sim.touch("publication", publication, at=sim.now + timedelta(seconds=1))
+
+
+async def test_below_schema_5_5_there_is_no_affected() -> None:
+    sim = ElementsSimulator(objects=10, start=START, schema_version="4.9")
+    async with running(sim) as (session, base):
+        refused, body = await fetch(
+            session, f"{base}/publications" + query(affected_since=START.isoformat())
+        )
+        _, listed = await fetch(session, f"{base}/publications")
+    assert refused.status == 400
+    assert error_code(body) == "argument fault"
+    root = etree.fromstring(listed)
+    assert root.findtext("api:schema-version", namespaces=NS) == "4.9"
+    assert all(obj.get("last-affected-when") is None for obj in api_objects(root))
+
+
+async def test_the_https_namespace_can_be_served() -> None:
+    sim = ElementsSimulator(objects=10, start=START, api_namespace=API_NS_HTTPS)
+    async with running(sim) as (session, base):
+        _, body = await fetch(session, f"{base}/users")
+    root = etree.fromstring(body)
+    assert root.findall("atom:entry/api:object", NS) == []
+    assert root.findall(f"atom:entry/{{{API_NS_HTTPS}}}object", NS)
+
+
+async def test_an_affected_object_keeps_its_etag_a_modified_one_does_not() -> None:
+    sim = ElementsSimulator(objects=20, start=START)
+    publication = sim.object_ids("publication")[0]
+    async with running(sim) as (session, base):
+        first, body = await fetch(session, f"{base}/publications/{publication}")
+        for user in sim.object_ids("user"):  # one of them is an author
+            sim.touch("user", user)
+        _, touched = await fetch(session, f"{base}/publications/{publication}")
+        affected, _ = await fetch(
+            session, f"{base}/publications/{publication}", {"If-None-Match": first.headers["ETag"]}
+        )
+        sim.touch("publication", publication)
+        modified, _ = await fetch(
+            session, f"{base}/publications/{publication}", {"If-None-Match": first.headers["ETag"]}
+        )
+    before, after = (etree.fromstring(b).find("atom:entry/api:object", NS) for b in (body, touched))
+    assert before is not None
+    assert after is not None
+    assert when(after, "last-affected-when") > when(before, "last-affected-when")  # affected ...
+    assert (affected.status, modified.status) == (304, 200)  # ... but not a new version
+
+
+# ----------------------------------------------------------------------- faults
+
+
+async def test_warnings_ride_on_the_next_successful_answer() -> None:
+    sim = ElementsSimulator(objects=10, start=START)
+    sim.warn_next("isbn-13", "Failed to parse valid ISBN-13.")
+    async with running(sim) as (session, base):
+        _, warned = await fetch(session, f"{base}/publications?per-page=2")
+        _, plain = await fetch(session, f"{base}/publications?per-page=2")
+    warnings = etree.fromstring(warned).findall("atom:entry/api:warnings/api:warning", NS)
+    assert [(w.get("associated-field"), w.text) for w in warnings] == [
+        ("isbn-13", "Failed to parse valid ISBN-13.")
+    ] * 2
+    assert etree.fromstring(plain).findall(".//api:warning", NS) == []
+
+
+async def test_next_links_can_loop_or_name_another_host() -> None:
+    sim = ElementsSimulator(objects=30, start=START)
+    async with running(sim) as (session, base):
+        sim.loop_next_links()
+        _, first = await fetch(session, f"{base}/publications?per-page=5")
+        page_two = next_href(etree.fromstring(first))
+        assert page_two is not None
+        _, second = await fetch(session, page_two)
+        sim.next_links_on("http://elements-internal.invalid:8091")
+        _, elsewhere = await fetch(session, f"{base}/publications?per-page=5")
+    assert next_href(etree.fromstring(second)) == f"{base}/publications?per-page=5"
+    assert (next_href(etree.fromstring(elsewhere)) or "").startswith(
+        f"http://elements-internal.invalid:8091{API}/publications?after-id="
+    )
+
+
+async def test_serve_stall_drop_and_retry_after() -> None:
+    sim = ElementsSimulator(objects=10, start=START)
+    sim.serve_next(b"<!DOCTYPE feed><feed/>", headers={"X-Test": "canned"})
+    sim.fail_next(503, "server fault", retry_after=12)  # faults come first
+    async with running(sim) as (session, base):
+        throttled, _ = await fetch(session, f"{base}/users")
+        canned, canned_body = await fetch(session, f"{base}/users")
+        sim.stall_next(0.2)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await fetch(session, f"{base}/users")
+        stalled_for = loop.time() - started
+        sim.drop_next(2)  # aiohttp repeats a dropped GET once by itself
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await fetch(session, f"{base}/users")
+    assert (canned.status, canned_body, canned.headers["X-Test"]) == (
+        200,
+        b"<!DOCTYPE feed><feed/>",
+        "canned",
+    )
+    assert throttled.status == 503
+    assert throttled.headers["Retry-After"] == "12"
+    assert stalled_for >= 0.2
+
+
+async def test_a_fault_rate_fails_some_requests_with_retriable_errors() -> None:
+    sim = ElementsSimulator(objects=10, start=START, fault_rate=0.5)
+    async with running(sim) as (session, base):
+        answers = [await fetch(session, f"{base}/users") for _ in range(40)]
+    statuses = Counter(response.status for response, _ in answers)
+    assert 5 < statuses[200] < 35
+    assert set(statuses) <= {200, 409, 500, 504}
+    with pytest.raises(ValueError, match="probability"):
+        ElementsSimulator(objects=1, fault_rate=1.0)

@@ -9,6 +9,7 @@ from crisync.config.mapping import MappingsConfig
 from crisync.config.model import PureConfig, UnicatConfig
 from crisync.handlers.pure_client import PureClient
 from crisync.handlers.references import KeyedLocks
+from crisync.listener.writeback import ElementsWriteback
 from crisync.outcome import OutcomeAction
 from crisync.state.inbox import ChangeEvent, InboxEvent
 from crisync.state.mapping import MappingRow
@@ -24,6 +25,7 @@ class HandlerContext:
     # One search-or-create per external person name at a time, across concurrent handlers.
     external_person_locks: KeyedLocks = field(default_factory=KeyedLocks)
     unicat: UnicatConfig | None = None  # its record mappings, when Unicat is configured
+    elements_writeback: ElementsWriteback | None = None  # None: no write-back configured
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from typing import Any
 from crisync.errors import PermanentError
 from crisync.handlers.base import HandlerContext, HandlerResult
 from crisync.handlers.delete import delete_in_pure
+from crisync.handlers.elements_writeback import writeback_follow_ups
 from crisync.handlers.pure_client import (
     PureClient,
     PureConflictError,
@@ -87,7 +88,8 @@ async def replicate_to_pure(event: InboxEvent, ctx: HandlerContext) -> HandlerRe
         changed_at=event.changed_at,
         match_key=target.match_key,
     )
-    return HandlerResult(action, target.pure_type, uuid, mapping=row)
+    follow_ups = writeback_follow_ups(event, ctx, target.pure_type, uuid) if known is None else ()
+    return HandlerResult(action, target.pure_type, uuid, mapping=row, follow_ups=follow_ups)
 
 
 async def _create_once(

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from urllib.parse import quote, urlencode
 
+from crisync.config.model import CATEGORY_OF_FEED
 from crisync.errors import PermanentError
-from crisync.listener.elements import CATEGORY_OF_FEED, ElementsClient
+from crisync.listener.elements import ElementsClient
 from crisync.state import inbox, mapping
 from crisync.state.inbox import ChangeEvent
 from crisync.state.store import Store, utc_now

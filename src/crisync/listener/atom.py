@@ -51,10 +51,25 @@ class ElementsObject:
 
 
 @dataclass(frozen=True)
+class DeletedObject:
+    category: str
+    id: str
+    deleted_at: datetime
+
+
+@dataclass(frozen=True)
+class ApiWarning:
+    field: str | None  # the record field it concerns, when there is one
+    message: str
+
+
+@dataclass(frozen=True)
 class FeedPage:
     schema_version: str | None
     next_url: str | None
     objects: list[ElementsObject] = field(default_factory=list)
+    deleted: list[DeletedObject] = field(default_factory=list)
+    warnings: list[ApiWarning] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -76,8 +91,10 @@ def parse_document(body: bytes) -> tuple[etree._Element, str]:
         raise MalformedFeedError("document declares a DOCTYPE; refused")
     try:
         root = etree.fromstring(body, _parser())
-    except etree.XMLSyntaxError as exc:
+    except (etree.LxmlError, ValueError) as exc:
         raise MalformedFeedError(f"malformed XML: {exc}") from None
+    if root is None:  # lxml answers None for a body of nothing but whitespace
+        raise MalformedFeedError("empty document")
     docinfo: Any = root.getroottree().docinfo  # lxml-stubs lack DocInfo.doctype
     if docinfo.doctype:
         raise MalformedFeedError("document declares a DOCTYPE; refused")
@@ -116,7 +133,70 @@ def parse_feed(body: bytes) -> FeedPage:
             if page.get("position") == "next":
                 next_url = page.get("href")
     objects = [_read_object(element, api) for element in root.iterfind(f".//{api}object")]
-    return FeedPage(version.strip() if version else None, next_url, objects)
+    deleted = [_read_deleted(element) for element in root.iterfind(f".//{api}deleted-object")]
+    return FeedPage(
+        version.strip() if version else None,
+        next_url,
+        objects,
+        deleted,
+        [
+            ApiWarning(warning.get("associated-field"), (warning.text or "").strip())
+            for warning in root.iterfind(f".//{api}warning")
+        ],
+    )
+
+
+def _read_deleted(element: etree._Element) -> DeletedObject:
+    category, object_id = element.get("category"), element.get("id")
+    stamp = element.get("deleted-when")
+    if not category or not object_id or not stamp:
+        raise MalformedFeedError("api:deleted-object without category, id or deleted-when")
+    return DeletedObject(category, object_id, _timestamp(stamp))
+
+
+@dataclass(frozen=True)
+class DataSource:
+    name: str
+    importable: bool
+
+
+def parse_sources(body: bytes) -> list[DataSource]:
+    """The api:data-source elements of a /{cat}/sources answer."""
+    root, ns = parse_document(body)
+    return [
+        DataSource(
+            element.get("name", ""),
+            (element.findtext(f"{{{ns}}}importable") or "").strip() == "true",
+        )
+        for element in root.iterfind(f".//{{{ns}}}data-source")
+    ]
+
+
+@dataclass(frozen=True)
+class TypeField:
+    type_name: str  # the object type, e.g. journal-article
+    name: str  # the field, e.g. title
+    field_type: str  # e.g. text, person-list
+    operations: frozenset[str]  # update operations it allows: set, clear, add, remove
+
+
+def parse_types(body: bytes) -> list[TypeField]:
+    """Every field of every api:type of a /{cat}/types answer."""
+    root, ns = parse_document(body)
+    api = f"{{{ns}}}"
+    return [
+        TypeField(
+            object_type.get("name", ""),
+            (item.findtext(f"{api}name") or "").strip(),
+            (item.findtext(f"{api}type") or "").strip(),
+            frozenset(
+                operation.get("type", "")
+                for operation in item.iterfind(f"{api}update-field-operations/{api}operation")
+            ),
+        )
+        for object_type in root.iterfind(f".//{api}type[@name]")
+        for item in object_type.iterfind(f"{api}fields/{api}field")
+    ]
 
 
 def _read_object(element: etree._Element, api: str) -> ElementsObject:

@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
-from crisync.sim.elements import ElementsSimulator
+from crisync.sim.elements import API_NS, API_NS_HTTPS, ElementsSimulator
 from crisync.sim.pure import PureSimulator
 from crisync.sim.server import serve
 from crisync.sim.unicat import UnicatSimulator
@@ -17,9 +18,36 @@ ELEMENTS_PASSWORD = "crisync-secret"  # noqa: S105 - the simulator's published d
 PURE_API_KEY = "pure-secret"
 
 
-def run_simulator(name: str, *, port: int, objects: int, seed: int, latency_ms: int) -> int:
+@dataclass(frozen=True)
+class ElementsSimOptions:
+    """How awkward the Elements simulator is (see ElementsSimulator)."""
+
+    items: int = 0
+    date_skew: float = 0.0
+    schema_version: str = "5.5"
+    https_namespace: bool = False
+    fault_rate: float = 0.0
+    read_only: bool = False
+
+
+def run_simulator(
+    name: str,
+    *,
+    port: int,
+    objects: int,
+    seed: int,
+    latency_ms: int,
+    elements: ElementsSimOptions | None = None,
+) -> int:
     asyncio.run(
-        _serve_until_stopped(name, port=port, objects=objects, seed=seed, latency_ms=latency_ms)
+        _serve_until_stopped(
+            name,
+            port=port,
+            objects=objects,
+            seed=seed,
+            latency_ms=latency_ms,
+            elements=elements or ElementsSimOptions(),
+        )
     )
     return 0
 
@@ -60,43 +88,72 @@ async def _stop_signals() -> AsyncIterator[asyncio.Event]:
 
 
 async def _serve_until_stopped(
-    name: str, *, port: int, objects: int, seed: int, latency_ms: int
+    name: str,
+    *,
+    port: int,
+    objects: int,
+    seed: int,
+    latency_ms: int,
+    elements: ElementsSimOptions,
 ) -> None:
     async with _stop_signals() as stopped:
-        await _serve_one(
-            name, stopped, port=port, objects=objects, seed=seed, latency_ms=latency_ms
-        )
-
-
-async def _serve_one(
-    name: str, stopped: asyncio.Event, *, port: int, objects: int, seed: int, latency_ms: int
-) -> None:
-    if name == "elements":
-        elements = ElementsSimulator(
-            objects=objects,
-            seed=seed,
-            latency_ms=latency_ms,
-            username=ELEMENTS_USER,
-            password=ELEMENTS_PASSWORD,
-        )
-        async with serve(elements.app(), port) as origin:
-            print(f"Elements API simulator: {origin}/secure-api/v5.5")
-            print(
-                f"  user {ELEMENTS_USER!r}, password {ELEMENTS_PASSWORD!r}; "
-                f"{len(elements.object_ids('user'))} users, "
-                f"{len(elements.object_ids('publication'))} publications"
+        if name == "elements":
+            await _serve_elements(
+                stopped,
+                port=port,
+                objects=objects,
+                seed=seed,
+                latency_ms=latency_ms,
+                options=elements,
             )
-            await stopped.wait()
-    else:
-        pure = PureSimulator(
-            api_key=PURE_API_KEY,
-            seed=seed,
-            latency_ms=latency_ms,
-            organizations=max(1, min(objects, 20)),
+        else:
+            await _serve_pure(stopped, port, objects, seed, latency_ms)
+
+
+async def _serve_elements(
+    stopped: asyncio.Event,
+    *,
+    port: int,
+    objects: int,
+    seed: int,
+    latency_ms: int,
+    options: ElementsSimOptions,
+) -> None:
+    simulator = ElementsSimulator(
+        objects=objects,
+        seed=seed,
+        latency_ms=latency_ms,
+        username=ELEMENTS_USER,
+        password=ELEMENTS_PASSWORD,
+        items_per_category=options.items,
+        date_skew=options.date_skew,
+        schema_version=options.schema_version,
+        api_namespace=API_NS_HTTPS if options.https_namespace else API_NS,
+        fault_rate=options.fault_rate,
+        can_modify=not options.read_only,
+    )
+    async with serve(simulator.app(), port) as origin:
+        print(f"Elements API simulator: {origin}/secure-api/v5.5")
+        print(
+            f"  user {ELEMENTS_USER!r}, password {ELEMENTS_PASSWORD!r}; "
+            f"{len(simulator.object_ids('user'))} users, "
+            f"{len(simulator.object_ids('publication'))} publications"
         )
-        async with serve(pure.app(), port) as origin:
-            print(f"Pure API simulator: {origin}/ws/api")
-            print(f"  api-key {PURE_API_KEY!r}; organisations:")
-            for uuid in pure.organization_uuids:
-                print(f"    {uuid}")
-            await stopped.wait()
+        await stopped.wait()
+
+
+async def _serve_pure(
+    stopped: asyncio.Event, port: int, objects: int, seed: int, latency_ms: int
+) -> None:
+    pure = PureSimulator(
+        api_key=PURE_API_KEY,
+        seed=seed,
+        latency_ms=latency_ms,
+        organizations=max(1, min(objects, 20)),
+    )
+    async with serve(pure.app(), port) as origin:
+        print(f"Pure API simulator: {origin}/ws/api")
+        print(f"  api-key {PURE_API_KEY!r}; organisations:")
+        for uuid in pure.organization_uuids:
+            print(f"    {uuid}")
+        await stopped.wait()

@@ -1,10 +1,18 @@
-"""A simulator of the Symplectic Elements API v5.5 change feeds.
+"""A simulator of the Symplectic Elements API v5.5: change feeds, deletions and write-back.
 
-It serves `{api_path}/users` and `{api_path}/publications` (paginated ATOM feeds with
-`affected-since` / `modified-since` filters) and `{api_path}/{users|publications}/{id}`
-(one object at full detail, with ETag and Last-Modified), shaped as the v5.5 "Requests and
-Responses" document shows. Where that document leaves room, the simulator picks the
-awkward reading, because a kinder simulator would hide client bugs:
+It serves, for every object category (users, publications, grants, equipment, projects,
+activities, teaching-activities, org-structures), shaped as the v5.5 "Requests and
+Responses" and "PATCH record" documents show:
+
+- `{api_path}/{plural}`: paginated ATOM feeds with `affected-since` / `modified-since`;
+- `{api_path}/{plural}/{id}`: one object at full detail, with ETag and Last-Modified (304);
+- `{api_path}/deleted/{plural}?deleted-since=`: the objects deleted since then;
+- `{api_path}/{category}/sources` and `/{category}/types`, and
+  `PATCH {api_path}/{category}/records/{source}/{proprietary-id}` with an `update-record`
+  document (answered, by default, with a 303 to the object).
+
+Where the documents leave room, the simulator picks the awkward reading, because a kinder
+simulator would hide client bugs:
 
 - strict query parsing: unknown, repeated or empty parameters, dates without an offset and
   dates containing a space (what a raw ``+`` decodes to) are argument faults;
@@ -17,9 +25,15 @@ awkward reading, because a kinder simulator would hide client bugs:
 - ATOM wrapping (which clients must ignore) is present and noisy, and full-detail objects
   carry an XML comment among their children, as in the document.
 
-The clock is virtual: it only moves through `advance`, `touch` and `add`, and the HTTP
-``Date`` header reports it, so a client's "server time at sweep start" is under test
-control.
+The clock is virtual: it only moves through `advance`, `touch`, `add` and `delete`, and
+the HTTP ``Date`` header reports it (shifted by `date_skew`, as a web server whose clock
+differs from the database's would), so a client's "server time at sweep start" is under
+test control. A change can be stamped in the past (`touch(..., at=)`), as a transaction
+that commits late leaves it.
+
+Faults are injected by method (`fail_next`, `truncate_next`, `serve_next`, `stall_next`,
+`drop_next`, `warn_next`, `loop_next_links`, `next_links_on`) or at random (`fault_rate`),
+and older servers by `schema_version` (below 5.5 there is no "affected").
 """
 
 from __future__ import annotations
@@ -33,7 +47,7 @@ import random
 import re
 import unicodedata
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import cast
@@ -45,6 +59,8 @@ from lxml import etree
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 API_NS = "http://www.symplectic.co.uk/publications/api"
+# The schema document names this one too; a server may answer in either.
+API_NS_HTTPS = "https://www.symplectic.co.uk/publications/api"
 XHTML_NS = "http://www.w3.org/1999/xhtml"
 # lxml spells a default namespace with the key None, which lxml-stubs' nsmap type lacks.
 _FEED_NSMAP = cast("dict[str, str]", {None: ATOM_NS, "api": API_NS})
@@ -63,8 +79,55 @@ ERROR_STATUS: dict[str, int] = {
     "unlicensed component": 403,
 }
 
-_PLURALS = {"user": "users", "publication": "publications"}
+_PLURALS = {
+    "activity": "activities",
+    "equipment": "equipment",
+    "grant": "grants",
+    "org-structure": "org-structures",
+    "project": "projects",
+    "publication": "publications",
+    "teaching-activity": "teaching-activities",
+    "user": "users",
+}
 _CATEGORIES = {plural: category for category, plural in _PLURALS.items()}
+# Categories without a richer model here: each object is a titled record of some type.
+_ITEM_TYPES: dict[str, tuple[tuple[int, str], ...]] = {
+    "activity": ((1, "invited-talk"), (2, "membership")),
+    "equipment": ((1, "instrument"),),
+    "grant": ((1, "grant"), (2, "studentship")),
+    "org-structure": ((1, "department"),),
+    "project": ((1, "project"),),
+    "teaching-activity": ((1, "course-taught"),),
+}
+
+# Data sources: (name, id, importable, display name). Only "manual" holds records here.
+_SOURCES = (
+    ("manual", 1, True, "Manual"),
+    ("c-inst-1", 2147483646, True, "Local Source 1"),
+    ("wos", 3, False, "Web of Science"),
+)
+_RECORD_SOURCE = "manual"
+# Record fields by category: (name, field type, update operations), as /{cat}/types lists them.
+_SET_CLEAR = ("set", "clear")
+_FIELDS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
+    "publication": (
+        ("title", "text", _SET_CLEAR),
+        ("authors", "person-list", ("set", "clear", "add")),
+        ("publication-date", "date", _SET_CLEAR),
+        ("language", "text", _SET_CLEAR),
+        ("notes", "text", _SET_CLEAR),
+        ("keywords", "keyword-list", ("set", "clear", "add", "remove")),
+    ),
+    "user": (),
+}
+_ITEM_FIELDS = (
+    ("title", "text", _SET_CLEAR),
+    ("notes", "text", _SET_CLEAR),
+    ("start-date", "date", _SET_CLEAR),
+)
+# Types that lack a field the others have: a write-back must not assume every type has it.
+_TYPE_LACKS = {("publication", "conference"): frozenset({"notes"})}
+_UPDATE_OPERATIONS = frozenset({"set", "clear", "add", "remove"})
 
 _DEFAULT_PER_PAGE = 25
 _MAX_PER_PAGE = 1000
@@ -151,25 +214,63 @@ class _User(_Object):
 
 
 @dataclass(kw_only=True)
-class _Publication(_Object):
+class _Recorded(_Object):
+    """An object holding one native record from the manual source."""
+
     record_id: str
     type_id: int
     type_name: str
     title: str
+    notes: str | None = None  # set by PATCH
+
+
+@dataclass(kw_only=True)
+class _Publication(_Recorded):
     author_ids: list[int]
     authors: list[tuple[str, str]]  # (last name, initials) as recorded at the source
     published: tuple[int, int | None, int | None] | None  # year, month, day
     language: str | None
 
 
+@dataclass(kw_only=True)
+class _Item(_Recorded):
+    started: tuple[int, int] | None  # year, month
+
+
+_Any = _User | _Publication | _Item
+
+
+@dataclass(frozen=True)
+class _Deletion:
+    category: str
+    id: int
+    when: datetime
+
+
+@dataclass
+class _Canned:
+    """A response served instead of the real one."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 class _ApiError(Exception):
     """An API failure, answered with the document's ATOM error feed."""
 
-    def __init__(self, code: str, message: str, status: int | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = ERROR_STATUS[code] if status is None else status
+        self.retry_after = retry_after
 
 
 def _ms(instant: datetime) -> datetime:
@@ -229,12 +330,8 @@ def _xhtml_div(parent: etree._Element, *paragraphs: str) -> None:
         _sub(div, f"{{{XHTML_NS}}}p", paragraph)
 
 
-def _serialise(feed: etree._Element) -> bytes:
-    return etree.tostring(feed, xml_declaration=True, encoding="utf-8", pretty_print=True)
-
-
 class ElementsSimulator:
-    """In-memory Elements API with seeded users and publications and a virtual clock."""
+    """In-memory Elements API with seeded objects, deletions, write-back and a virtual clock."""
 
     def __init__(
         self,
@@ -246,27 +343,58 @@ class ElementsSimulator:
         password: str = "crisync-secret",  # noqa: S107  # the demo credential, not a secret
         api_path: str = "/secure-api/v5.5",
         start: datetime | None = None,
+        items_per_category: int = 0,
+        date_skew: float = 0.0,
+        schema_version: str = "5.5",
+        api_namespace: str = API_NS,
+        can_modify: bool = True,
+        patch_redirect: bool = True,
+        fault_rate: float = 0.0,
     ) -> None:
-        if objects < 0:
-            raise ValueError("objects must not be negative")
+        if objects < 0 or items_per_category < 0:
+            raise ValueError("object counts must not be negative")
         if start is not None and start.tzinfo is None:
             raise ValueError("start must be timezone-aware")
+        if api_namespace not in (API_NS, API_NS_HTTPS):
+            raise ValueError("api_namespace must be one of the two the schema names")
+        if not 0 <= fault_rate < 1:
+            raise ValueError("fault_rate is a probability below 1")
         self._now = _ms((start or datetime.now(UTC)).astimezone(UTC))
         self._rng = random.Random(seed)  # noqa: S311  # reproducible demo data, not crypto
+        # Own streams, so that adding items or faults leaves the seeded users and
+        # publications exactly as they were.
+        self._item_rng = random.Random(f"items-{seed}")  # noqa: S311
+        self._fault_rng = random.Random(f"faults-{seed}")  # noqa: S311
         self._latency = latency_ms / 1000
         self._username = username
         self._password = password
         self._api_path = "/" + api_path.strip("/")
+        self._date_skew = timedelta(seconds=date_skew)
+        self._schema_version = schema_version
+        self._affected = _version(schema_version) >= (5, 5)
+        self._namespace = api_namespace
+        self._can_modify = can_modify
+        self._patch_redirect = patch_redirect
+        self._fault_rate = fault_rate
         self._users: dict[int, _User] = {}
         # Kept alongside _users so that seeding 100k objects stays linear.
         self._user_ids: list[int] = []
         self._usernames: set[str] = set()
         self._publications: dict[int, _Publication] = {}
+        self._items: dict[str, dict[int, _Item]] = {category: {} for category in _ITEM_TYPES}
+        self._deletions: list[_Deletion] = []
         self._next_id = {"user": self._rng.randint(1, 40), "publication": self._rng.randint(1, 400)}
         self._faults: list[_ApiError] = []
+        self._canned: list[_Canned] = []
         self._truncations = 0
+        self._stalls: list[float] = []
+        self._drops = 0
+        self._warnings: list[tuple[str | None, str]] = []
+        self._next_links: str | None = None  # None, "loop", or an origin to name instead
         self.requests: list[tuple[str, str]] = []
+        self.patches: list[tuple[str, int, bytes]] = []  # (category, object id, body) applied
         self._seed(objects)
+        self._seed_items(items_per_category)
 
     # ----------------------------------------------------------------- test control
 
@@ -279,18 +407,21 @@ class ElementsSimulator:
             raise ValueError("the clock only moves forward")
         self._now += timedelta(seconds=seconds)
 
-    def touch(self, category: str, object_id: int, title: str | None = None) -> None:
+    def touch(
+        self, category: str, object_id: int, title: str | None = None, at: datetime | None = None
+    ) -> None:
+        """Change an object now, or stamped `at` an earlier instant (a late commit)."""
         obj = self._get(category, object_id)
-        if isinstance(obj, _Publication):
+        if isinstance(obj, _Recorded):
             obj.title = title if title is not None else f"{obj.title} (revised)"
-        elif isinstance(obj, _User):
+        else:
             if title is not None:
-                raise ValueError("only publications have a title to set")
+                raise ValueError("users have no title to set")
             obj.revision += 1
-        self._changed(obj)
+        self._changed(obj, at)
 
     def add(self, category: str) -> int:
-        obj: _User | _Publication
+        obj: _Any
         if category == "user":
             obj = self._new_user(self._now)
             self._add_user(obj)
@@ -299,64 +430,150 @@ class ElementsSimulator:
                 raise ValueError("a publication needs at least one user to author it")
             obj = self._new_publication(self._now)
             self._publications[obj.id] = obj
+        elif category in self._items:
+            obj = self._new_item(category, self._now)
+            self._items[category][obj.id] = obj
         else:
             raise ValueError(f"unknown category {category!r}")
         obj.created = _ms(self._now)
         self._changed(obj)
         return obj.id
 
+    def delete(self, category: str, object_id: int) -> None:
+        """Delete an object; its neighbours count as affected (a relationship went away)."""
+        obj = self._get(category, object_id)
+        neighbours = self._related(obj)
+        del self._store(category)[object_id]
+        instant = _ms(self._now)
+        self._deletions.append(_Deletion(category, object_id, instant))
+        for neighbour in neighbours:
+            neighbour.affected = instant
+        self._now = instant + timedelta(milliseconds=1)
+
     def object_ids(self, category: str) -> list[int]:
         return sorted(self._store(category))
 
-    def title_of(self, publication_id: int) -> str:
-        return self._publications[publication_id].title
+    def title_of(self, object_id: int, category: str = "publication") -> str:
+        return self._recorded(category, object_id).title
 
-    def fail_next(self, status: int, code: str, count: int = 1) -> None:
+    def record_of(self, category: str, object_id: int) -> str:
+        """The proprietary id of the object's manual record, as PATCH names it."""
+        return self._recorded(category, object_id).record_id
+
+    def notes_of(self, category: str, object_id: int) -> str | None:
+        obj = self._get(category, object_id)
+        return obj.notes if isinstance(obj, _Recorded) else None
+
+    def type_of(self, category: str, object_id: int) -> str:
+        obj = self._get(category, object_id)
+        return obj.type_name if isinstance(obj, _Recorded) else "person"
+
+    def fail_next(
+        self, status: int, code: str, count: int = 1, retry_after: float | None = None
+    ) -> None:
         if code not in ERROR_STATUS:
             raise ValueError(f"unknown Elements error code {code!r}")
         if not 400 <= status <= 599:
             raise ValueError("an injected failure needs an HTTP error status")
-        self._faults.extend(_ApiError(code, f"Simulated {code}.", status) for _ in range(count))
+        self._faults.extend(
+            _ApiError(code, f"Simulated {code}.", status, retry_after) for _ in range(count)
+        )
 
     def truncate_next(self, count: int = 1) -> None:
         self._truncations += count
 
+    def serve_next(
+        self, body: bytes, status: int = 200, headers: dict[str, str] | None = None
+    ) -> None:
+        """Answer the next request with exactly this, whatever it asked."""
+        self._canned.append(_Canned(status, body, dict(headers or {})))
+
+    def stall_next(self, seconds: float, count: int = 1) -> None:
+        """Hold the next requests this long before answering (a client's timeout fires)."""
+        self._stalls.extend([seconds] * count)
+
+    def drop_next(self, count: int = 1) -> None:
+        """Close the connection of the next requests without an answer."""
+        self._drops += count
+
+    def warn_next(self, field_name: str | None, message: str, count: int = 1) -> None:
+        """The next successful answers carry this api:warning in each entry."""
+        self._warnings.extend([(field_name, message)] * count)
+
+    def loop_next_links(self, on: bool = True) -> None:
+        """Every page after the first links back to the first, as a corrupt index does."""
+        self._next_links = "loop" if on else None
+
+    def next_links_on(self, origin: str | None) -> None:
+        """Next links name this origin (e.g. an internal host name) instead of the real one."""
+        self._next_links = origin
+
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
         base = self._api_path
-        app.router.add_get(f"{base}/{{plural:users|publications}}", self._list)
-        app.router.add_get(f"{base}/{{plural:users|publications}}/{{id}}", self._one)
-        app.router.add_get(f"{base}/{{tail:.*}}", self._unknown)
+        plural = "|".join(_PLURALS.values())
+        category = "|".join(_PLURALS)
+        # Before /{plural}/{id}: "equipment" is its own plural.
+        app.router.add_get(f"{base}/{{category:{category}}}/sources", self._sources)
+        app.router.add_get(f"{base}/{{category:{category}}}/types", self._types)
+        app.router.add_route(
+            "PATCH", f"{base}/{{category:{category}}}/records/{{source}}/{{pid}}", self._patch
+        )
+        app.router.add_get(f"{base}/deleted/{{plural:{plural}}}", self._deleted)
+        app.router.add_get(f"{base}/{{plural:{plural}}}", self._list)
+        app.router.add_get(f"{base}/{{plural:{plural}}}/{{id}}", self._one)
+        app.router.add_route("*", f"{base}/{{tail:.*}}", self._unknown)
         return app
 
     # ----------------------------------------------------------------- data
 
-    def _store(self, category: str) -> dict[int, _User] | dict[int, _Publication]:
+    def _store(
+        self, category: str
+    ) -> dict[int, _User] | dict[int, _Publication] | dict[int, _Item]:
         if category == "user":
             return self._users
         if category == "publication":
             return self._publications
+        if category in self._items:
+            return self._items[category]
         raise ValueError(f"unknown category {category!r}")
 
-    def _get(self, category: str, object_id: int) -> _User | _Publication:
+    def _get(self, category: str, object_id: int) -> _Any:
         store = self._store(category)
         if object_id not in store:
             raise KeyError(f"no {category} {object_id}")
         return store[object_id]
 
-    def _related(self, obj: _Object) -> list[_User | _Publication]:
+    def _recorded(self, category: str, object_id: int) -> _Recorded:
+        obj = self._get(category, object_id)
+        if not isinstance(obj, _Recorded):
+            raise TypeError(f"a {category} holds no record here")
+        return obj
+
+    def _related(self, obj: _Object) -> list[_Any]:
         if isinstance(obj, _Publication):
             return [self._users[i] for i in obj.author_ids if i in self._users]
-        return [p for p in self._publications.values() if obj.id in p.author_ids]
+        if isinstance(obj, _User):
+            return [p for p in self._publications.values() if obj.id in p.author_ids]
+        return []
 
-    def _changed(self, obj: _Object) -> None:
-        """Record a change now; neighbours by relationship count as affected (per the doc)."""
-        instant = _ms(self._now)
+    def _changed(self, obj: _Object, at: datetime | None = None) -> None:
+        """Record a change; neighbours by relationship count as affected (per the doc).
+
+        A change stamped `at` an earlier instant is one whose transaction committed late:
+        the clock does not move, the stamp lies in the past.
+        """
+        if at is not None:
+            if at.tzinfo is None or at > self._now:
+                raise ValueError("a late commit is stamped, timezone-aware, before now")
+            instant = _ms(at.astimezone(UTC))
+        else:
+            instant = _ms(self._now)
+            self._now = instant + timedelta(milliseconds=1)
         obj.modified = instant
         obj.affected = instant
         for neighbour in self._related(obj):
-            neighbour.affected = instant
-        self._now = instant + timedelta(milliseconds=1)
+            neighbour.affected = max(neighbour.affected, instant)
 
     def _allocate_id(self, category: str) -> int:
         object_id = self._next_id[category]
@@ -465,6 +682,38 @@ class ElementsSimulator:
                 user.affected = max(user.affected, publication.modified)
                 publication.affected = max(publication.affected, user.modified)
 
+    def _new_item(self, category: str, modified: datetime) -> _Item:
+        rng = self._item_rng
+        object_id = self._next_id.get(category) or rng.randint(1, 90)
+        self._next_id[category] = object_id + rng.randint(1, 3)
+        type_id, type_name = rng.choice(_ITEM_TYPES[category])
+        nouns = rng.sample(_NOUNS, 2)
+        return _Item(
+            category=category,
+            id=object_id,
+            created=_ms(modified - timedelta(days=rng.randint(0, 900))),
+            modified=modified,
+            affected=modified,
+            record_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)).upper(),
+            type_id=type_id,
+            type_name=type_name,
+            title=rng.choice(_TITLE_TEMPLATES).format(
+                adj=rng.choice(_ADJECTIVES),
+                noun=nouns[0],
+                noun2=nouns[1],
+                ctx=rng.choice(_CONTEXTS),
+            ),
+            started=(rng.randint(2005, 2025), rng.randint(1, 12)) if rng.random() < 0.8 else None,
+        )
+
+    def _seed_items(self, per_category: int) -> None:
+        rng = self._item_rng
+        for category, items in self._items.items():
+            for _ in range(per_category):
+                modified = _ms(self._now - timedelta(seconds=rng.randint(60, 86400 * 9)))
+                item = self._new_item(category, modified)
+                items[item.id] = item
+
     # ----------------------------------------------------------------- HTTP
 
     @web.middleware
@@ -472,11 +721,24 @@ class ElementsSimulator:
         self.requests.append((request.method, request.path_qs))
         if self._latency:
             await asyncio.sleep(self._latency)
+        if self._drops:
+            self._drops -= 1
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=500)
+        if self._stalls:
+            await asyncio.sleep(self._stalls.pop(0))
         try:
             self._authenticate(request)
-            if self._faults:
-                raise self._faults.pop(0)
-            response = await handler(request)
+            fault = self._next_fault()
+            if fault is not None:
+                raise fault
+            if self._canned:
+                canned = self._canned.pop(0)
+                response: web.StreamResponse = _xml_response(canned.body, canned.status)
+                response.headers.update(canned.headers)
+            else:
+                response = await handler(request)
         except _ApiError as error:
             response = self._error_response(request, error)
         if (
@@ -487,8 +749,18 @@ class ElementsSimulator:
         ):
             self._truncations -= 1
             response.body = response.body[: len(response.body) // 2]
-        response.headers[hdrs.DATE] = format_datetime(self._now, usegmt=True)
+        response.headers[hdrs.DATE] = format_datetime(self._now + self._date_skew, usegmt=True)
         return response
+
+    def _next_fault(self) -> _ApiError | None:
+        if self._faults:
+            return self._faults.pop(0)
+        if self._fault_rate and self._fault_rng.random() < self._fault_rate:
+            code = self._fault_rng.choice(
+                ("concurrency conflict", "database timeout", "server fault")
+            )
+            return _ApiError(code, f"Simulated {code}.")
+        return None
 
     def _authenticate(self, request: web.Request) -> None:
         credentials = _basic_credentials(request.headers.get(hdrs.AUTHORIZATION, ""))
@@ -526,12 +798,47 @@ class ElementsSimulator:
     def _base(self, request: web.Request) -> str:
         return f"{request.scheme}://{request.host}{self._api_path}"
 
+    def _next_href(
+        self, base: str, path: str, query: dict[str, str], last_id: int | None
+    ) -> str | None:
+        """The next page's link (after-id pagination), bent as the injected faults say."""
+        kept = {k: v for k, v in query.items() if k != "after-id"}
+        if self._next_links == "loop" and "after-id" in query:
+            return f"{base}{path}{_qs(kept)}"  # back to the first page
+        if last_id is None:
+            return None
+        if self._next_links not in (None, "loop"):
+            base = f"{self._next_links}{self._api_path}"
+        return f"{base}{path}{_qs({'after-id': str(last_id), **kept})}"
+
+    def _pagination(
+        self,
+        feed: etree._Element,
+        *,
+        this_href: str,
+        next_href: str | None,
+        total: int,
+        per_page: int,
+    ) -> None:
+        pagination = _sub(
+            feed, _api("pagination"), results_count=str(total), items_per_page=str(per_page)
+        )
+        _sub(pagination, _api("page"), position="this", href=this_href)
+        if next_href is not None:
+            _sub(pagination, _api("page"), position="next", href=next_href)
+        _sub(feed, _atom("link"), type="application/atom+xml", rel="self", href=this_href)
+        if next_href is not None:
+            _sub(feed, _atom("link"), type="application/atom+xml", rel="next", href=next_href)
+        _sub(feed, _atom("title"), "Symplectic Elements search results")
+        author = _sub(feed, _atom("author"))
+        _sub(author, _atom("name"), "Symplectic Elements at Organisation")
+
     async def _list(self, request: web.Request) -> web.StreamResponse:
         category = _CATEGORIES[request.match_info["plural"]]
-        query = self._query(
-            request,
-            frozenset({"affected-since", "modified-since", "detail", "per-page", "after-id"}),
-        )
+        filters = {"modified-since", "detail", "per-page", "after-id"}
+        if self._affected:
+            filters.add("affected-since")
+        query = self._query(request, frozenset(filters))
         detail = query.get("detail", "ref")
         per_page = _uint(query, "per-page", _DEFAULT_PER_PAGE)
         limit = _MAX_PER_PAGE_FULL if detail == "full" else _MAX_PER_PAGE
@@ -549,7 +856,7 @@ class ElementsSimulator:
             else None
         )
         store = self._store(category)
-        matches = [
+        matches: list[_Any] = [
             store[i]
             for i in sorted(store)
             if (affected_since is None or store[i].affected >= affected_since)
@@ -559,15 +866,11 @@ class ElementsSimulator:
         page = remaining[:per_page]
 
         base = self._base(request)
-        kept = {k: v for k, v in query.items() if k != "after-id"}
         plural = _PLURALS[category]
         this_href = f"{base}/{plural}" + _qs(query)
-        next_href = (
-            f"{base}/{plural}" + _qs({"after-id": str(page[-1].id), **kept})
-            if len(remaining) > per_page
-            else None
+        next_href = self._next_href(
+            base, f"/{plural}", query, page[-1].id if len(remaining) > per_page else None
         )
-
         feed = self._feed(
             request,
             feed_id=f"{self._api_path}/{plural}{_qs(query)}",
@@ -578,24 +881,66 @@ class ElementsSimulator:
                 f"from the following search query: {this_href}"
             ),
         )
-        pagination = _sub(
-            feed,
-            _api("pagination"),
-            results_count=str(len(matches)),
-            items_per_page=str(per_page),
+        self._pagination(
+            feed, this_href=this_href, next_href=next_href, total=len(matches), per_page=per_page
         )
-        _sub(pagination, _api("page"), position="this", href=this_href)
-        if next_href is not None:
-            _sub(pagination, _api("page"), position="next", href=next_href)
-        _sub(feed, _atom("link"), type="application/atom+xml", rel="self", href=this_href)
-        if next_href is not None:
-            _sub(feed, _atom("link"), type="application/atom+xml", rel="next", href=next_href)
-        _sub(feed, _atom("title"), "Symplectic Elements search results")
-        author = _sub(feed, _atom("author"))
-        _sub(author, _atom("name"), "Symplectic Elements at Organisation")
+        warning = self._warnings.pop(0) if self._warnings else None
         for obj in page:
-            self._entry(feed, obj, base, full=detail == "full")
-        return _xml_response(_serialise(feed))
+            self._entry(feed, obj, base, full=detail == "full", warning=warning)
+        return _xml_response(self._serialise(feed))
+
+    async def _deleted(self, request: web.Request) -> web.StreamResponse:
+        category = _CATEGORIES[request.match_info["plural"]]
+        query = self._query(request, frozenset({"deleted-since", "per-page", "after-id"}))
+        per_page = _uint(query, "per-page", _DEFAULT_PER_PAGE)
+        if not 1 <= per_page <= _MAX_PER_PAGE:
+            raise _ApiError(
+                "argument fault", f"per-page value must be between 1 and {_MAX_PER_PAGE}."
+            )
+        after_id = _uint(query, "after-id", 0)
+        since = (
+            _parse_iso("deleted-since", query["deleted-since"])
+            if "deleted-since" in query
+            else None
+        )
+        matches = sorted(
+            (
+                d
+                for d in self._deletions
+                if d.category == category and (since is None or d.when >= since)
+            ),
+            key=lambda d: d.id,
+        )
+        remaining = [d for d in matches if d.id > after_id]
+        page = remaining[:per_page]
+        base = self._base(request)
+        path = f"/deleted/{_PLURALS[category]}"
+        this_href = f"{base}{path}" + _qs(query)
+        next_href = self._next_href(
+            base, path, query, page[-1].id if len(remaining) > per_page else None
+        )
+        feed = self._feed(
+            request,
+            feed_id=f"{self._api_path}{path}{_qs(query)}",
+            updated=_render_now(self._now),
+            term="item-list",
+            subtitle=f"This feed lists {len(page)} of {len(matches)} deleted objects.",
+        )
+        self._pagination(
+            feed, this_href=this_href, next_href=next_href, total=len(matches), per_page=per_page
+        )
+        for deletion in page:
+            entry = _sub(feed, _atom("entry"))
+            _sub(entry, _atom("id"), f"tag:publications@organisation,2009:{path}/{deletion.id}")
+            _sub(entry, _atom("title"), f"Deleted {category} {deletion.id}")
+            _sub(
+                entry,
+                _api("deleted-object"),
+                category=category,
+                id=str(deletion.id),
+                deleted_when=_render_ts(deletion.when, deletion.id),
+            )
+        return _xml_response(self._serialise(feed))
 
     async def _one(self, request: web.Request) -> web.StreamResponse:
         category = _CATEGORIES[request.match_info["plural"]]
@@ -605,44 +950,156 @@ class ElementsSimulator:
             raise _ApiError("argument fault", "Object identifier not in a supported format.")
         obj = self._store(category).get(int(raw_id))
         if obj is None:
+            if any(d.category == category and d.id == int(raw_id) for d in self._deletions):
+                raise _ApiError("resource deleted", f"The {category} {raw_id} was deleted.")
             raise _ApiError("resource not found", f"The {category} {raw_id} was not found.")
+        return self._object_response(request, obj, full=query.get("detail", "full") == "full")
+
+    def _object_response(self, request: web.Request, obj: _Any, *, full: bool) -> web.Response:
         base = self._base(request)
-        # The feed's ATOM timestamp is the object's, so the body (and the ETag) only change
-        # when the object does.
         feed = self._feed(
             request,
-            feed_id=f"{self._api_path}/{_PLURALS[category]}/{obj.id}",
+            feed_id=f"{self._api_path}/{_PLURALS[obj.category]}/{obj.id}",
             updated=_render_ts(obj.modified, obj.id),
             term="item",
-            subtitle=f"This feed represents the {category} {obj.id}.",
+            subtitle=f"This feed represents the {obj.category} {obj.id}.",
         )
         _sub(feed, _atom("title"), "Symplectic Elements object")
         author = _sub(feed, _atom("author"))
         _sub(author, _atom("name"), "Symplectic Elements at Organisation")
-        self._entry(feed, obj, base, full=query.get("detail", "full") == "full")
-        body = _serialise(feed)
-        etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+        warning = self._warnings.pop(0) if self._warnings else None
+        self._entry(feed, obj, base, full=full, warning=warning)
+        body = self._serialise(feed)
+        # The ETag names the object's version: a new one with each modification, not when
+        # a neighbour merely affects it (Last-Modified says the same).
+        version = f"{obj.category}/{obj.id}/{obj.modified.isoformat()}/{full}"
+        etag = f'"{hashlib.sha256(version.encode()).hexdigest()[:32]}"'
         validators = {
             hdrs.ETAG: etag,
             hdrs.LAST_MODIFIED: format_datetime(obj.modified.replace(microsecond=0), usegmt=True),
         }
-        if _not_modified(request, etag, obj.modified):
+        if request.method == "GET" and _not_modified(request, etag, obj.modified):
             return web.Response(status=304, headers=validators)
         response = _xml_response(body)
         response.headers.update(validators)
         return response
+
+    async def _sources(self, request: web.Request) -> web.StreamResponse:
+        category = request.match_info["category"]
+        self._query(request, frozenset())
+        feed = self._feed(
+            request,
+            feed_id=f"{self._api_path}/{category}/sources",
+            updated=_render_now(self._now),
+            term="item-list",
+            subtitle=f"The data sources of {_PLURALS[category]}.",
+        )
+        for name, source_id, importable, display in _SOURCES:
+            result = _sub(_sub(feed, _atom("entry")), _api("result"))
+            source = _sub(
+                result, _api("data-source"), category=category, id=str(source_id), name=name
+            )
+            _sub(source, _api("importable"), "true" if importable else "false")
+            _sub(source, _api("display-name"), display)
+        return _xml_response(self._serialise(feed))
+
+    async def _types(self, request: web.Request) -> web.StreamResponse:
+        category = request.match_info["category"]
+        self._query(request, frozenset())
+        feed = self._feed(
+            request,
+            feed_id=f"{self._api_path}/{category}/types",
+            updated=_render_now(self._now),
+            term="item-list",
+            subtitle=f"The types of {_PLURALS[category]}.",
+        )
+        for type_id, type_name in _types_of(category):
+            object_type = _sub(
+                _sub(feed, _atom("entry")), _api("type"), id=str(type_id), name=type_name
+            )
+            _sub(object_type, _api("heading-singular"), type_name.replace("-", " ").capitalize())
+            fields = _sub(object_type, _api("fields"))
+            for name, field_type, operations in _fields_of(category, type_name):
+                item = _sub(fields, _api("field"))
+                _sub(item, _api("name"), name)
+                _sub(item, _api("display-name"), name.replace("-", " ").capitalize())
+                _sub(item, _api("type"), field_type)
+                _sub(item, _api("is-mandatory"), "true" if name == "title" else "false")
+                allowed = _sub(item, _api("update-field-operations"))
+                for operation in operations:
+                    _sub(allowed, _api("operation"), type=operation)
+        return _xml_response(self._serialise(feed))
+
+    async def _patch(self, request: web.Request) -> web.StreamResponse:
+        """PATCH update-record: validated against /sources and /types, as the server would."""
+        category = request.match_info["category"]
+        self._query(request, frozenset())
+        if not self._can_modify:
+            raise _ApiError(
+                "unauthorised access", "The API account may not modify data in Elements."
+            )
+        if request.content_type != "text/xml":
+            raise _ApiError("argument fault", "The request content must be text/xml.")
+        source = next((s for s in _SOURCES if s[0] == request.match_info["source"]), None)
+        if source is None:
+            raise _ApiError("resource not found", "No such data source.")
+        if not source[2]:
+            raise _ApiError("argument fault", f"The {source[0]} source does not accept imports.")
+        obj = next(
+            (
+                o
+                for o in self._store(category).values()
+                if isinstance(o, _Recorded)
+                and source[0] == _RECORD_SOURCE
+                and o.record_id == request.match_info["pid"]
+            ),
+            None,
+        )
+        if obj is None:
+            raise _ApiError("resource not found", "No record with that proprietary id.")
+        body = await request.read()
+        changes = _update_record(
+            body,
+            {
+                name: (field_type, operations)
+                for name, field_type, operations in _fields_of(category, obj.type_name)
+            },
+        )
+        for name, value in changes:
+            if name == "title":
+                if value is None:
+                    raise _ApiError("argument fault", "The title field is mandatory.")
+                obj.title = value
+            elif name == "notes":
+                obj.notes = value
+            elif name == "language" and isinstance(obj, _Publication):
+                obj.language = value
+            else:
+                raise _ApiError("argument fault", f"The simulator cannot update {name}.")
+        self._changed(obj)
+        self.patches.append((category, obj.id, body))
+        if self._patch_redirect:
+            location = f"{self._base(request)}/{_PLURALS[category]}/{obj.id}"
+            return web.Response(status=303, headers={hdrs.LOCATION: location})
+        return self._object_response(request, obj, full=True)
 
     async def _unknown(self, request: web.Request) -> web.StreamResponse:
         raise _ApiError("resource not found", f"No resource at {request.path}.")
 
     # ----------------------------------------------------------------- XML
 
+    def _serialise(self, feed: etree._Element) -> bytes:
+        body = etree.tostring(feed, xml_declaration=True, encoding="utf-8", pretty_print=True)
+        if self._namespace != API_NS:
+            body = body.replace(API_NS.encode(), self._namespace.encode())
+        return body
+
     def _feed(
         self, request: web.Request, *, feed_id: str, updated: str, term: str, subtitle: str
     ) -> etree._Element:
         """The feed-level ATOM fluff the document shows; clients must ignore all of it."""
         feed = etree.Element(_atom("feed"), nsmap=_FEED_NSMAP)
-        _sub(feed, _api("schema-version"), "5.5")
+        _sub(feed, _api("schema-version"), self._schema_version)
         label = {"item-list": "Item list", "item": "Item", "error-list": "Error list"}[term]
         _sub(
             feed,
@@ -658,7 +1115,7 @@ class ElementsSimulator:
             _atom("generator"),
             "Symplectic Elements",
             uri=f"{request.scheme}://{request.host}/",
-            version="5.5",
+            version=self._schema_version,
         )
         _sub(feed, _atom("icon"), f"{self._base(request)}/symplectic.ico")
         _sub(
@@ -670,7 +1127,13 @@ class ElementsSimulator:
         return feed
 
     def _entry(
-        self, feed: etree._Element, obj: _User | _Publication, base: str, *, full: bool
+        self,
+        feed: etree._Element,
+        obj: _Any,
+        base: str,
+        *,
+        full: bool,
+        warning: tuple[str | None, str] | None = None,
     ) -> None:
         plural = _PLURALS[obj.category]
         href = f"{base}/{plural}/{obj.id}"
@@ -710,8 +1173,15 @@ class ElementsSimulator:
             _sub(entry, _atom("title"), obj.title)
         _xhtml_div(_sub(entry, _atom("content"), type="xhtml"), obj.category.capitalize())
         entry.append(self._object(obj, href, full=full))
+        if warning is not None:
+            warnings = _sub(entry, _api("warnings"))
+            field_name, message = warning
+            if field_name is None:
+                _sub(warnings, _api("warning"), message)
+            else:
+                _sub(warnings, _api("warning"), message, associated_field=field_name)
 
-    def _object(self, obj: _User | _Publication, href: str, *, full: bool) -> etree._Element:
+    def _object(self, obj: _Any, href: str, *, full: bool) -> etree._Element:
         element = etree.Element(_api("object"), nsmap={"api": API_NS})
         element.set("category", obj.category)
         element.set("id", str(obj.id))
@@ -722,7 +1192,8 @@ class ElementsSimulator:
             element.set("username", obj.username)
         # Each timestamp gets its own offset, so equal instants rarely look equal.
         element.set("last-modified-when", _render_ts(obj.modified, obj.id))
-        element.set("last-affected-when", _render_ts(obj.affected, obj.id + 2))
+        if self._affected:
+            element.set("last-affected-when", _render_ts(obj.affected, obj.id + 2))
         element.set("href", href)
         element.set("created-when", _render_ts(obj.created, obj.id + 3))
         if isinstance(obj, _User):
@@ -756,7 +1227,8 @@ class ElementsSimulator:
                 field_name="Faculty",
             )
         else:
-            element.append(etree.Comment(f'Publication type {obj.type_id} is "{obj.type_name}"'))
+            label = obj.category.capitalize()
+            element.append(etree.Comment(f'{label} type {obj.type_id} is "{obj.type_name}"'))
             _sub(element, _api("ever-approved"), "true")
             records = _sub(element, _api("records"))
             record = _sub(
@@ -764,7 +1236,7 @@ class ElementsSimulator:
                 _api("record"),
                 format="native",
                 source_id="1",
-                source_name="manual",
+                source_name=_RECORD_SOURCE,
                 source_display_name="Manual",
                 id_at_source=obj.record_id,
             )
@@ -801,44 +1273,109 @@ class ElementsSimulator:
         _sub(entry, _atom("title"), f"Error: {error.code}")
         _xhtml_div(_sub(entry, _atom("content"), type="xhtml"), error.message)
         _sub(entry, _api("error"), error.message, code=error.code)
-        response = _xml_response(_serialise(feed), status=error.status)
+        response = _xml_response(self._serialise(feed), status=error.status)
+        if error.retry_after is not None:
+            response.headers[hdrs.RETRY_AFTER] = str(round(error.retry_after))
         if error.status == 401:
             response.headers[hdrs.WWW_AUTHENTICATE] = 'Basic realm="Elements API"'
         return response
 
 
-def _native(native: etree._Element, publication: _Publication) -> None:
-    title = _sub(native, _api("field"), name="title", type="text", display_name="Title")
-    _sub(title, _api("text"), publication.title)
+def _text_field(native: etree._Element, name: str, value: str) -> None:
+    item = _sub(native, _api("field"), name=name, type="text", display_name=name.capitalize())
+    _sub(item, _api("text"), value)
+
+
+def _date_field(
+    native: etree._Element, name: str, display_name: str, parts: tuple[int | None, ...]
+) -> None:
+    """A date field from (year, month, day), where month and day may be left out."""
+    year, month, day = (*parts, None, None)[:3]
+    item = _sub(native, _api("field"), name=name, type="date", display_name=display_name)
+    when = _sub(item, _api("date"))
+    # Partial dates leave out the day, or the day and the month.
+    if day is not None:
+        _sub(when, _api("day"), str(day))
+    if month is not None:
+        _sub(when, _api("month"), str(month))
+    _sub(when, _api("year"), str(year))
+
+
+def _native(native: etree._Element, obj: _Publication | _Item) -> None:
+    _text_field(native, "title", obj.title)
+    if obj.notes is not None:
+        _text_field(native, "notes", obj.notes)
+    if isinstance(obj, _Item):
+        if obj.started is not None:
+            _date_field(native, "start-date", "Start date", obj.started)
+        return
     authors = _sub(
         native, _api("field"), name="authors", type="person-list", display_name="Authors"
     )
     people = _sub(authors, _api("people"))
-    for last_name, initials in publication.authors:
+    for last_name, initials in obj.authors:
         person = _sub(people, _api("person"))
         _sub(person, _api("last-name"), last_name)
         _sub(person, _api("initials"), initials)
-    if publication.published is not None:
-        year, month, day = publication.published
-        field = _sub(
-            native,
-            _api("field"),
-            name="publication-date",
-            type="date",
-            display_name="Publication date",
-        )
-        when = _sub(field, _api("date"))
-        # Partial dates leave out the day, or the day and the month.
-        if day is not None:
-            _sub(when, _api("day"), str(day))
-        if month is not None:
-            _sub(when, _api("month"), str(month))
-        _sub(when, _api("year"), str(year))
-    if publication.language is not None:
-        language = _sub(
-            native, _api("field"), name="language", type="text", display_name="Language"
-        )
-        _sub(language, _api("text"), publication.language)
+    if obj.published is not None:
+        _date_field(native, "publication-date", "Publication date", obj.published)
+    if obj.language is not None:
+        _text_field(native, "language", obj.language)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def _types_of(category: str) -> tuple[tuple[int, str], ...]:
+    if category == "publication":
+        return tuple(_PUBLICATION_TYPES)
+    if category == "user":
+        return ((1, "person"),)
+    return _ITEM_TYPES[category]
+
+
+def _fields_of(category: str, type_name: str) -> list[tuple[str, str, tuple[str, ...]]]:
+    fields = _FIELDS.get(category, _ITEM_FIELDS)
+    lacks = _TYPE_LACKS.get((category, type_name), frozenset())
+    return [f for f in fields if f[0] not in lacks]
+
+
+def _update_record(
+    body: bytes, fields: dict[str, tuple[str, tuple[str, ...]]]
+) -> list[tuple[str, str | None]]:
+    """The (field, new text or None to clear) changes an update-record document asks for."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    try:
+        root = etree.fromstring(body, parser)
+    except etree.XMLSyntaxError as exc:
+        raise _ApiError("argument fault", "The request content is not well-formed XML.") from exc
+    if root.tag != _api("update-record"):
+        raise _ApiError("argument fault", "Expected an update-record element in the API namespace.")
+    changes: list[tuple[str, str | None]] = []
+    for item in root.iterfind(f"{_api('fields')}/{_api('field')}"):
+        name, operation = item.get("name", ""), item.get("operation", "")
+        if operation not in _UPDATE_OPERATIONS:
+            raise _ApiError("argument fault", f"Unknown operation {operation!r} for {name}.")
+        if name not in fields:
+            raise _ApiError("argument fault", f"The record's type has no field {name!r}.")
+        field_type, allowed = fields[name]
+        if operation not in allowed:
+            raise _ApiError("argument fault", f"The {name} field does not allow {operation}.")
+        if field_type != "text":
+            raise _ApiError(
+                "argument fault", f"The simulator only updates text fields, not {name}."
+            )
+        if operation == "clear":
+            changes.append((name, None))
+            continue
+        text = item.find(_api("text"))
+        if text is None or not (text.text or "").strip():
+            raise _ApiError("argument fault", f"The {name} field needs a text value to set.")
+        changes.append((name, text.text))
+    if not changes:
+        raise _ApiError("argument fault", "The update-record document changes no field.")
+    return changes
 
 
 def _basic_credentials(header: str) -> tuple[str, str] | None:

@@ -16,6 +16,7 @@ from crisync.state.migrations import (
     v003_feed_health,
     v004_unicat,
     v005_reference_keys,
+    v006_http_validators,
 )
 
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
@@ -27,4 +28,5 @@ MIGRATIONS: list[Migration] = [
     v003_feed_health.upgrade,
     v004_unicat.upgrade,
     v005_reference_keys.upgrade,
+    v006_http_validators.upgrade,
 ]

@@ -295,8 +295,7 @@ async def steady_state(
     }
 
 
-async def main(quick: bool) -> dict[str, Any]:
-    sizes = [1000] if quick else [10_000, 100_000]
+async def main(quick: bool, sizes: list[int], latencies: list[int]) -> dict[str, Any]:
     results: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -304,7 +303,16 @@ async def main(quick: bool) -> dict[str, Any]:
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
-        "command": " ".join(["bench/run.py", *(["--quick"] if quick else [])]),
+        "command": " ".join(
+            [
+                "bench/run.py",
+                *(["--quick"] if quick else []),
+                "--sizes",
+                *map(str, sizes),
+                "--latencies",
+                *map(str, latencies),
+            ]
+        ),
         "backfill": [],
     }
     with tempfile.TemporaryDirectory(prefix="crisync-bench-") as tmp:
@@ -313,7 +321,7 @@ async def main(quick: bool) -> dict[str, Any]:
         broker.start()
         try:
             for objects in sizes:
-                for latency_ms in (0, 50):
+                for latency_ms in latencies:
                     run = await backfill(
                         workdir, broker, objects=objects, latency_ms=latency_ms, concurrency=8
                     )
@@ -323,10 +331,11 @@ async def main(quick: bool) -> dict[str, Any]:
             baseline = await backfill(
                 workdir, broker, objects=baseline_objects, latency_ms=50, concurrency=1
             )
-            concurrent = next(r for r in results["backfill"] if r["latency_ms"] == 50)
-            baseline["speedup_of_concurrency_8"] = round(
-                concurrent["objects_per_second"] / baseline["objects_per_second"], 2
-            )
+            concurrent = [r for r in results["backfill"] if r["latency_ms"] == 50]
+            if concurrent:
+                baseline["speedup_of_concurrency_8"] = round(
+                    concurrent[0]["objects_per_second"] / baseline["objects_per_second"], 2
+                )
             results["baseline"] = baseline
             print(json.dumps(baseline), flush=True)
             results["steady_state"] = await steady_state(
@@ -340,8 +349,8 @@ async def main(quick: bool) -> dict[str, Any]:
         finally:
             broker.stop()
     rss = {r["objects"]: r["peak_rss_mb"] for r in results["backfill"] if r["latency_ms"] == 0}
-    if len(rss) == 2:
-        results["rss_ratio_100k_to_10k"] = round(rss[100_000] / rss[10_000], 2)
+    if len(rss) >= 2:
+        results["rss_ratio_largest_to_smallest"] = round(rss[max(rss)] / rss[min(rss)], 2)
     return results
 
 
@@ -351,13 +360,28 @@ if __name__ == "__main__":
     )
     parser.add_argument("--quick", action="store_true", help="1k objects: a few minutes")
     parser.add_argument("--out", type=Path, default=None, help="where the JSON goes")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="backfill sizes (default: 10000 100000; 1000 with --quick)",
+    )
+    parser.add_argument(
+        "--latencies",
+        type=int,
+        nargs="+",
+        default=[0, 50],
+        help="added Pure latencies in ms (default: 0 50)",
+    )
     arguments = parser.parse_args()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = (
         arguments.out
         or Path("bench/results") / f"{'quick' if arguments.quick else 'full'}-{stamp}.json"
     )
-    figures = asyncio.run(main(arguments.quick))
+    sizes = arguments.sizes or ([1000] if arguments.quick else [10_000, 100_000])
+    figures = asyncio.run(main(arguments.quick, sizes, arguments.latencies))
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"results: {target}")

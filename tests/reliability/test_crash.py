@@ -19,8 +19,9 @@ from crisync.sim.server import serve
 from tests.conftest import ELEMENTS_PASSWORD, PURE_API_KEY
 from tests.reliability.conftest import Scale
 from tests.support.config_file import write_config
-from tests.support.daemon import start_daemon
+from tests.support.daemon import daemon_log, start_daemon
 from tests.support.mqtt import Received, subscribed
+from tests.support.wait import until
 
 PREFIX = "crash"
 
@@ -41,6 +42,9 @@ def converged(
     last_touch: dict[int, float],
 ) -> bool:
     """Pure holds every object with its latest title, and its last change's outcome arrived."""
+    objects = len(elements.object_ids("user")) + len(elements.object_ids("publication"))
+    if len(received.messages) < objects:
+        return False  # cheap; the rest reads every object of the simulator (a deep copy)
     outcome_times: dict[str, float] = {}
     for (topic, payload, _), when in zip(received.messages, received.arrival, strict=True):
         if "/outcomes/" in topic:
@@ -103,11 +107,21 @@ async def test_kill_9_at_random_points_loses_and_duplicates_nothing(
             started = time.monotonic()
             daemon = await start_daemon(config_path)
             try:
-                # Outcomes follow the Pure writes, so each arrival is the moment to look again.
-                await received.wait_for(
-                    lambda r: converged(elements, pure, r, last_touch), within=240
+                # Looked at every second, not at every outcome: the check reads all of Pure.
+                await until(
+                    lambda: converged(elements, pure, received, last_touch),
+                    within=60 + scale.objects / 10,
+                    step=1,
                 )
                 converged_after = time.monotonic() - started
+            except TimeoutError:
+                report(
+                    f"not converged after {time.monotonic() - started:.0f}s: "
+                    f"{len(pure.objects('research-outputs'))} research outputs, "
+                    f"{len(pure.objects('persons'))} persons, {len(received.messages)} outcomes; "
+                    f"log tail: {daemon_log(config_path).read_text()[-1500:]}"
+                )
+                raise
             finally:
                 daemon.send_signal(signal.SIGTERM)
                 await daemon.wait()

@@ -118,12 +118,14 @@ def daemon_command(command: str, config: Path) -> subprocess.Popen[bytes]:
         "CRISYNC_ELEMENTS_PASSWORD": ELEMENTS_PASSWORD,
         "CRISYNC_PURE_API_KEY": PURE_API_KEY,
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "crisync", command, "--config", str(config)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    # The log goes to a file: a pipe nobody reads would stop the daemon once full.
+    with config.with_suffix(".log").open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "crisync", command, "--config", str(config)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
 
 
 async def wait_with_rusage(process: subprocess.Popen[bytes]) -> tuple[int, float]:

@@ -267,8 +267,9 @@ class _Builder:
         match_key = normalise_key(parts)
         found = await self._references.persons(source, rule.kind, match_key)
         if len(found) > 1:
-            # Two people share the identifying values: linking either could be wrong.
-            log.warning(
+            # Two people share the identifying values: linking either could be wrong. Debug:
+            # a common name gives this for every publication of its authors.
+            log.debug(
                 "mapping.ambiguous_person",
                 source=source,
                 kind=self._event.kind,

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import structlog
 
@@ -16,6 +17,7 @@ from crisync.sim.elements import ElementsSimulator
 from crisync.sim.pure import PureSimulator
 from crisync.sim.server import serve
 from crisync.sim.unicat import UnicatSimulator
+from crisync.state.store import Store
 from tests.support.unicat import UNICAT_API_KEY, UNICAT_PROJECT, unicat_settings
 
 ELEMENTS_PASSWORD = "elements-canary-3f9a"
@@ -53,6 +55,19 @@ def own_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
     running.start()
     yield running
     running.stop()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """The test's state database, at the path the `config` fixture names too."""
+    async with Store.open(tmp_path / "state.db") as opened:
+        yield opened
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as opened:
+        yield opened
 
 
 @pytest.fixture

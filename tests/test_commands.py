@@ -4,7 +4,6 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -22,12 +21,6 @@ from tests.handlers.helpers import claim_one, enqueue, publication
 from tests.support.mqtt import Received, problems_with, subscribed
 
 PREFIX = "crisync-cmd"
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with Store.open(tmp_path / "state.db") as opened:
-        yield opened
 
 
 async def make_dead_letter(store: Store, key: str) -> None:

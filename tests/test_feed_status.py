@@ -2,13 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from crisync.feed_status import FeedStatus
 from crisync.state import cursors, inbox, outbox
@@ -20,12 +16,6 @@ from tests.support.mqtt import problems_with
 
 PREFIX = "crisync-feeds"
 HIGH_WATER = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with Store.open(tmp_path / "state.db") as opened:
-        yield opened
 
 
 def feed_status(store: Store, until: asyncio.Event | None = None) -> FeedStatus:

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -17,12 +15,6 @@ from crisync.state.cursors import Cursor
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
 from tests.handlers.helpers import claim_one, enqueue, publication, user
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with Store.open(tmp_path / "state.db") as opened:
-        yield opened
 
 
 async def get(url: str) -> tuple[int, str]:

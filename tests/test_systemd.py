@@ -10,7 +10,7 @@ import socket
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -81,12 +81,6 @@ def systemd_abstract() -> Iterator[FakeSystemd]:
     name = f"crisync-test-{uuid.uuid4().hex}"
     with datagram_socket("\0" + name) as sock:
         yield FakeSystemd(sock, "@" + name)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with Store.open(tmp_path / "state.db") as opened:
-        yield opened
 
 
 async def test_crisync_run_says_ready_status_watchdog_then_stopping_on_sigterm(

@@ -2,30 +2,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 
-from crisync.config.model import Config
 from crisync.handlers.base import HandlerContext
 from crisync.handlers.dispatcher import Dispatcher, DispatchSettings
-from crisync.handlers.pure_client import PureClient
 from crisync.handlers.registry import HANDLERS
 from crisync.sim.pure import PureSimulator
 from crisync.state import dead_letters, inbox, mapping, outbox
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
 from tests.handlers.helpers import enqueue, publication, user
-
-
-@pytest.fixture
-async def context(config: Config) -> AsyncIterator[HandlerContext]:
-    assert config.pure is not None
-    async with Store.open(config.state.path) as store, aiohttp.ClientSession() as session:
-        yield HandlerContext(
-            store, PureClient(session, config.pure, telemetry=Telemetry()), config.pure
-        )
 
 
 async def drain(context: HandlerContext, *, max_attempts: int = 5) -> None:

@@ -26,18 +26,6 @@ START = datetime(2026, 11, 2, 9, 30, 15, tzinfo=UTC)
 
 
 @pytest.fixture
-async def store(config: Config) -> AsyncIterator[Store]:
-    async with Store.open(config.state.path) as opened:
-        yield opened
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as opened:
-        yield opened
-
-
-@pytest.fixture
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float | None]:
     """Retries without waiting; records the Retry-After floor each retry was given."""
     floors: list[float | None] = []

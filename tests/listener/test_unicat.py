@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,18 +21,6 @@ from crisync.state.store import Store, iso_utc
 from tests.support.unicat import UNICAT_API_KEY, UNICAT_PROJECT, listener_for, unicat_settings
 
 FEED = f"unicat:{UNICAT_PROJECT}"
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with Store.open(tmp_path / "state.db") as opened:
-        yield opened
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as opened:
-        yield opened
 
 
 @pytest.fixture(autouse=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import aiohttp
 import pytest
 from pydantic import SecretStr
@@ -22,12 +20,6 @@ from crisync.telemetry import Telemetry
 from tests.support.unicat import UNICAT_API_KEY, unicat_settings
 
 LIFETIME = 3600.0  # the simulator's default JWT lifetime
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as opened:
-        yield opened
 
 
 @pytest.fixture

@@ -1,11 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
-
-import pytest
 
 from crisync.state import inbox
 from crisync.state.inbox import ChangeEvent
@@ -24,12 +20,6 @@ def change(key: str, minutes: int, title: str = "t") -> ChangeEvent:
         T0 + timedelta(minutes=minutes),
         {"title": title},
     )
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with Store.open(tmp_path / "state.db") as opened:
-        yield opened
 
 
 async def test_repeats_on_feed_key_and_timestamp_are_dropped(store: Store) -> None:

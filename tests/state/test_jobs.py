@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -14,12 +12,6 @@ from crisync.state.store import Store
 from crisync.state.sync_cursors import SyncCursor
 
 FEED = "unicat:3f6c1a9e-8b2d-4e57-9c1a-6d0b2e4f8a13"
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with Store.open(tmp_path / "state.db") as opened:
-        yield opened
 
 
 def a_job(token: str, **changes: object) -> Job:

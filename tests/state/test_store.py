@@ -65,6 +65,51 @@ async def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
             assert (await rows.fetchone())[0] == 0
 
 
+async def test_reads_see_what_is_committed_without_waiting_for_an_open_transaction(
+    tmp_path: Path,
+) -> None:
+    async with Store.open(tmp_path / "state.db") as store:
+        async with store.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO outbox (topic, payload, created_at) VALUES ('t', 'p', 'now')"
+            )
+            async with asyncio.timeout(1), store.reading() as reader:
+                assert await outbox.depth(reader) == 0
+        async with store.reading() as reader:
+            assert await outbox.depth(reader) == 1
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                await reader.execute("DELETE FROM outbox")
+
+
+async def test_a_read_sees_a_commit_made_while_another_reader_held_a_statement_open(
+    tmp_path: Path,
+) -> None:
+    """An open statement pins its snapshot: a reader sharing it would miss that commit."""
+    async with Store.open(tmp_path / "state.db") as store:
+        committed = asyncio.Event()
+
+        async def slow_reader() -> None:
+            tables = "SELECT name FROM sqlite_master"
+            async with store.reading() as conn, conn.execute(tables) as rows:
+                await rows.fetchone()
+                await committed.wait()
+
+        async def writer_then_reader() -> int:
+            async with store.transaction() as conn:
+                await conn.execute(
+                    "INSERT INTO outbox (topic, payload, created_at) VALUES ('t', 'p', 'now')"
+                )
+            committed.set()
+            async with store.reading() as conn:
+                return await outbox.depth(conn)
+
+        async with asyncio.timeout(5):
+            reading = asyncio.create_task(slow_reader())
+            await asyncio.sleep(0.05)
+            assert await writer_then_reader() == 1
+            await reading
+
+
 async def test_a_retained_message_is_remembered_per_topic(tmp_path: Path) -> None:
     async with Store.open(tmp_path / "state.db") as store:
         async with store.transaction() as conn:

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import aiosqlite
 
-from crisync.state.store import iso_utc, utc_now
+from crisync.state.store import fetch_all, fetch_one, iso_utc, utc_now
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,7 @@ def _cursor(feed: str, row: aiosqlite.Row) -> Cursor:
 
 
 async def get(conn: aiosqlite.Connection, feed: str) -> Cursor:
-    async with conn.execute(f"SELECT {COLUMNS} FROM cursors WHERE feed = ?", (feed,)) as rows:  # noqa: S608 - a constant column list
-        row = await rows.fetchone()
+    row = await fetch_one(conn, f"SELECT {COLUMNS} FROM cursors WHERE feed = ?", (feed,))  # noqa: S608 - a constant column list
     return Cursor(feed) if row is None else _cursor(feed, row)
 
 
@@ -63,5 +62,5 @@ async def save(conn: aiosqlite.Connection, cursor: Cursor) -> None:
 
 
 async def all_cursors(conn: aiosqlite.Connection) -> list[Cursor]:
-    async with conn.execute(f"SELECT {COLUMNS}, feed FROM cursors ORDER BY feed") as rows:  # noqa: S608 - a constant column list
-        return [_cursor(row[6], row) async for row in rows]
+    rows = await fetch_all(conn, f"SELECT {COLUMNS}, feed FROM cursors ORDER BY feed")  # noqa: S608 - a constant column list
+    return [_cursor(row[6], row) for row in rows]

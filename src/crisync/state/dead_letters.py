@@ -8,7 +8,7 @@ import aiosqlite
 
 from crisync.errors import ErrorInfo
 from crisync.state.inbox import InboxEvent
-from crisync.state.store import utc_now
+from crisync.state.store import fetch_all, fetch_one, utc_now
 
 
 @dataclass(frozen=True)
@@ -46,16 +46,16 @@ async def add(
 
 
 async def all_dead_letters(conn: aiosqlite.Connection) -> list[DeadLetter]:
-    async with conn.execute(
+    rows = await fetch_all(
+        conn,
         """SELECT inbox_id, source, kind, key, error_class, status, message, attempts, failed_at
-           FROM dead_letters ORDER BY inbox_id"""
-    ) as rows:
-        return [DeadLetter(*r) async for r in rows]
+           FROM dead_letters ORDER BY inbox_id""",
+    )
+    return [DeadLetter(*r) for r in rows]
 
 
 async def count(conn: aiosqlite.Connection) -> int:
-    async with conn.execute("SELECT COUNT(*) FROM dead_letters") as rows:
-        row = await rows.fetchone()
+    row = await fetch_one(conn, "SELECT COUNT(*) FROM dead_letters")
     return int(row[0]) if row else 0
 
 
@@ -74,11 +74,14 @@ async def requeue(conn: aiosqlite.Connection, object_key: str | None = None) -> 
     ]
     requeued = superseded = 0
     for letter in letters:
-        async with conn.execute(
-            """SELECT 1 FROM inbox WHERE source = ? AND kind = ? AND key = ? AND id > ?""",
-            (letter.source, letter.kind, letter.key, letter.inbox_id),
-        ) as rows:
-            newer = await rows.fetchone() is not None
+        newer = (
+            await fetch_one(
+                conn,
+                """SELECT 1 FROM inbox WHERE source = ? AND kind = ? AND key = ? AND id > ?""",
+                (letter.source, letter.kind, letter.key, letter.inbox_id),
+            )
+            is not None
+        )
         state = "done" if newer else "pending"
         await conn.execute(
             "UPDATE inbox SET state = ?, attempts = 0, not_before = NULL WHERE id = ?",

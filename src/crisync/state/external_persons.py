@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import aiosqlite
 
-from crisync.state.store import utc_now
+from crisync.state.store import fetch_all, fetch_one, utc_now
 
 
 async def get(conn: aiosqlite.Connection, name_key: str) -> str | None:
     """The Pure uuid of the external person with this name, if crisync knows one."""
-    async with conn.execute(
-        "SELECT pure_uuid FROM external_persons WHERE name_key = ?", (name_key,)
-    ) as rows:
-        row = await rows.fetchone()
+    row = await fetch_one(
+        conn, "SELECT pure_uuid FROM external_persons WHERE name_key = ?", (name_key,)
+    )
     return None if row is None else str(row[0])
 
 
@@ -26,5 +25,5 @@ async def put(conn: aiosqlite.Connection, name_key: str, pure_uuid: str) -> None
 
 
 async def all_external_persons(conn: aiosqlite.Connection) -> dict[str, str]:
-    async with conn.execute("SELECT name_key, pure_uuid FROM external_persons") as rows:
-        return {str(r[0]): str(r[1]) async for r in rows}
+    rows = await fetch_all(conn, "SELECT name_key, pure_uuid FROM external_persons")
+    return {str(r[0]): str(r[1]) for r in rows}

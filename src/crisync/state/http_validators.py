@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from crisync.state.store import utc_now
+from crisync.state.store import fetch_one, utc_now
 
 
 @dataclass(frozen=True)
@@ -19,10 +19,9 @@ class Validators:
 
 
 async def get(conn: aiosqlite.Connection, url: str) -> Validators | None:
-    async with conn.execute(
-        "SELECT etag, last_modified FROM http_validators WHERE url = ?", (url,)
-    ) as rows:
-        row = await rows.fetchone()
+    row = await fetch_one(
+        conn, "SELECT etag, last_modified FROM http_validators WHERE url = ?", (url,)
+    )
     return None if row is None else Validators(row[0], row[1])
 
 

@@ -129,10 +129,10 @@ async def pending_count(conn: aiosqlite.Connection) -> int:
 
 async def pending_by_feed(conn: aiosqlite.Connection) -> dict[str, int]:
     """Pending events per feed (feeds without any are left out)."""
-    async with conn.execute(
-        "SELECT feed, COUNT(*) FROM inbox WHERE state = 'pending' GROUP BY feed"
-    ) as rows:
-        return {r[0]: int(r[1]) async for r in rows}
+    rows = await fetch_all(
+        conn, "SELECT feed, COUNT(*) FROM inbox WHERE state = 'pending' GROUP BY feed"
+    )
+    return {r[0]: int(r[1]) for r in rows}
 
 
 async def next_retry_at(conn: aiosqlite.Connection) -> str | None:

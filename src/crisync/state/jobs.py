@@ -7,6 +7,8 @@ from typing import Literal, get_args
 
 import aiosqlite
 
+from crisync.state.store import fetch_all, fetch_one
+
 JobStatus = Literal["queued", "rejected", "processing", "done"]
 JOB_STATUSES: frozenset[str] = frozenset(get_args(JobStatus))
 UNFINISHED: tuple[JobStatus, ...] = ("queued", "processing")
@@ -45,8 +47,7 @@ def _job(row: aiosqlite.Row) -> Job:
 
 
 async def get(conn: aiosqlite.Connection, token: str) -> Job | None:
-    async with conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE token = ?", (token,)) as rows:  # noqa: S608 - a constant column list
-        row = await rows.fetchone()
+    row = await fetch_one(conn, f"SELECT {COLUMNS} FROM jobs WHERE token = ?", (token,))  # noqa: S608 - a constant column list
     return None if row is None else _job(row)
 
 
@@ -72,16 +73,17 @@ async def put(conn: aiosqlite.Connection, job: Job) -> None:
 
 async def quiet_since(conn: aiosqlite.Connection, feed: str, before: str) -> list[Job]:
     """Unfinished jobs of a feed, not yet reported stalled, without progress since `before`."""
-    async with conn.execute(
+    rows = await fetch_all(
+        conn,
         f"""SELECT {COLUMNS} FROM jobs
             WHERE feed = ? AND status IN ('queued', 'processing') AND stalled = 0
               AND progressed_at < ?
             ORDER BY progressed_at""",  # noqa: S608 - a constant column list
         (feed, before),
-    ) as rows:
-        return [_job(row) async for row in rows]
+    )
+    return [_job(row) for row in rows]
 
 
 async def all_jobs(conn: aiosqlite.Connection) -> list[Job]:
-    async with conn.execute(f"SELECT {COLUMNS} FROM jobs ORDER BY created_at") as rows:  # noqa: S608 - a constant column list
-        return [_job(row) async for row in rows]
+    rows = await fetch_all(conn, f"SELECT {COLUMNS} FROM jobs ORDER BY created_at")  # noqa: S608 - a constant column list
+    return [_job(row) for row in rows]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from crisync.state.store import fetch_one, utc_now
+from crisync.state.store import fetch_all, fetch_one, utc_now
 
 _COLUMNS = """source, kind, key, pure_type, pure_uuid, pure_version, payload_hash, locked,
               changed_at, match_key"""
@@ -45,19 +45,21 @@ async def matching(
     conn: aiosqlite.Connection, source: str, kind: str, match_key: str
 ) -> list[MappingRow]:
     """The objects of a kind whose match key is this one (two or more: the key is ambiguous)."""
-    async with conn.execute(
+    rows = await fetch_all(
+        conn,
         f"SELECT {_COLUMNS} FROM mapping WHERE source = ? AND kind = ? AND match_key = ?",  # noqa: S608 - fixed column list
         (source, kind, match_key),
-    ) as rows:
-        return [_row(row) async for row in rows]
+    )
+    return [_row(row) for row in rows]
 
 
 async def of_pure_type(conn: aiosqlite.Connection, pure_type: str) -> list[MappingRow]:
-    async with conn.execute(
+    rows = await fetch_all(
+        conn,
         f"SELECT {_COLUMNS} FROM mapping WHERE pure_type = ? ORDER BY source, kind, key",  # noqa: S608 - fixed column list
         (pure_type,),
-    ) as rows:
-        return [_row(row) async for row in rows]
+    )
+    return [_row(row) for row in rows]
 
 
 async def put(conn: aiosqlite.Connection, row: MappingRow) -> None:
@@ -93,6 +95,5 @@ async def delete(conn: aiosqlite.Connection, source: str, kind: str, key: str) -
 
 
 async def count(conn: aiosqlite.Connection) -> int:
-    async with conn.execute("SELECT COUNT(*) FROM mapping") as rows:
-        row = await rows.fetchone()
+    row = await fetch_one(conn, "SELECT COUNT(*) FROM mapping")
     return int(row[0]) if row else 0

@@ -41,8 +41,8 @@ async def add(
 
 async def retained_messages(conn: aiosqlite.Connection) -> list[tuple[str, str]]:
     """(topic, payload) of the latest retained message of every topic."""
-    async with conn.execute("SELECT topic, payload FROM retained ORDER BY topic") as rows:
-        return [(r[0], r[1]) async for r in rows]
+    rows = await fetch_all(conn, "SELECT topic, payload FROM retained ORDER BY topic")
+    return [(r[0], r[1]) for r in rows]
 
 
 async def oldest(conn: aiosqlite.Connection, limit: int) -> list[OutboxMessage]:

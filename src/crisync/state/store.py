@@ -60,28 +60,37 @@ def iso_utc(moment: datetime) -> str:
 
 
 class Store:
-    """All access goes through one connection guarded by a lock.
+    """Writes go through one connection guarded by a lock; reads through a second one.
 
-    aiosqlite runs the connection in one thread; the lock keeps one task's
-    transaction from interleaving with another task's statements.
+    aiosqlite runs each connection in its own thread. The lock keeps one task's
+    transaction from interleaving with another task's statements. WAL lets the
+    read-only connection read the last committed state while a transaction is open,
+    so reads never queue behind writes.
     """
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self._conn = conn
+        self._reader = reader
         self._lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
 
     @classmethod
     @asynccontextmanager
     async def open(cls, path: Path) -> AsyncIterator[Store]:
         path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: transactions are explicit BEGIN IMMEDIATE ... COMMIT.
-        async with aiosqlite.connect(path, isolation_level=None) as conn:
-            conn.row_factory = aiosqlite.Row
-            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        async with (
+            aiosqlite.connect(path, isolation_level=None) as conn,
+            aiosqlite.connect(path, isolation_level=None) as reader,
+        ):
+            for connection in (conn, reader):
+                connection.row_factory = aiosqlite.Row
+                await connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA synchronous = FULL")
             await conn.execute("PRAGMA foreign_keys = ON")
-            store = cls(conn)
+            await reader.execute("PRAGMA query_only = ON")
+            store = cls(conn, reader)
             await store._migrate()
             yield store
 
@@ -105,9 +114,13 @@ class Store:
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The connection for reads, outside anyone's transaction."""
-        async with self._lock:
-            yield self._conn
+        """The read-only connection: what is committed, outside anyone's transaction.
+
+        Its own lock keeps readers' statements apart: a statement left open across an
+        await would hold its snapshot, and another reader's statements would share it.
+        """
+        async with self._read_lock:
+            yield self._reader
 
     async def schema_version(self) -> int:
         async with self.reading() as conn:
@@ -132,6 +145,5 @@ class Store:
 
 
 async def _read_version(conn: aiosqlite.Connection) -> int:
-    async with conn.execute("SELECT version FROM schema_version") as cursor:
-        row = await cursor.fetchone()
+    row = await fetch_one(conn, "SELECT version FROM schema_version")
     return int(row[0]) if row else 0

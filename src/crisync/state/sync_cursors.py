@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from crisync.state.store import utc_now
+from crisync.state.store import fetch_one, utc_now
 
 
 @dataclass(frozen=True)
@@ -18,10 +18,9 @@ class SyncCursor:
 
 
 async def get(conn: aiosqlite.Connection, feed: str) -> SyncCursor:
-    async with conn.execute(
-        "SELECT cc_cursor, cursor, cc_version FROM sync_cursors WHERE feed = ?", (feed,)
-    ) as rows:
-        row = await rows.fetchone()
+    row = await fetch_one(
+        conn, "SELECT cc_cursor, cursor, cc_version FROM sync_cursors WHERE feed = ?", (feed,)
+    )
     return SyncCursor(feed) if row is None else SyncCursor(feed, row[0], row[1], row[2])
 
 

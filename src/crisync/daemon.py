@@ -204,6 +204,7 @@ def _dispatcher(running: Running, pure: PureConfig) -> Dispatcher:
         concurrency=pure.concurrency,
         max_attempts=pure.max_attempts,
         topic_prefix=running.config.mqtt.topic_prefix if running.config.mqtt else None,
+        refers_to=running.config.mappings.referred(),
     )
     return Dispatcher(
         running.store,

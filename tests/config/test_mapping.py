@@ -37,6 +37,12 @@ def test_the_built_ins_cover_the_elements_categories_with_their_id_sources() -> 
     assert mappings.look_up("languages", " EN ") == "/dk/atira/pure/core/languages/en_GB"
 
 
+def test_each_kind_knows_the_other_kinds_its_references_name() -> None:
+    referred = MappingsConfig().referred()
+    assert referred[("elements", "publication")] == {"user"}
+    assert referred[("elements", "user")] == frozenset()
+
+
 def test_a_mapping_file_and_the_section_are_layered_over_the_built_ins(tmp_path: Path) -> None:
     (tmp_path / "mappings.toml").write_text("""
 [lookups.languages]

@@ -23,7 +23,12 @@ async def drain(context: HandlerContext, *, max_attempts: int = 5) -> None:
         context.store,
         HANDLERS,
         context,
-        DispatchSettings(concurrency=3, max_attempts=max_attempts, topic_prefix="t"),
+        DispatchSettings(
+            concurrency=3,
+            max_attempts=max_attempts,
+            topic_prefix="t",
+            refers_to=context.mappings.referred(),
+        ),
         work_ready=asyncio.Event(),
         outbox_ready=asyncio.Event(),
         stopping=asyncio.Event(),
@@ -71,6 +76,28 @@ async def test_events_of_one_key_coalesce_into_the_newest(
     assert stored["title"] == {"value": "Third"}
     assert pure_sim.request_counts[("research-outputs", "create")] == 1
     assert len(await outcomes(context.store)) == 1
+
+
+async def test_a_publication_waits_for_its_authors_users_to_be_replicated(
+    context: HandlerContext, pure_sim: PureSimulator
+) -> None:
+    """Authors are matched by name: run alongside its author's user, a publication would name
+    an external person instead of the person being created."""
+    names = ["Hopper", "Lovelace", "Turing", "Noether", "Curie", "Meitner"]
+    await enqueue(
+        context.store,
+        *(user(f"u{n}", name, first_name="Ada") for n, name in enumerate(names)),
+        *(publication(str(n), f"Title {n}", authors=[(names[-1], "A")]) for n in range(6)),
+    )
+    await drain(context)
+    assert pure_sim.objects("external-persons") == {}
+    (author,) = (
+        uuid
+        for uuid, person in pure_sim.objects("persons").items()
+        if person["name"]["lastName"] == names[-1]
+    )
+    for research_output in pure_sim.objects("research-outputs").values():
+        assert [c["person"]["uuid"] for c in research_output["contributors"]] == [author]
 
 
 async def test_a_retriable_failure_is_retried_and_succeeds(

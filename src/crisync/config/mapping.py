@@ -414,6 +414,18 @@ class MappingsConfig(Rules):
             for kind, rules in (self.elements if source == "elements" else self.unicat).items()
         ]
 
+    def referred(self) -> dict[tuple[str, str], frozenset[str]]:
+        """(source, kind) -> the other kinds of that source its references and persons name."""
+        return {
+            (source, kind): frozenset(
+                target
+                for rule in rules.properties.values()
+                if (target := rule.reference or (rule.persons.kind if rule.persons else None))
+                and target != kind
+            )
+            for source, kind, rules in self.all()
+        }
+
     def for_kind(self, source: str, kind: str) -> ObjectMapping | None:
         by_kind = {"elements": self.elements, "unicat": self.unicat}.get(source, {})
         return by_kind.get(kind)

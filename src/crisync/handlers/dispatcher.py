@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import aiosqlite
@@ -37,13 +38,17 @@ class DispatchSettings:
     concurrency: int
     max_attempts: int
     topic_prefix: str | None  # None: MQTT is off, no outcomes are kept
+    # (source, kind) -> the kinds of that source its mapping refers to (MappingsConfig.referred)
+    refers_to: Mapping[tuple[str, str], frozenset[str]] = field(default_factory=dict)
 
 
 class Dispatcher:
     """Claims the newest pending event of each idle key and hands it to its handler.
 
     Only one event per key is in flight, so one key's changes apply in order; older
-    pending events of a key are superseded by the newest one.
+    pending events of a key are superseded by the newest one. An event waits while
+    events of a kind it refers to run or come before it: a publication replicated
+    while its author's user is still on the way would name an external person instead.
     """
 
     loop_name = "dispatcher"
@@ -72,7 +77,7 @@ class Dispatcher:
         self._outbox_ready = outbox_ready
         self._stopping = stopping
         self._feeds_done = feeds_done
-        self._busy: set[str] = set()
+        self._busy: dict[str, InboxEvent] = {}  # claimed, by object key
         self._paused_until = 0.0
         self._last_prune = 0.0
 
@@ -109,10 +114,27 @@ class Dispatcher:
             return []
         free = self._settings.concurrency * PREFETCH - len(self._busy)
         async with self._store.reading() as conn:
-            events = await inbox.claim_ready(conn, busy_keys=self._busy, now=utc_now(), limit=free)
-        self._busy.update(event.object_key for event in events)
+            ready = await inbox.claim_ready(conn, busy_keys=self._busy, now=utc_now(), limit=free)
+        events = self._after_what_they_refer_to(ready)
+        self._busy.update((event.object_key, event) for event in events)
         await self._prune_now_and_then()
         return events
+
+    def _after_what_they_refer_to(self, ready: list[InboxEvent]) -> list[InboxEvent]:
+        """The ready events (oldest first) but those whose referred kinds run before them.
+
+        The first event is always taken when nothing runs, so a cycle of references between
+        kinds cannot stop the dispatcher.
+        """
+        running = {(event.source, event.kind) for event in self._busy.values()}
+        taken = []
+        for event in ready:
+            referred = self._settings.refers_to.get((event.source, event.kind), frozenset())
+            if any((event.source, kind) in running for kind in referred):
+                continue  # left pending: claimed again once those are done
+            taken.append(event)
+            running.add((event.source, event.kind))
+        return taken
 
     async def _drained(self) -> bool:
         """True when the feeds are done and no event waits, not even for a retry."""
@@ -143,7 +165,7 @@ class Dispatcher:
                 if not self._stopping.is_set():
                     await self._process(event)
             finally:
-                self._busy.discard(event.object_key)
+                self._busy.pop(event.object_key, None)
                 if len(self._busy) <= self._settings.concurrency:
                     self._work_ready.set()
 

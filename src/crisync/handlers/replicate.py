@@ -100,18 +100,15 @@ async def _create_once(
     The intent is committed before the create, so a crash or a timeout after Pure
     stored the object leaves a trace; only then does a search by PrimaryId cost a request.
     """
-    async with ctx.store.transaction() as conn:
-        interrupted = await create_intents.exists(conn, event.source, event.kind, event.key)
-        if not interrupted:
-            await create_intents.add(
-                conn,
-                event.source,
-                event.kind,
-                event.key,
-                pure_type=target.pure_type,
-                id_source=target.id_source,
-                primary_id=target.primary_id,
-            )
+    interrupted = not await create_intents.begin(
+        ctx.store,
+        event.source,
+        event.kind,
+        event.key,
+        pure_type=target.pure_type,
+        id_source=target.id_source,
+        primary_id=target.primary_id,
+    )
     if interrupted:
         found = await find_by_primary_id(
             ctx.pure, target.pure_type, target.id_source, target.primary_id

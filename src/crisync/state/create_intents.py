@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import aiosqlite
 
-from crisync.state.store import fetch_one, utc_now
+from crisync.state.store import Store, utc_now
 
 
-async def add(
-    conn: aiosqlite.Connection,
+async def begin(
+    store: Store,
     source: str,
     kind: str,
     key: str,
@@ -16,22 +16,18 @@ async def add(
     pure_type: str,
     id_source: str,
     primary_id: str,
-) -> None:
-    await conn.execute(
-        """INSERT OR REPLACE INTO create_intents
+) -> bool:
+    """Record, durably, that a create is about to be sent; False when an earlier try's intent
+    is still there: that create may have reached Pure and its answer been lost."""
+    recorded = await store.write(
+        """INSERT INTO create_intents
            (source, kind, key, pure_type, id_source, primary_id, started_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?)""",
+           VALUES (?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (source, kind, key) DO NOTHING
+           RETURNING 1""",
         (source, kind, key, pure_type, id_source, primary_id, utc_now()),
     )
-
-
-async def exists(conn: aiosqlite.Connection, source: str, kind: str, key: str) -> bool:
-    row = await fetch_one(
-        conn,
-        "SELECT 1 FROM create_intents WHERE source = ? AND kind = ? AND key = ?",
-        (source, kind, key),
-    )
-    return row is not None
+    return bool(recorded)
 
 
 async def remove(conn: aiosqlite.Connection, source: str, kind: str, key: str) -> None:

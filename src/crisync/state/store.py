@@ -8,19 +8,21 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import aiosqlite
 
 from crisync.state.migrations import MIGRATIONS
 
 BUSY_TIMEOUT_MS = 5000
+T = TypeVar("T")
 
 
 class SchemaTooNewError(Exception):
     """The database was written by a newer crisync; refusing beats corrupting it."""
 
 
-async def _to_the_end(operation: Awaitable[object]) -> None:
+async def _to_the_end(operation: Awaitable[T]) -> T:
     """Await `operation` until it is done; a cancellation meanwhile is re-raised after."""
     task = asyncio.ensure_future(operation)
     cancelled = False
@@ -29,9 +31,10 @@ async def _to_the_end(operation: Awaitable[object]) -> None:
             await asyncio.shield(task)
         except asyncio.CancelledError:
             cancelled = True
-    task.result()
+    result = task.result()
     if cancelled:
         raise asyncio.CancelledError
+    return result
 
 
 async def fetch_one(
@@ -111,6 +114,11 @@ class Store:
                     await _to_the_end(self._conn.rollback())
                 raise
             await _to_the_end(self._conn.commit())
+
+    async def write(self, sql: str, parameters: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        """One statement in a transaction of its own, in one round trip; RETURNING rows."""
+        async with self._lock:
+            return list(await _to_the_end(self._conn.execute_fetchall(sql, parameters)))
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from crisync.handlers.base import HandlerContext, HandlerResult
-from crisync.handlers.dispatcher import record_result
+from crisync.handlers.dispatcher import record_results
 from crisync.handlers.replicate import replicate_to_pure
 from crisync.state import inbox, mapping
 from crisync.state.inbox import ChangeEvent, InboxEvent
@@ -118,7 +118,7 @@ async def replicate_next(context: HandlerContext, *, skip: Iterable[str] = ()) -
     event = await claim_one(context.store, skip=skip)
     result = await replicate_to_pure(event, context)
     async with context.store.transaction() as conn:
-        await record_result(conn, event, result)
+        await record_results(conn, [(event, result)])
     return result
 
 

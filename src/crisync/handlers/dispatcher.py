@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -31,6 +31,16 @@ PRUNE_EVERY = 3600.0
 IDLE_WAKE = 5.0
 # Keys claimed ahead, per worker: the queue is refilled when it runs low, not per event.
 PREFETCH = 4
+
+
+@dataclass(frozen=True)
+class Replicated:
+    """A handled event whose result is still to be committed."""
+
+    event: InboxEvent
+    attempt: int
+    result: HandlerResult
+    duration_ms: float
 
 
 @dataclass(frozen=True)
@@ -84,14 +94,22 @@ class Dispatcher:
     async def run(self) -> None:
         """Until stopped, or, once the feeds are done, until nothing is pending."""
         queue: asyncio.Queue[InboxEvent | None] = asyncio.Queue()
-        async with asyncio.TaskGroup() as workers:
-            for number in range(self._settings.concurrency):
-                workers.create_task(self._work(queue), name=f"dispatcher-worker-{number}")
+        replicated: asyncio.Queue[Replicated | None] = asyncio.Queue()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._record(replicated), name="dispatcher-recorder")
             try:
-                await self._feed(queue)
+                async with asyncio.TaskGroup() as workers:
+                    for number in range(self._settings.concurrency):
+                        workers.create_task(
+                            self._work(queue, replicated), name=f"dispatcher-worker-{number}"
+                        )
+                    try:
+                        await self._feed(queue)
+                    finally:
+                        for _ in range(self._settings.concurrency):
+                            queue.put_nowait(None)
             finally:
-                for _ in range(self._settings.concurrency):
-                    queue.put_nowait(None)
+                replicated.put_nowait(None)  # after the workers: their last results first
 
     async def _feed(self, queue: asyncio.Queue[InboxEvent | None]) -> None:
         while not self._stopping.is_set():
@@ -159,17 +177,45 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._work_ready.wait(), timeout=seconds)
 
-    async def _work(self, queue: asyncio.Queue[InboxEvent | None]) -> None:
+    async def _work(
+        self, queue: asyncio.Queue[InboxEvent | None], replicated: asyncio.Queue[Replicated | None]
+    ) -> None:
+        """Handle events; a success goes to the recorder, and the worker to its next event."""
         while (event := await queue.get()) is not None:
+            done = None
             try:
                 if not self._stopping.is_set():
-                    await self._process(event)
+                    done = await self._process(event)
             finally:
-                self._busy.pop(event.object_key, None)
-                if len(self._busy) <= self._settings.concurrency:
-                    self._work_ready.set()
+                if done is None:
+                    self._release([event])
+            if done is not None:
+                replicated.put_nowait(done)
 
-    async def _process(self, event: InboxEvent) -> None:
+    def _release(self, events: list[InboxEvent]) -> None:
+        """Their keys may be claimed again: what they did is committed."""
+        for event in events:
+            self._busy.pop(event.object_key, None)
+        if len(self._busy) <= self._settings.concurrency:
+            self._work_ready.set()
+
+    async def _record(self, replicated: asyncio.Queue[Replicated | None]) -> None:
+        """Commit successes, all that wait in one transaction, until the workers are done.
+
+        A key stays busy until its result is committed, so its next event cannot overtake it.
+        """
+        finished = False
+        while not finished:
+            batch = [await replicated.get()]
+            while not replicated.empty():
+                batch.append(replicated.get_nowait())
+            finished = None in batch
+            done = [item for item in batch if item is not None]
+            if done:
+                await self._succeed(done)
+
+    async def _process(self, event: InboxEvent) -> Replicated | None:
+        """The handler's result, or None when the event failed or waits for a retry."""
         attempt = event.attempts + 1
         bound = log.bind(source=event.source, kind=event.kind, key=event.key, attempt=attempt)
         handler = self._handlers.get((event.source, event.kind))
@@ -194,30 +240,42 @@ class Dispatcher:
             bound.exception("handler.crashed")
             await self._fail(event, attempt, ErrorInfo("InternalError", None, repr(exc)), bound)
         else:
-            await self._succeed(event, attempt, result)
-            self._telemetry.outcome(result.action)
-            bound.info(
-                "object.replicated",
-                action=result.action,
-                pure_type=result.pure_type,
-                pure_uuid=result.pure_uuid,
-                duration_ms=round((time.monotonic() - started) * 1000, 1),
-            )
+            return Replicated(event, attempt, result, (time.monotonic() - started) * 1000)
+        return None
 
-    async def _succeed(self, event: InboxEvent, attempt: int, result: HandlerResult) -> None:
+    async def _succeed(self, done: list[Replicated]) -> None:
         async with self._store.transaction() as conn:
-            await record_result(conn, event, result)
-            await self._add_outcome(
+            await record_results(conn, [(item.event, item.result) for item in done])
+            await self._add_outcomes(
                 conn,
-                event,
-                outcome_payload(
-                    event,
-                    action=result.action,
-                    pure_type=result.pure_type,
-                    pure_uuid=result.pure_uuid,
-                    attempts=attempt,
-                ),
+                [
+                    (
+                        item.event,
+                        outcome_payload(
+                            item.event,
+                            action=item.result.action,
+                            pure_type=item.result.pure_type,
+                            pure_uuid=item.result.pure_uuid,
+                            attempts=item.attempt,
+                        ),
+                    )
+                    for item in done
+                ],
             )
+        for item in done:
+            self._telemetry.outcome(item.result.action)
+            log.info(
+                "object.replicated",
+                source=item.event.source,
+                kind=item.event.kind,
+                key=item.event.key,
+                attempt=item.attempt,
+                action=item.result.action,
+                pure_type=item.result.pure_type,
+                pure_uuid=item.result.pure_uuid,
+                duration_ms=round(item.duration_ms, 1),
+            )
+        self._release([item.event for item in done])
 
     async def _postpone(
         self,
@@ -245,29 +303,36 @@ class Dispatcher:
             await inbox.complete(conn, event, state="dead")
             await dead_letters.add(conn, event, error, attempt)
             known = await mapping.get(conn, event.source, event.kind, event.key)
-            await self._add_outcome(
+            await self._add_outcomes(
                 conn,
-                event,
-                outcome_payload(
-                    event,
-                    action="failed",
-                    pure_type=known.pure_type if known else None,
-                    pure_uuid=known.pure_uuid if known else None,
-                    attempts=attempt,
-                    error=error,
-                ),
+                [
+                    (
+                        event,
+                        outcome_payload(
+                            event,
+                            action="failed",
+                            pure_type=known.pure_type if known else None,
+                            pure_uuid=known.pure_uuid if known else None,
+                            attempts=attempt,
+                            error=error,
+                        ),
+                    )
+                ],
             )
         self._telemetry.outcome("failed")
         bound.error(
             "object.failed", error_class=error.error_class, status=error.status, error=error.message
         )
 
-    async def _add_outcome(
-        self, conn: aiosqlite.Connection, event: InboxEvent, payload: str
+    async def _add_outcomes(
+        self, conn: aiosqlite.Connection, outcomes: Sequence[tuple[InboxEvent, str]]
     ) -> None:
-        if self._settings.topic_prefix is None:
+        prefix = self._settings.topic_prefix
+        if prefix is None:
             return
-        await outbox.add(conn, outcome_topic(self._settings.topic_prefix, event), payload)
+        await outbox.add_all(
+            conn, [(outcome_topic(prefix, event), payload) for event, payload in outcomes]
+        )
         self._outbox_ready.set()
 
     async def _prune_now_and_then(self) -> None:
@@ -281,19 +346,29 @@ class Dispatcher:
             log.info("inbox.pruned", rows=removed)
 
 
-async def record_result(
-    conn: aiosqlite.Connection, event: InboxEvent, result: HandlerResult
+async def record_results(
+    conn: aiosqlite.Connection, handled: Sequence[tuple[InboxEvent, HandlerResult]]
 ) -> None:
-    """The state a handled event leaves: event closed, mapping and create intent settled."""
-    await inbox.complete(conn, event)
-    if result.follow_ups:
-        await inbox.add_events(conn, result.follow_ups, utc_now())
-    if result.mapping is not None:
-        await mapping.put(conn, result.mapping)
-        await create_intents.remove(conn, event.source, event.kind, event.key)
-    elif result.forget_mapping:
-        await mapping.delete(conn, event.source, event.kind, event.key)
-        await create_intents.remove(conn, event.source, event.kind, event.key)
+    """The state handled events leave: events closed, mappings and create intents settled.
+
+    A statement per table for all of them, not per event: one round trip each.
+    """
+    await inbox.complete(conn, *(event for event, _ in handled))
+    follow_ups = [follow_up for _, result in handled for follow_up in result.follow_ups]
+    if follow_ups:
+        await inbox.add_events(conn, follow_ups, utc_now())
+    await mapping.put(conn, *(result.mapping for _, result in handled if result.mapping))
+    for event, result in handled:
+        if result.mapping is None and result.forget_mapping:
+            await mapping.delete(conn, event.source, event.kind, event.key)
+    await create_intents.remove(
+        conn,
+        *(
+            (event.source, event.kind, event.key)
+            for event, result in handled
+            if result.mapping is not None or result.forget_mapping
+        ),
+    )
 
 
 async def _no_handler(event: InboxEvent, _context: HandlerContext) -> HandlerResult:

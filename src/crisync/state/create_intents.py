@@ -30,7 +30,8 @@ async def begin(
     return bool(recorded)
 
 
-async def remove(conn: aiosqlite.Connection, source: str, kind: str, key: str) -> None:
-    await conn.execute(
-        "DELETE FROM create_intents WHERE source = ? AND kind = ? AND key = ?", (source, kind, key)
+async def remove(conn: aiosqlite.Connection, *objects: tuple[str, str, str]) -> None:
+    """Settle the intents of these (source, kind, key): their creates are known to be done."""
+    await conn.executemany(
+        "DELETE FROM create_intents WHERE source = ? AND kind = ? AND key = ?", objects
     )

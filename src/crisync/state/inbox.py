@@ -104,12 +104,12 @@ async def claim_ready(
     ]
 
 
-async def complete(conn: aiosqlite.Connection, event: InboxEvent, state: str = "done") -> None:
-    """Close the event and every older pending event of its key."""
-    await conn.execute(
+async def complete(conn: aiosqlite.Connection, *events: InboxEvent, state: str = "done") -> None:
+    """Close the events and every older pending event of their keys."""
+    await conn.executemany(
         """UPDATE inbox SET state = CASE WHEN id = ? THEN ? ELSE 'done' END, not_before = NULL
            WHERE source = ? AND kind = ? AND key = ? AND state = 'pending' AND id <= ?""",
-        (event.id, state, event.source, event.kind, event.key, event.id),
+        [(e.id, state, e.source, e.kind, e.key, e.id) for e in events],
     )
 
 

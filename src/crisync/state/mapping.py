@@ -62,8 +62,9 @@ async def of_pure_type(conn: aiosqlite.Connection, pure_type: str) -> list[Mappi
     return [_row(row) for row in rows]
 
 
-async def put(conn: aiosqlite.Connection, row: MappingRow) -> None:
-    await conn.execute(
+async def put(conn: aiosqlite.Connection, *rows: MappingRow) -> None:
+    now = utc_now()
+    await conn.executemany(
         """INSERT INTO mapping (source, kind, key, pure_type, pure_uuid, pure_version, payload_hash,
                                 locked, changed_at, match_key, updated_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -72,19 +73,22 @@ async def put(conn: aiosqlite.Connection, row: MappingRow) -> None:
                payload_hash = excluded.payload_hash, locked = excluded.locked,
                changed_at = excluded.changed_at, match_key = excluded.match_key,
                updated_at = excluded.updated_at""",
-        (
-            row.source,
-            row.kind,
-            row.key,
-            row.pure_type,
-            row.pure_uuid,
-            row.pure_version,
-            row.payload_hash,
-            int(row.locked),
-            row.changed_at,
-            row.match_key,
-            utc_now(),
-        ),
+        [
+            (
+                row.source,
+                row.kind,
+                row.key,
+                row.pure_type,
+                row.pure_uuid,
+                row.pure_version,
+                row.payload_hash,
+                int(row.locked),
+                row.changed_at,
+                row.match_key,
+                now,
+            )
+            for row in rows
+        ],
     )
 
 

@@ -25,17 +25,24 @@ async def add(
     conn: aiosqlite.Connection, topic: str, payload: str, *, retain: bool = False
 ) -> None:
     """Queue a message; a retained one is also remembered, to publish again after a reconnect."""
+    await add_all(conn, [(topic, payload)], retain=retain)
+
+
+async def add_all(
+    conn: aiosqlite.Connection, messages: Sequence[tuple[str, str]], *, retain: bool = False
+) -> None:
+    """Queue (topic, payload) messages in one round trip."""
     now = utc_now()
-    await conn.execute(
+    await conn.executemany(
         "INSERT INTO outbox (topic, payload, retain, created_at) VALUES (?, ?, ?, ?)",
-        (topic, payload, int(retain), now),
+        [(topic, payload, int(retain), now) for topic, payload in messages],
     )
     if retain:
-        await conn.execute(
+        await conn.executemany(
             """INSERT INTO retained (topic, payload, updated_at) VALUES (?, ?, ?)
                ON CONFLICT (topic) DO UPDATE SET payload = excluded.payload,
                    updated_at = excluded.updated_at""",
-            (topic, payload, now),
+            [(topic, payload, now) for topic, payload in messages],
         )
 
 

@@ -77,3 +77,28 @@ async def test_a_postponed_event_waits_for_its_time(store: Store) -> None:
         assert await inbox.next_retry_at(conn) == later
         (again,) = await inbox.claim_ready(conn, busy_keys=[], now=later, limit=10)
     assert again.attempts == 1
+
+
+async def test_a_postponed_key_does_not_hold_back_the_keys_after_it(store: Store) -> None:
+    async with store.transaction() as conn:
+        await inbox.add_events(conn, [change(str(n), n) for n in range(5)], utc_now())
+    async with store.reading() as conn:
+        first, *_ = await inbox.claim_ready(conn, busy_keys=[], now=utc_now(), limit=1)
+    later = iso_utc(datetime.now(UTC) + timedelta(minutes=1))
+    async with store.transaction() as conn:
+        await inbox.postpone(conn, first, attempts=1, not_before=later)
+    async with store.reading() as conn:
+        claimed = await inbox.claim_ready(conn, busy_keys=[], now=utc_now(), limit=2)
+    assert [e.key for e in claimed] == ["1", "2"]
+
+
+async def test_a_claim_walks_the_pending_events_in_order_and_sorts_nothing(store: Store) -> None:
+    async with store.reading() as conn:
+        plan = [
+            row[3]
+            for row in await conn.execute_fetchall(
+                f"EXPLAIN QUERY PLAN {inbox.CLAIM_READY}", (utc_now(), "[]", 10)
+            )
+        ]
+    assert plan[0] == "SCAN o USING INDEX inbox_pending_order"
+    assert not [step for step in plan if "TEMP B-TREE" in step or step.startswith("SCAN x")]

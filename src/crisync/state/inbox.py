@@ -78,6 +78,27 @@ async def add_events(
     return conn.total_changes - before
 
 
+# The pending events in arrival order, each key's first one standing for the key: the walk
+# stops after `limit` keys, however many events wait (grouping them all took 150 ms at 100k).
+CLAIM_READY = """
+    SELECT n.id, n.feed, n.source, n.kind, n.key, n.action, n.changed_at, n.observed_at,
+           n.payload, n.attempts
+       FROM inbox AS o
+       JOIN inbox AS n ON n.id = (
+           SELECT MAX(x.id) FROM inbox AS x
+           WHERE x.state = 'pending' AND x.source = o.source AND x.kind = o.kind
+             AND x.key = o.key)
+       WHERE o.state = 'pending'
+         AND NOT EXISTS (
+           SELECT 1 FROM inbox AS p
+           WHERE p.state = 'pending' AND p.source = o.source AND p.kind = o.kind
+             AND p.key = o.key AND p.id < o.id)
+         AND (n.not_before IS NULL OR n.not_before <= ?)
+         AND o.source || '/' || o.kind || '/' || o.key NOT IN (SELECT value FROM json_each(?))
+       ORDER BY o.id
+       LIMIT ?"""
+
+
 async def claim_ready(
     conn: aiosqlite.Connection, *, busy_keys: Iterable[str], now: str, limit: int
 ) -> list[InboxEvent]:
@@ -87,15 +108,7 @@ async def claim_ready(
     """
     rows = await fetch_all(
         conn,
-        """SELECT i.id, i.feed, i.source, i.kind, i.key, i.action, i.changed_at, i.observed_at,
-                  i.payload, i.attempts
-           FROM inbox AS i
-           JOIN (SELECT MAX(id) AS newest, MIN(id) AS oldest FROM inbox WHERE state = 'pending'
-                 GROUP BY source, kind, key) AS g ON i.id = g.newest
-           WHERE (i.not_before IS NULL OR i.not_before <= ?)
-             AND i.source || '/' || i.kind || '/' || i.key NOT IN (SELECT value FROM json_each(?))
-           ORDER BY g.oldest
-           LIMIT ?""",
+        CLAIM_READY,
         (now, json.dumps(list(busy_keys)), limit),
     )
     return [

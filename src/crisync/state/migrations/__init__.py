@@ -17,6 +17,7 @@ from crisync.state.migrations import (
     v004_unicat,
     v005_reference_keys,
     v006_http_validators,
+    v007_inbox_order,
 )
 
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
@@ -29,4 +30,5 @@ MIGRATIONS: list[Migration] = [
     v004_unicat.upgrade,
     v005_reference_keys.upgrade,
     v006_http_validators.upgrade,
+    v007_inbox_order.upgrade,
 ]

@@ -239,6 +239,22 @@ async def test_touch_makes_a_publication_reappear_later() -> None:
     assert title == f"{old_title} (revised)"
 
 
+async def test_the_same_query_sees_changes_made_since_it_was_last_asked() -> None:
+    """A sweep's query is answered from a kept selection: any change must refresh it."""
+    sim = ElementsSimulator(objects=50, start=START)
+    since = query(affected_since=sim.now.isoformat(timespec="milliseconds"))
+    async with running(sim) as (session, base):
+        assert await walk(session, f"{base}/publications{since}") == []
+        sim.touch("publication", sim.object_ids("publication")[0])
+        added = sim.add("publication")
+        touched_and_added = await walk(session, f"{base}/publications{since}")
+        sim.delete("publication", added)
+        after_delete = await walk(session, f"{base}/publications{since}")
+    touched = str(sim.object_ids("publication")[0])
+    assert [obj.get("id") for obj in touched_and_added] == [touched, str(added)]
+    assert [obj.get("id") for obj in after_delete] == [touched]
+
+
 async def test_touch_with_a_title_and_consecutive_changes_are_ordered() -> None:
     sim = ElementsSimulator(objects=10, start=START)
     first, second = sim.object_ids("publication")[:2]

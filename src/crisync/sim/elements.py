@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import bisect
 import hashlib
 import hmac
 import random
@@ -238,6 +239,8 @@ class _Item(_Recorded):
 
 
 _Any = _User | _Publication | _Item
+# A list query's category, affected-since and modified-since.
+_ListQuery = tuple[str, datetime | None, datetime | None]
 
 
 @dataclass(frozen=True)
@@ -383,6 +386,10 @@ class ElementsSimulator:
         self._publications: dict[int, _Publication] = {}
         self._items: dict[str, dict[int, _Item]] = {category: {} for category in _ITEM_TYPES}
         self._deletions: list[_Deletion] = []
+        # The last list query's selection: (query, ids, objects); None once anything changed.
+        self._selection: (
+            tuple[tuple[str, datetime | None, datetime | None], list[int], list[_Any]] | None
+        ) = None
         self._next_id = {"user": self._rng.randint(1, 40), "publication": self._rng.randint(1, 400)}
         self._faults: list[_ApiError] = []
         self._canned: list[_Canned] = []
@@ -444,6 +451,7 @@ class ElementsSimulator:
         obj = self._get(category, object_id)
         neighbours = self._related(obj)
         del self._store(category)[object_id]
+        self._selection = None
         instant = _ms(self._now)
         self._deletions.append(_Deletion(category, object_id, instant))
         for neighbour in neighbours:
@@ -570,10 +578,31 @@ class ElementsSimulator:
         else:
             instant = _ms(self._now)
             self._now = instant + timedelta(milliseconds=1)
+        self._selection = None
         obj.modified = instant
         obj.affected = instant
         for neighbour in self._related(obj):
             neighbour.affected = max(neighbour.affected, instant)
+
+    def _matching(
+        self, category: str, affected_since: datetime | None, modified_since: datetime | None
+    ) -> tuple[list[int], list[_Any]]:
+        """The ids and objects a list query selects, in id order.
+
+        A sweep asks the same query page after page: the selection is kept until an object
+        changes, so that a page of a 100k-object store does not cost a pass over all of it.
+        """
+        query: _ListQuery = (category, affected_since, modified_since)
+        if self._selection is None or self._selection[0] != query:
+            # Ids only grow and objects are stored as they are made: the store is in id order.
+            matches: list[_Any] = [
+                obj
+                for obj in self._store(category).values()
+                if (affected_since is None or obj.affected >= affected_since)
+                and (modified_since is None or obj.modified >= modified_since)
+            ]
+            self._selection = (query, [obj.id for obj in matches], matches)
+        return self._selection[1], self._selection[2]
 
     def _allocate_id(self, category: str) -> int:
         object_id = self._next_id[category]
@@ -855,14 +884,8 @@ class ElementsSimulator:
             if "modified-since" in query
             else None
         )
-        store = self._store(category)
-        matches: list[_Any] = [
-            store[i]
-            for i in sorted(store)
-            if (affected_since is None or store[i].affected >= affected_since)
-            and (modified_since is None or store[i].modified >= modified_since)
-        ]
-        remaining = [obj for obj in matches if obj.id > after_id]
+        ids, matches = self._matching(category, affected_since, modified_since)
+        remaining = matches[bisect.bisect_right(ids, after_id) :]
         page = remaining[:per_page]
 
         base = self._base(request)

@@ -176,6 +176,8 @@ async def clean_subscriber_back_first(
 ) -> Received:
     """Subscribe, then let the daemon reach the broker; until every held outcome arrived."""
     async with subscribed(broker.port, f"{PREFIX}/#") as clean:
+        # Until crisync is back, its Last Will speaks for it (mosquitto sends it as it stops).
+        await clean.wait_for(lambda r: (f"{PREFIX}/status", b"offline", True) in r.messages)
         await relay.listen()
         outage.ended = time.monotonic()
         await until(

@@ -11,6 +11,10 @@ from crisync.errors import CrisyncError
 
 T = TypeVar("T")
 
+# Past this many doublings the cap has long taken over; without a bound, 2 ** 1024 and more
+# would not fit a float.
+MAX_DOUBLINGS = 64
+
 
 def full_jitter(
     attempt: int,
@@ -20,8 +24,12 @@ def full_jitter(
     floor: float | None = None,
     rng: random.Random | None = None,
 ) -> float:
-    """Seconds to wait before try `attempt + 1` (attempt counts from 1)."""
-    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
+    """Seconds to wait before try `attempt + 1` (attempt counts from 1).
+
+    Callers that retry for as long as it takes (the MQTT reconnect) reach any attempt count.
+    """
+    doublings = min(max(0, attempt - 1), MAX_DOUBLINGS)
+    ceiling = min(cap, base * 2**doublings)
     delay = (rng or random).uniform(0, ceiling)
     return max(delay, floor or 0.0)
 

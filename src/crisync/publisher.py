@@ -10,6 +10,7 @@ it subscribes to (operator commands) to whoever asked for them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -150,7 +151,10 @@ class Publisher:
                     )
                 else:
                     log.warning("mqtt.disconnected", error=str(exc), retry_in=round(delay, 2))
-                await self._wait(delay)
+                # New outcomes do not bring the broker back: only the end of the writers cuts
+                # the delay short, for a last try before the outbox is left for the next start.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._writers_done.wait(), timeout=delay)
 
     async def _connected(self, client: aiomqtt.Client) -> None:
         """One connection's work: subscribe, announce, restore the retained state, drain."""
@@ -211,7 +215,7 @@ class Publisher:
                 continue
             if self._writers_done.is_set():
                 return
-            await self._wait(IDLE_WAKE)
+            await self._idle(IDLE_WAKE)
 
     async def publish_batch(self, client: aiomqtt.Client) -> int:
         """Publish the oldest rows concurrently; delete each once its PUBACK is in.
@@ -253,7 +257,7 @@ class Publisher:
                 raise result  # a bug or a cancellation, not the broker
         return results
 
-    async def _wait(self, seconds: float) -> None:
+    async def _idle(self, seconds: float) -> None:
         """Sleep, waking early for new outcomes or the end of the writers."""
         waiters = [
             asyncio.create_task(self._outbox_ready.wait(), name="publisher-wait-outbox"),

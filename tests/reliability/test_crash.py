@@ -7,32 +7,22 @@ import json
 import random
 import signal
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from crisync.config.model import Config, DaemonConfig, ElementsConfig, MqttConfig, PureConfig
 from crisync.sim.broker import MosquittoBroker
 from crisync.sim.elements import ElementsSimulator
 from crisync.sim.pure import PureSimulator
 from crisync.sim.server import serve
 from tests.conftest import ELEMENTS_PASSWORD, PURE_API_KEY
 from tests.reliability.conftest import Scale
-from tests.support.config_file import write_config
+from tests.support.config_file import write_simulator_config
 from tests.support.daemon import daemon_log, start_daemon
 from tests.support.mqtt import Received, subscribed
+from tests.support.pure import primary_ids
 from tests.support.wait import until
 
 PREFIX = "crash"
-
-
-def primary_ids(pure: PureSimulator, pure_type: str) -> Counter[str]:
-    return Counter(
-        identifier["value"]
-        for obj in pure.objects(pure_type).values()
-        for identifier in obj.get("identifiers") or []
-        if identifier.get("typeDiscriminator") == "PrimaryId"
-    )
 
 
 def converged(
@@ -71,23 +61,7 @@ async def test_kill_9_at_random_points_loses_and_duplicates_nothing(
     recoveries: list[float] = []
     config_path = tmp_path / "crisync.toml"
     async with serve(elements.app()) as elements_origin, serve(pure.app()) as pure_origin:
-        config = Config(
-            state={"path": tmp_path / "state.db"},
-            daemon=DaemonConfig(),
-            elements=ElementsConfig(
-                url=f"{elements_origin}/secure-api/v5.5",
-                username="crisync",
-                password=ELEMENTS_PASSWORD,
-            ),
-            pure=PureConfig(
-                url=f"{pure_origin}/ws/api",
-                api_key=PURE_API_KEY,
-                managing_organization=pure.organization_uuids[0],
-                concurrency=8,
-            ),
-            mqtt=MqttConfig(url=own_broker.url, topic_prefix=PREFIX),
-        )
-        write_config(config_path, config, own_broker, PREFIX)
+        write_simulator_config(config_path, elements_origin, pure_origin, pure, own_broker, PREFIX)
         async with subscribed(own_broker.port, f"{PREFIX}/outcomes/#") as received:
             for _ in range(scale.kills):
                 outcomes_before = len(received.messages)

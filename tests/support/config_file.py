@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from crisync.config.model import Config
+from crisync.config.model import Config, ElementsConfig, MqttConfig, PureConfig
 from crisync.sim.broker import MosquittoBroker
+from crisync.sim.pure import PureSimulator
+from tests.conftest import ELEMENTS_PASSWORD, PURE_API_KEY
 
 
 def write_config(path: Path, config: Config, broker: MosquittoBroker, prefix: str) -> None:
@@ -33,3 +35,30 @@ url = "{broker.url}"
 topic_prefix = "{prefix}"
 client_id = "daemon-{prefix}"
 """)
+
+
+def write_simulator_config(
+    path: Path,
+    elements_origin: str,
+    pure_origin: str,
+    pure: PureSimulator,
+    broker: MosquittoBroker,
+    prefix: str,
+) -> Config:
+    """The file for a daemon of the simulators' origins, with its state database beside it."""
+    config = Config(
+        state={"path": path.with_name("state.db")},
+        elements=ElementsConfig(
+            url=f"{elements_origin}/secure-api/v5.5",
+            username="crisync",
+            password=ELEMENTS_PASSWORD,
+        ),
+        pure=PureConfig(
+            url=f"{pure_origin}/ws/api",
+            api_key=PURE_API_KEY,
+            managing_organization=pure.organization_uuids[0],
+        ),
+        mqtt=MqttConfig(url=broker.url, topic_prefix=prefix),
+    )
+    write_config(path, config, broker, prefix)
+    return config

@@ -50,6 +50,14 @@ class Received:
     invalid: list[str] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def record(self, message: aiomqtt.Message) -> None:
+        topic = str(message.topic)
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        self.messages.append((topic, payload, bool(message.retain)))
+        self.arrival.append(time.monotonic())
+        self.invalid.extend(problems_with(topic, payload))
+        self.arrived.set()
+
     def on_topic(self, prefix: str) -> list[tuple[str, bytes, bool]]:
         return [m for m in self.messages if m[0].startswith(prefix)]
 
@@ -83,27 +91,54 @@ async def retained_on(
 
 
 @contextlib.asynccontextmanager
-async def subscribed(port: int, topic: str) -> AsyncIterator[Received]:
-    """Subscribe (QoS 1) before the block runs; collect messages until it ends.
+async def subscribed(
+    port: int, topic: str, *, session: str | None = None
+) -> AsyncIterator[Received]:
+    """Subscribe (QoS 1) before the block runs; record messages until it ends.
 
-    Every message must match its topic's schema: the block fails otherwise.
+    Every message must match its topic's schema: the block fails otherwise. Without
+    `session`, a clean session, and a dropped connection fails the block at once. With it,
+    a persistent session under that client id: the broker keeps the subscription and
+    queues messages while the subscriber is away, so a connection dropped by a broker
+    that goes down only ends the recording.
     """
     received = Received()
-    async with aiomqtt.Client("127.0.0.1", port, identifier=f"test-sub-{id(received)}") as client:
+
+    class RecordingQueue(asyncio.Queue[aiomqtt.Message]):
+        """aiomqtt's queue of incoming messages; each is recorded as it is put in.
+
+        paho acknowledges a QoS 1 message to the broker right after putting it here.
+        Recorded only when read from the queue, a message could be acknowledged and yet
+        never recorded: when the block ends, or the connection drops, before the reader's
+        turn. So nothing is queued: the recording is the consumer.
+        """
+
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            received.record(item)
+
+    client = aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        identifier=session or f"test-sub-{id(received)}",
+        clean_session=session is None,
+        queue_type=RecordingQueue,
+    )
+    async with client:
         await client.subscribe(topic, qos=1)
 
-        async def collect() -> None:
-            async for message in client.messages:
-                payload = message.payload if isinstance(message.payload, bytes) else b""
-                received.messages.append((str(message.topic), payload, bool(message.retain)))
-                received.arrival.append(time.monotonic())
-                received.invalid.extend(problems_with(str(message.topic), payload))
-                received.arrived.set()
+        async def watch_connection() -> None:
+            """Nothing is ever queued; the iteration ends when the connection drops."""
+            try:
+                async for _ in client.messages:
+                    pass
+            except aiomqtt.MqttError:
+                if session is None:
+                    raise
 
         async with asyncio.TaskGroup() as group:
-            collector = group.create_task(collect(), name="test-subscriber")
+            watcher = group.create_task(watch_connection(), name="test-subscriber")
             try:
                 yield received
             finally:
-                collector.cancel()
+                watcher.cancel()
     assert not received.invalid, received.invalid

@@ -22,11 +22,18 @@ def mosquitto_binary() -> str | None:
 
 class MosquittoBroker:
     def __init__(
-        self, workdir: Path, *, persistence: bool = False, more_listeners: str = ""
+        self,
+        workdir: Path,
+        *,
+        persistence: bool = False,
+        max_queued_messages: int | None = None,
+        more_listeners: str = "",
     ) -> None:
         """An anonymous listener on 127.0.0.1:port, and `more_listeners` (mosquitto.conf text).
 
         With `persistence`, retained messages and sessions survive a restart, on disk in workdir.
+        `max_queued_messages`: the QoS 1 messages a session may hold beyond those in flight,
+        for a client that is away or slow (mosquitto drops the rest; its default is 1000).
         """
         binary = mosquitto_binary()
         if binary is None:
@@ -36,11 +43,13 @@ class MosquittoBroker:
         self._config = workdir / "mosquitto.conf"
         stored = f"true\npersistence_location {workdir}/" if persistence else "false"
         self._log = workdir / "mosquitto.log"
+        queue = f"max_queued_messages {max_queued_messages}\n" if max_queued_messages else ""
         self._config.write_text(
             # As root, mosquitto would become its own user, who cannot read the caller's files.
             f"user {getpass.getuser()}\n"
             "per_listener_settings true\n"
             f"persistence {stored}\n"
+            f"{queue}"
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             f"{more_listeners}"
         )

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -22,7 +23,7 @@ from crisync.state import outbox
 from crisync.state.inbox import InboxEvent
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
-from tests.support.mqtt import retained_on, subscribed
+from tests.support.mqtt import broker_down_url, retained_on, subscribed
 from tests.support.proxy import relay_to
 from tests.support.tls import TlsFiles, make_tls_files, password_file, tls_listener
 from tests.support.wait import until
@@ -155,6 +156,33 @@ async def test_an_unreachable_broker_leaves_every_outcome_in_the_outbox(
         async with asyncio.timeout(20):
             await publisher_for(own_broker.url, store, topic_prefix, done).run()
         assert await depth(store) == 5
+
+
+async def test_new_outcomes_do_not_hurry_the_reconnects_to_a_broker_that_is_down(
+    tmp_path: Path, topic_prefix: str
+) -> None:
+    outbox_ready = asyncio.Event()
+    with broker_down_url() as url:
+        async with Store.open(tmp_path / "state.db") as store:
+            publisher = Publisher(
+                MqttConfig(url=url, topic_prefix=topic_prefix),
+                store,
+                outbox_ready=outbox_ready,
+                writers_done=asyncio.Event(),
+                telemetry=Telemetry(),
+            )
+            with capture_logs() as logs:
+                running = asyncio.create_task(publisher.run())
+                # Outcomes keep coming, as from a dispatcher at work.
+                for _ in range(20):
+                    outbox_ready.set()
+                    await asyncio.sleep(0.05)
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+    attempts = [entry for entry in logs if entry["event"] == "mqtt.disconnected"]
+    # Delays of up to 0.05, 0.1, then 0.2 s: a handful of attempts in a second, not thousands.
+    assert 1 <= len(attempts) <= 30
 
 
 @pytest.mark.parametrize("persistence", [False, True], ids=["plain-broker", "persistent-broker"])

@@ -21,7 +21,9 @@ def full_jitter(
     rng: random.Random | None = None,
 ) -> float:
     """Seconds to wait before try `attempt + 1` (attempt counts from 1)."""
-    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
+    # The exponent is bounded: a loop that retries for days must not reach 2 ** 1024, which
+    # is no float, and every cap is reached long before 2 ** 64.
+    ceiling = min(cap, base * 2 ** min(max(0, attempt - 1), 64))
     delay = (rng or random).uniform(0, ceiling)
     return max(delay, floor or 0.0)
 

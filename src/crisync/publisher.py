@@ -150,7 +150,9 @@ class Publisher:
                     )
                 else:
                     log.warning("mqtt.disconnected", error=str(exc), retry_in=round(delay, 2))
-                await self._wait(delay)
+                # New outcomes do not bring the broker back: only the end of the writers
+                # cuts this wait short, for one last try.
+                await self._wait(delay, for_outcomes=False)
 
     async def _connected(self, client: aiomqtt.Client) -> None:
         """One connection's work: subscribe, announce, restore the retained state, drain."""
@@ -253,12 +255,13 @@ class Publisher:
                 raise result  # a bug or a cancellation, not the broker
         return results
 
-    async def _wait(self, seconds: float) -> None:
-        """Sleep, waking early for new outcomes or the end of the writers."""
-        waiters = [
-            asyncio.create_task(self._outbox_ready.wait(), name="publisher-wait-outbox"),
-            asyncio.create_task(self._writers_done.wait(), name="publisher-wait-done"),
-        ]
+    async def _wait(self, seconds: float, *, for_outcomes: bool = True) -> None:
+        """Sleep, waking early for the end of the writers, and for new outcomes if asked."""
+        waiters = [asyncio.create_task(self._writers_done.wait(), name="publisher-wait-done")]
+        if for_outcomes:
+            waiters.append(
+                asyncio.create_task(self._outbox_ready.wait(), name="publisher-wait-outbox")
+            )
         try:
             await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,3 +108,15 @@ async def subscribed(port: int, topic: str) -> AsyncIterator[Received]:
             finally:
                 collector.cancel()
     assert not received.invalid, received.invalid
+
+
+@contextlib.contextmanager
+def broker_down_url() -> Iterator[str]:
+    """An MQTT URL where connections are refused, as on a host whose broker is down.
+
+    The port stays bound (not listening) meanwhile: a free loopback port could be handed
+    to the client as its own, and a TCP connection to itself would look like a broker.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"mqtt://127.0.0.1:{held.getsockname()[1]}"

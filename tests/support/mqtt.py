@@ -110,6 +110,12 @@ async def subscribed(port: int, topic: str) -> AsyncIterator[Received]:
     assert not received.invalid, received.invalid
 
 
+async def send_command(port: int, topic: str, body: dict[str, Any]) -> None:
+    """Publish a command as an operator does: JSON, QoS 1, from a client of its own."""
+    async with aiomqtt.Client("127.0.0.1", port, identifier=f"operator-{id(body)}") as operator:
+        await operator.publish(topic, json.dumps(body), qos=1)
+
+
 @contextlib.contextmanager
 def broker_down_url() -> Iterator[str]:
     """An MQTT URL where connections are refused, as on a host whose broker is down.

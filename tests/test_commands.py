@@ -6,7 +6,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiomqtt
 import pytest
 
 from crisync.commands import Command, Commands, ResyncAction
@@ -18,7 +17,7 @@ from crisync.state import dead_letters, inbox, outbox
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
 from tests.handlers.helpers import claim_one, enqueue, publication
-from tests.support.mqtt import Received, problems_with, subscribed
+from tests.support.mqtt import Received, problems_with, send_command, subscribed
 
 PREFIX = "crisync-cmd"
 
@@ -170,11 +169,6 @@ async def test_resync_without_an_action_says_it_is_not_available(store: Store) -
     assert "not available" in result.message
 
 
-async def send(port: int, topic: str, body: dict[str, Any]) -> None:
-    async with aiomqtt.Client("127.0.0.1", port, identifier=f"operator-{id(body)}") as operator:
-        await operator.publish(topic, json.dumps(body), qos=1)
-
-
 @contextlib.asynccontextmanager
 async def crisync_connected(
     broker: MosquittoBroker, store: Store, prefix: str, protocol: str
@@ -235,12 +229,12 @@ async def test_commands_over_mqtt_are_answered_and_wait_in_the_session_while_cri
         async with crisync_connected(broker, store, topic_prefix, protocol):
             # `online` comes once the command topics are subscribed.
             await received.wait_for(lambda r: last_status(r, topic_prefix) == b"online")
-            await send(
+            await send_command(
                 broker.port, retry_topic, {"key": "elements/publication/1", "request_id": "up"}
             )
             await received.wait_for(lambda r: answered(r, topic_prefix, "up"))
         await received.wait_for(lambda r: last_status(r, topic_prefix) == b"offline")
-        await send(broker.port, retry_topic, {"all": True, "request_id": "away"})
+        await send_command(broker.port, retry_topic, {"all": True, "request_id": "away"})
         async with crisync_connected(broker, store, topic_prefix, protocol):
             await received.wait_for(lambda r: answered(r, topic_prefix, "away"))
     results = received.documents(f"{topic_prefix}/cmd/result")

@@ -9,12 +9,14 @@ import aiohttp
 import pytest
 
 from crisync.config.model import Config
+from crisync.errors import PermanentError
 from crisync.handlers import pure_client
 from crisync.handlers.base import HandlerContext
 from crisync.handlers.pure_client import PureClient, find_by_primary_id
 from crisync.sim.pure import PureSimulator
 from crisync.telemetry import Telemetry
 from tests.handlers.helpers import enqueue, publication, replicate_next
+from tests.support.redirect import redirected_elsewhere
 
 
 async def test_the_rate_limit_spaces_requests_beyond_a_burst(config: Config) -> None:
@@ -50,3 +52,15 @@ async def test_a_primary_id_is_found_among_many_search_hits(
     )
     assert missing is None
     assert pure_sim.request_counts[("research-outputs", "search")] == 1 + 4
+
+
+async def test_a_redirect_to_another_host_is_refused_and_the_api_key_stays_home(
+    config: Config, session: aiohttp.ClientSession
+) -> None:
+    assert config.pure is not None
+    async with redirected_elsewhere() as (gateway, elsewhere):
+        behind_gateway = config.pure.model_copy(update={"url": f"{gateway}/ws/api"})
+        client = PureClient(session, behind_gateway, telemetry=Telemetry())
+        with pytest.raises(PermanentError, match="another host"):
+            await client.list_page("persons", offset=0, size=1)
+    assert elsewhere == []

@@ -17,6 +17,7 @@ from crisync.listener.unicat_client import UnicatClient
 from crisync.sim.pure import PureSimulator
 from crisync.sim.unicat import UnicatSimulator
 from crisync.telemetry import Telemetry
+from tests.support.redirect import redirected_elsewhere
 from tests.support.unicat import UNICAT_API_KEY, unicat_settings
 
 LIFETIME = 3600.0  # the simulator's default JWT lifetime
@@ -142,3 +143,14 @@ async def test_definition_names_come_from_auth_and_are_read_again_when_forgotten
     client.forget_definition(person)
     assert await client.definition_name(person) == "person"
     assert unicat_sim.request_counts["definitions/get"] == 1
+
+
+async def test_a_redirect_to_another_host_is_refused_and_the_api_key_stays_home(
+    session: aiohttp.ClientSession, pure_sim: PureSimulator
+) -> None:
+    async with redirected_elsewhere() as (gateway, elsewhere):
+        settings = unicat_settings(gateway, pure_sim.organization_uuids[0])
+        client = UnicatClient(session, settings, telemetry=Telemetry())
+        with pytest.raises(PermanentError, match="another host"):
+            await client.sync_get(0, 0)  # begins with POST /auth {"api_key": ...}
+    assert elsewhere == []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
+from typing import Any
 
 from crisync.config.model import Config, ElementsConfig, MqttConfig, PureConfig
 from crisync.sim.broker import MosquittoBroker
@@ -29,6 +32,7 @@ request_gap = 0
 [pure]
 url = "{config.pure.url}"
 managing_organization = "{config.pure.managing_organization}"
+concurrency = {config.pure.concurrency}
 
 [mqtt]
 url = "{broker.url}"
@@ -62,3 +66,27 @@ def write_simulator_config(
     )
     write_config(path, config, broker, prefix)
     return config
+
+
+def config_toml(config: Config) -> str:
+    """Every setting the configuration was given, as TOML; secrets are left out, as they must."""
+    document = config.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+    lines = []
+    for section, table in document.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{_key(key)} = {_value(value)}" for key, value in table.items())
+    return "\n".join(lines) + "\n"
+
+
+def _key(key: str) -> str:
+    # Other keys are quoted, and a quoted key in TOML is a JSON string.
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(item) for item in value) + "]"
+    # Strings, numbers and booleans: TOML spells them as JSON does.
+    return json.dumps(value)

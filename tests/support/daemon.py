@@ -5,9 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from tests.conftest import ELEMENTS_PASSWORD, PURE_API_KEY
+
+# What the simulators of tests/conftest.py accept.
+TEST_SECRETS = {
+    "CRISYNC_ELEMENTS_PASSWORD": ELEMENTS_PASSWORD,
+    "CRISYNC_PURE_API_KEY": PURE_API_KEY,
+}
 
 
 def daemon_log(config_path: Path) -> Path:
@@ -15,14 +22,24 @@ def daemon_log(config_path: Path) -> Path:
     return config_path.with_suffix(".log")
 
 
-async def start_daemon(config_path: Path, command: str = "run") -> asyncio.subprocess.Process:
-    """Start it with its log in a file: a pipe nobody reads would stop it once full."""
-    env = {
-        **os.environ,
-        "CRISYNC_ELEMENTS_PASSWORD": ELEMENTS_PASSWORD,
-        "CRISYNC_PURE_API_KEY": PURE_API_KEY,
-    }
-    with daemon_log(config_path).open("ab") as log:
+def daemon_output(config_path: Path) -> Path:
+    """Where a command started with this configuration prints (status, check-config, ...)."""
+    return config_path.with_suffix(".out")
+
+
+async def start_daemon(
+    config_path: Path,
+    command: str = "run",
+    *arguments: str,
+    environment: Mapping[str, str] = TEST_SECRETS,
+) -> asyncio.subprocess.Process:
+    """Start `crisync command --config config_path arguments...` with `environment` added.
+
+    `environment` holds the secrets (variables, or CREDENTIALS_DIRECTORY) and any
+    CRISYNC_SECTION__KEY overrides. Its log and output go to files, appended: a pipe
+    nobody reads would stop it once full.
+    """
+    with daemon_log(config_path).open("ab") as log, daemon_output(config_path).open("ab") as out:
         return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -30,7 +47,8 @@ async def start_daemon(config_path: Path, command: str = "run") -> asyncio.subpr
             command,
             "--config",
             str(config_path),
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
+            *arguments,
+            env={**os.environ, **environment},
+            stdout=out,
             stderr=log,
         )

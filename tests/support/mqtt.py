@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,3 +143,21 @@ async def subscribed(
             finally:
                 watcher.cancel()
     assert not received.invalid, received.invalid
+
+
+async def send_command(port: int, topic: str, body: dict[str, Any]) -> None:
+    """Publish a command as an operator does: JSON, QoS 1, from a client of its own."""
+    async with aiomqtt.Client("127.0.0.1", port, identifier=f"operator-{id(body)}") as operator:
+        await operator.publish(topic, json.dumps(body), qos=1)
+
+
+@contextlib.contextmanager
+def broker_down_url() -> Iterator[str]:
+    """An MQTT URL where connections are refused, as on a host whose broker is down.
+
+    The port stays bound (not listening) meanwhile: a free loopback port could be handed
+    to the client as its own, and a TCP connection to itself would look like a broker.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"mqtt://127.0.0.1:{held.getsockname()[1]}"

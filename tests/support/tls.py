@@ -52,17 +52,22 @@ def make_tls_files(directory: Path) -> TlsFiles:
     return TlsFiles(directory / "ca.crt", server_cert, server_key, client_cert, client_key)
 
 
-def tls_listener(port: int, files: TlsFiles, password_file: Path) -> str:
-    """mosquitto.conf text: TLS, a client certificate and a password required."""
+def password_listener(port: int, password_file: Path) -> str:
+    """mosquitto.conf text: a listener that wants a user and password from the file."""
     return f"""
 listener {port} 127.0.0.1
-cafile {files.ca}
-certfile {files.server_cert}
-keyfile {files.server_key}
-require_certificate true
 allow_anonymous false
 password_file {password_file}
 """
+
+
+def tls_listener(port: int, files: TlsFiles, password_file: Path) -> str:
+    """mosquitto.conf text: TLS, a client certificate and a password required."""
+    tls = (
+        f"cafile {files.ca}\ncertfile {files.server_cert}\nkeyfile {files.server_key}\n"
+        "require_certificate true\n"
+    )
+    return password_listener(port, password_file) + tls
 
 
 def password_file(path: Path, username: str, password: str) -> Path:

@@ -20,6 +20,7 @@ from crisync.errors import (
     classify_status,
     parse_retry_after,
 )
+from crisync.same_origin import same_origin_only
 from crisync.telemetry import Telemetry
 
 
@@ -38,6 +39,7 @@ class PureClient:
         self._base = config.url
         self._headers = {"api-key": config.api_key.get_secret_value(), "Accept": "application/json"}
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
+        self._middlewares = (same_origin_only(config.url, api="pure"),)
         self._slots = asyncio.Semaphore(config.concurrency)
         # At most rate_limit requests in any second; bursts up to that many are fine.
         self._pace = None if config.rate_limit is None else AsyncLimiter(config.rate_limit, 1.0)
@@ -114,6 +116,7 @@ class PureClient:
                     json=body,
                     headers=self._headers,
                     timeout=self._timeout,
+                    middlewares=self._middlewares,
                 ) as response:
                     status = str(response.status)
                     raw = await response.read()

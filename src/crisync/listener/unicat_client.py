@@ -7,7 +7,8 @@
 - Every answer is ``{"success", "result", "data"}``; a failure's ``result`` is
   ``{"code", "message", "info"}`` and becomes a typed error in ``errors.classify_unicat``.
 
-The API key and the JWT are secrets: they appear in no log line and no error message.
+The API key and the JWT are secrets: they appear in no log line and no error message, and
+go to no other host than the configured one (`crisync.same_origin`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from crisync.errors import (
     classify_status,
     classify_unicat,
 )
+from crisync.same_origin import same_origin_only
 from crisync.telemetry import Telemetry
 
 log = structlog.get_logger("crisync.listener.unicat")
@@ -73,6 +75,7 @@ class UnicatClient:
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
         self._project_api = f"{config.url}/api/p/{config.project}"
         self._origin = config.url  # the sync API lives at /sync beside /api
+        self._middlewares = (same_origin_only(config.url, api="unicat"),)
         self._jwt: str | None = None
         self._auth_lock = asyncio.Lock()
         self._definition_names: dict[str, str] = {}
@@ -167,7 +170,11 @@ class UnicatClient:
         started, status = time.monotonic(), "failed"
         try:
             async with self._session.post(
-                base + endpoint, json=body, headers=headers, timeout=self._timeout
+                base + endpoint,
+                json=body,
+                headers=headers,
+                timeout=self._timeout,
+                middlewares=self._middlewares,
             ) as response:
                 status = str(response.status)
                 raw = await response.read()

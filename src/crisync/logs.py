@@ -26,8 +26,11 @@ def configure_logging(
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if as_json
-        # Colours only where a person reads them, not in a file or a pipe.
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        # Colours only where a person reads them, not in a file or a pipe. Plain tracebacks:
+        # rich's, used when it is installed, list local variables, secrets among them.
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,

@@ -196,6 +196,7 @@ async def backfill(
                 outcomes.changed.clear()
                 await outcomes.changed.wait()
         first_pass = dict(sorted((f"{t} {op}", n) for (t, op), n in pure.request_counts.items()))
+        pure_creates = sum(n for (_, op), n in pure.request_counts.items() if op == "create")
         pure_requests = sum(pure.request_counts.values())
         elements_requests = len(elements.requests)
 
@@ -215,6 +216,8 @@ async def backfill(
         "seconds": round(elapsed, 2),
         "objects_per_second": round(rate, 1),
         "pure_requests_per_object": round(per_object, 3),
+        # External persons are new Pure objects too, each found (search) or made (create).
+        "pure_requests_per_new_pure_object": round(pure_requests / pure_creates, 3),
         "bound_objects_per_second": round(bound, 1) if bound else None,
         "ratio_to_bound": round(rate / bound, 3) if bound else None,
         "pure_requests": first_pass,

@@ -19,7 +19,7 @@ from crisync.daemon import Lifecycle, run_daemon
 from crisync.sim.broker import MosquittoBroker
 from crisync.sim.elements import ElementsSimulator
 from crisync.sim.pure import PureSimulator
-from crisync.sim.server import free_port
+from crisync.sim.server import free_port, serve
 from crisync.telemetry import Telemetry
 from tests.conftest import ELEMENTS_PASSWORD, PURE_API_KEY
 from tests.support.config_file import write_config
@@ -264,3 +264,38 @@ async def test_health_metrics_and_a_retry_command_while_running(
     assert received.outcomes()[-1]["key"] == failed["key"]
     assert received.outcomes()[-1]["action"] == "created"
     assert metric(text, "crisync_dead_letters") == 0
+
+
+async def test_pure_has_as_many_requests_in_flight_as_configured_and_never_more(
+    config: Config,
+) -> None:
+    """There are more handlers than Pure slots, so the slots stay full; the client caps them."""
+    assert config.pure is not None
+    pure = PureSimulator(api_key=PURE_API_KEY, seed=7, latency_ms=20)
+    in_flight, most = 0, 0
+
+    @aiohttp.web.middleware
+    async def count(
+        request: aiohttp.web.Request, handler: aiohttp.typedefs.Handler
+    ) -> aiohttp.web.StreamResponse:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            return await handler(request)
+        finally:
+            in_flight -= 1
+
+    app = pure.app()
+    app.middlewares.insert(0, count)
+    async with serve(app) as origin:
+        pure_config = config.pure.model_copy(
+            update={
+                "url": f"{origin}/ws/api",
+                "concurrency": 3,
+                "managing_organization": pure.organization_uuids[0],
+            }
+        )
+        await run_daemon(config.model_copy(update={"pure": pure_config}), once=True)
+    assert len(pure.objects("research-outputs")) == 24
+    assert most == 3

@@ -201,7 +201,9 @@ def _resync_action(running: Running) -> ResyncAction | None:
 def _dispatcher(running: Running, pure: PureConfig) -> Dispatcher:
     client = PureClient(running.session, pure, telemetry=running.telemetry)
     settings = DispatchSettings(
-        concurrency=pure.concurrency,
+        # Twice as many handlers as Pure request slots: what a handler does between its
+        # requests (mapping, state writes) overlaps others' requests, so the slots stay full.
+        workers=2 * pure.concurrency,
         max_attempts=pure.max_attempts,
         topic_prefix=running.config.mqtt.topic_prefix if running.config.mqtt else None,
         refers_to=running.config.mappings.referred(),

@@ -24,7 +24,7 @@ async def drain(context: HandlerContext, *, max_attempts: int = 5) -> None:
         HANDLERS,
         context,
         DispatchSettings(
-            concurrency=3,
+            workers=3,
             max_attempts=max_attempts,
             topic_prefix="t",
             refers_to=context.mappings.referred(),

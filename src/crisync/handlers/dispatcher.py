@@ -45,7 +45,7 @@ class Replicated:
 
 @dataclass(frozen=True)
 class DispatchSettings:
-    concurrency: int
+    workers: int  # handlers at once; the Pure client bounds the requests in flight
     max_attempts: int
     topic_prefix: str | None  # None: MQTT is off, no outcomes are kept
     # (source, kind) -> the kinds of that source its mapping refers to (MappingsConfig.referred)
@@ -99,14 +99,14 @@ class Dispatcher:
             group.create_task(self._record(replicated), name="dispatcher-recorder")
             try:
                 async with asyncio.TaskGroup() as workers:
-                    for number in range(self._settings.concurrency):
+                    for number in range(self._settings.workers):
                         workers.create_task(
                             self._work(queue, replicated), name=f"dispatcher-worker-{number}"
                         )
                     try:
                         await self._feed(queue)
                     finally:
-                        for _ in range(self._settings.concurrency):
+                        for _ in range(self._settings.workers):
                             queue.put_nowait(None)
             finally:
                 replicated.put_nowait(None)  # after the workers: their last results first
@@ -128,9 +128,9 @@ class Dispatcher:
 
     async def _claim(self) -> list[InboxEvent]:
         """Refill the queue once it runs low, with up to PREFETCH keys' newest events."""
-        if len(self._busy) > self._settings.concurrency or time.monotonic() < self._paused_until:
+        if len(self._busy) > self._settings.workers or time.monotonic() < self._paused_until:
             return []
-        free = self._settings.concurrency * PREFETCH - len(self._busy)
+        free = self._settings.workers * PREFETCH - len(self._busy)
         async with self._store.reading() as conn:
             ready = await inbox.claim_ready(conn, busy_keys=self._busy, now=utc_now(), limit=free)
         events = self._after_what_they_refer_to(ready)
@@ -196,7 +196,7 @@ class Dispatcher:
         """Their keys may be claimed again: what they did is committed."""
         for event in events:
             self._busy.pop(event.object_key, None)
-        if len(self._busy) <= self._settings.concurrency:
+        if len(self._busy) <= self._settings.workers:
             self._work_ready.set()
 
     async def _record(self, replicated: asyncio.Queue[Replicated | None]) -> None:

@@ -450,6 +450,25 @@ async def test_search_filters_by_uuid_and_text(
     assert_problem(response, problem, 405)
 
 
+async def test_search_finds_what_objects_say_now_after_updates_and_edits(
+    sim: PureSimulator, api: tuple[aiohttp.ClientSession, str]
+) -> None:
+    created = await create_output(sim, api)
+    path = f"/research-outputs/{created['uuid']}"
+
+    async def found(word: str) -> list[str]:
+        _, page = await call(api, "POST", "/research-outputs/search", {"searchString": word})
+        return [item["uuid"] for item in page["items"]]
+
+    assert await found("crystals") == [created["uuid"]]
+    await call(api, "PUT", path, {**created, "title": {"value": "On salts"}})
+    assert await found("crystals") == []
+    assert await found("salts") == [created["uuid"]]
+    sim.edit("research-outputs", created["uuid"], {"title": {"value": "On glass"}})
+    assert await found("salts") == []
+    assert await found("glass") == [created["uuid"]]
+
+
 async def test_request_counts_count_each_operation_per_type(
     sim: PureSimulator, api: tuple[aiohttp.ClientSession, str]
 ) -> None:

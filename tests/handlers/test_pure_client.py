@@ -9,9 +9,10 @@ import aiohttp
 import pytest
 
 from crisync.config.model import Config
+from crisync.errors import RetriableError
 from crisync.handlers import pure_client
 from crisync.handlers.base import HandlerContext
-from crisync.handlers.pure_client import PureClient, find_by_primary_id
+from crisync.handlers.pure_client import REQUEST_ATTEMPTS, PureClient, find_by_primary_id
 from crisync.sim.pure import PureSimulator
 from crisync.telemetry import Telemetry
 from tests.handlers.helpers import enqueue, publication, replicate_next
@@ -50,3 +51,45 @@ async def test_a_primary_id_is_found_among_many_search_hits(
     )
     assert missing is None
     assert pure_sim.request_counts[("research-outputs", "search")] == 1 + 4
+
+
+EXTERNAL_PERSON = {"name": {"firstName": "Ada", "lastName": "Lovelace"}}
+
+
+async def test_a_transient_failure_is_replayed_within_the_call(
+    context: HandlerContext, pure_sim: PureSimulator
+) -> None:
+    organization = pure_sim.organization_uuids[0]
+    pure_sim.fail_next(503, count=REQUEST_ATTEMPTS - 1)
+    found = await context.pure.get("organizations", organization)
+    assert found["uuid"] == organization
+    assert pure_sim.request_counts[("organizations", "get")] == REQUEST_ATTEMPTS
+
+
+async def test_a_failure_that_outlasts_the_replays_is_left_to_the_dispatcher(
+    context: HandlerContext, pure_sim: PureSimulator
+) -> None:
+    pure_sim.fail_next(500, count=REQUEST_ATTEMPTS)
+    with pytest.raises(RetriableError):
+        await context.pure.get("organizations", pure_sim.organization_uuids[0])
+    assert pure_sim.request_counts[("organizations", "get")] == REQUEST_ATTEMPTS
+
+
+async def test_a_create_is_never_replayed(context: HandlerContext, pure_sim: PureSimulator) -> None:
+    # Its answer may be lost after Pure stored it: a replay would store a second one.
+    pure_sim.fail_next(504, after_write=True)
+    with pytest.raises(RetriableError):
+        await context.pure.create("external-persons", EXTERNAL_PERSON)
+    assert pure_sim.request_counts[("external-persons", "create")] == 1
+    assert len(pure_sim.objects("external-persons")) == 1
+
+
+async def test_a_lock_whose_answer_was_lost_is_replayed_and_found_done(
+    context: HandlerContext, pure_sim: PureSimulator
+) -> None:
+    created = await context.pure.create("external-persons", EXTERNAL_PERSON)
+    pure_sim.fail_next(504, after_write=True)
+    # The replay meets the contract's 409 "already locked", an answer and no failure.
+    assert await context.pure.lock("external-persons", created["uuid"]) is False
+    assert pure_sim.is_locked("external-persons", created["uuid"])
+    assert pure_sim.request_counts[("external-persons", "lock")] == 2

@@ -106,6 +106,30 @@ async def test_a_version_conflict_is_read_again_and_retried(
     }
 
 
+async def test_a_conflict_with_crisyncs_own_lost_write_writes_no_more(
+    context: HandlerContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(context.store, publication("7", "On crystals"))
+    created = await replicate_next(context)
+    # The write lands, and its answer is a 409: a gateway sent it twice, the second was stale.
+    pure_sim.fail_next(409, content_type="research-outputs", after_write=True)
+    await enqueue(context.store, publication("7", "Changed", minute=5))
+    pure_sim.request_counts.clear()
+    result = await replicate_next(context)
+    assert result.action == "updated"
+    stored = pure_sim.objects("research-outputs")[created.pure_uuid or ""]
+    assert stored["title"] == {"value": "Changed"}
+    # Read, write, read again: Pure holds the change, nothing more to write.
+    assert pure_sim.request_counts == {
+        ("research-outputs", "get"): 2,
+        ("research-outputs", "update"): 1,
+    }
+    async with context.store.reading() as conn:
+        row = await mapping.get(conn, "elements", "publication", "7")
+    assert row is not None
+    assert row.pure_version == stored["version"]
+
+
 async def test_a_create_whose_answer_was_lost_is_found_at_once_not_repeated(
     context: HandlerContext, pure_sim: PureSimulator
 ) -> None:

@@ -138,7 +138,8 @@ async def _update(
 ) -> tuple[str, str | None] | None:
     """GET → merge what crisync owns → PUT with the version just read; None when Pure has
     no such object any more. A GET of merged content follows Pure's 301 to the survivor,
-    whose uuid is what the caller stores."""
+    whose uuid is what the caller stores. No PUT when Pure holds that content already:
+    after a conflict, that is often crisync's own write, whose answer was lost."""
     for attempt in range(1, UPDATE_ATTEMPTS + 1):
         try:
             current = await pure.get(pure_type, uuid)
@@ -146,10 +147,11 @@ async def _update(
             if exc.status == 404:
                 return None
             raise
+        wanted = merge_owned(current, target)
+        if wanted == current:
+            return str(current["uuid"]), current.get("version")
         try:
-            updated = await pure.update(
-                pure_type, str(current["uuid"]), merge_owned(current, target)
-            )
+            updated = await pure.update(pure_type, str(current["uuid"]), wanted)
         except PureConflictError:
             if attempt == UPDATE_ATTEMPTS:
                 raise

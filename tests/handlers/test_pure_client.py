@@ -36,6 +36,7 @@ async def test_a_primary_id_is_found_among_many_search_hits(
     context: HandlerContext, pure_sim: PureSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pure_client, "PRIMARY_ID_SEARCH_PAGE", 2)
+    monkeypatch.setattr(pure_client, "PRIMARY_ID_SEARCH_MORE", 3)
     await enqueue(context.store, *(publication(str(n), f"Title {n}") for n in range(1, 8)))
     uuids = [(await replicate_next(context)).pure_uuid for _ in range(7)]
     pure_sim.request_counts.clear()
@@ -50,7 +51,8 @@ async def test_a_primary_id_is_found_among_many_search_hits(
         context.pure, "research-outputs", "synchronisedResearchOutput", "elements:publication:9"
     )
     assert missing is None
-    assert pure_sim.request_counts[("research-outputs", "search")] == 1 + 4
+    # Found on the first page; proved absent by reading 2, then 3 and 3 hits of 7.
+    assert pure_sim.request_counts[("research-outputs", "search")] == 1 + 3
 
 
 EXTERNAL_PERSON = {"name": {"firstName": "Ada", "lastName": "Lovelace"}}

@@ -217,8 +217,11 @@ class Page:
         return bool(self.items) and offset + len(self.items) < self.count
 
 
-# Search hits read per request while looking for one PrimaryId.
+# Search hits read by the first request while looking for one PrimaryId: an object that
+# carries it matches every word of it and ranks among the first.
 PRIMARY_ID_SEARCH_PAGE = 100
+# Hits read by each further request, to prove it absent: the contract's largest page.
+PRIMARY_ID_SEARCH_MORE = 1000
 
 
 def has_primary_id(item: dict[str, Any], id_source: str, value: str | None = None) -> bool:
@@ -238,11 +241,14 @@ async def find_by_primary_id(
     """The Pure object carrying exactly this PrimaryId, if there is one.
 
     Pure's search is full-text: the value's words match other objects too, so the hits
-    are read page by page until the one carrying the identifier turns up.
+    are read page by page until the one carrying the identifier turns up. When none
+    does, every object sharing a word with the value is read, in the largest pages the
+    contract allows: small ones made that cost a request per hundred objects in Pure.
     """
     offset = 0
     while True:
-        page = await pure.search(pure_type, value, offset=offset, size=PRIMARY_ID_SEARCH_PAGE)
+        size = PRIMARY_ID_SEARCH_PAGE if offset == 0 else PRIMARY_ID_SEARCH_MORE
+        page = await pure.search(pure_type, value, offset=offset, size=size)
         for item in page.items:
             if has_primary_id(item, id_source, value):
                 return item

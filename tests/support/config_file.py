@@ -27,6 +27,8 @@ request_gap = 0
 [pure]
 url = "{config.pure.url}"
 managing_organization = "{config.pure.managing_organization}"
+concurrency = {config.pure.concurrency}
+timeout = {config.pure.timeout}
 
 [mqtt]
 url = "{broker.url}"

@@ -41,13 +41,18 @@ async def retrying(
     on_retry: Callable[[int, float, CrisyncError], None],
     base: float = 1.0,
     cap: float = 60.0,
+    answers: tuple[type[CrisyncError], ...] = (),
 ) -> T:
-    """Run `operation`, retrying its retriable failures with backoff; the last failure is raised."""
+    """Run `operation`, retrying its retriable failures with backoff; the last failure is raised.
+
+    `answers` are failures that tell the caller something (e.g. Pure's 409 "already
+    locked"): raised at once, retriable or not, for the caller to act on.
+    """
     for attempt in range(1, attempts + 1):
         try:
             return await operation()
         except CrisyncError as exc:
-            if not exc.retriable or attempt == attempts:
+            if not exc.retriable or isinstance(exc, answers) or attempt == attempts:
                 raise
             delay = full_jitter(attempt, base=base, cap=cap, floor=exc.retry_after)
             on_retry(attempt, delay, exc)

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from crisync.handlers import pure_client
 from crisync.handlers.base import HandlerContext
 from crisync.handlers.dispatcher import Dispatcher, DispatchSettings
 from crisync.handlers.registry import HANDLERS
@@ -104,6 +105,7 @@ async def test_a_retriable_failure_is_retried_and_succeeds(
     context: HandlerContext, pure_sim: PureSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("crisync.handlers.dispatcher.full_jitter", lambda *a, **k: 0.05)
+    monkeypatch.setattr(pure_client, "REQUEST_ATTEMPTS", 1)  # each failure ends an attempt
     pure_sim.fail_next(503, count=2)
     await enqueue(context.store, publication("1", "Title"))
     await drain(context)
@@ -136,6 +138,7 @@ async def test_retriable_failures_that_never_end_become_dead_letters(
     context: HandlerContext, pure_sim: PureSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("crisync.handlers.dispatcher.full_jitter", lambda *a, **k: 0.01)
+    monkeypatch.setattr(pure_client, "REQUEST_ATTEMPTS", 1)  # each failure ends an attempt
     pure_sim.fail_next(500, count=10)
     await enqueue(context.store, publication("1", "Title"))
     await drain(context, max_attempts=3)

@@ -115,6 +115,18 @@ async def test_an_external_person_already_in_pure_is_reused_by_name(
     assert len(pure_sim.objects("external-persons")) == 2
 
 
+async def test_an_external_person_whose_create_answer_was_lost_is_found_not_repeated(
+    context: HandlerContext, pure_sim: PureSimulator
+) -> None:
+    pure_sim.fail_next(504, content_type="external-persons", after_write=True)
+    await enqueue(context.store, publication("7", "On engines", authors=[("Babbage", "C")]))
+    output = output_of(pure_sim, (await replicate_next(context)).pure_uuid)
+    (charles,) = pure_sim.objects("external-persons")
+    assert output["contributors"][0]["externalPerson"]["uuid"] == charles
+    assert pure_sim.request_counts[("external-persons", "create")] == 1
+    assert pure_sim.request_counts[("external-persons", "search")] == 2
+
+
 async def test_namesakes_among_the_users_are_not_guessed_between(
     context: HandlerContext, pure_sim: PureSimulator
 ) -> None:

@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 
 from crisync.errors import PermanentError, RetriableError
+from crisync.handlers import pure_client
 from crisync.handlers.base import HandlerContext
 from crisync.handlers.replicate import replicate_to_pure
 from crisync.sim.pure import PureSimulator
@@ -105,11 +106,62 @@ async def test_a_version_conflict_is_read_again_and_retried(
     }
 
 
-async def test_a_create_whose_answer_was_lost_is_found_not_repeated(
+async def test_a_conflict_with_crisyncs_own_lost_write_writes_no_more(
+    context: HandlerContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(context.store, publication("7", "On crystals"))
+    created = await replicate_next(context)
+    # The write lands, and its answer is a 409: a gateway sent it twice, the second was stale.
+    pure_sim.fail_next(409, content_type="research-outputs", after_write=True)
+    await enqueue(context.store, publication("7", "Changed", minute=5))
+    pure_sim.request_counts.clear()
+    result = await replicate_next(context)
+    assert result.action == "updated"
+    stored = pure_sim.objects("research-outputs")[created.pure_uuid or ""]
+    assert stored["title"] == {"value": "Changed"}
+    # Read, write, read again: Pure holds the change, nothing more to write.
+    assert pure_sim.request_counts == {
+        ("research-outputs", "get"): 2,
+        ("research-outputs", "update"): 1,
+    }
+    async with context.store.reading() as conn:
+        row = await mapping.get(conn, "elements", "publication", "7")
+    assert row is not None
+    assert row.pure_version == stored["version"]
+
+
+async def test_a_create_whose_answer_was_lost_is_found_at_once_not_repeated(
     context: HandlerContext, pure_sim: PureSimulator
 ) -> None:
     await enqueue(context.store, publication("7", "On crystals"))
     # Pure stores the object, then the gateway times out: crisync never sees the uuid.
+    pure_sim.fail_next(504, content_type="research-outputs", after_write=True)
+    result = await replicate_next(context)
+    assert result.action == "created"
+    (uuid,) = pure_sim.objects("research-outputs")
+    assert result.pure_uuid == uuid
+    assert pure_sim.is_locked("research-outputs", uuid)
+    assert pure_sim.request_counts[("research-outputs", "create")] == 1
+    assert pure_sim.request_counts[("research-outputs", "search")] == 1
+
+
+async def test_a_create_that_failed_before_the_write_is_searched_for_then_made(
+    context: HandlerContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(context.store, publication("7", "On crystals"))
+    pure_sim.fail_next(503, content_type="research-outputs")
+    result = await replicate_next(context)
+    assert result.action == "created"
+    assert list(pure_sim.objects("research-outputs")) == [result.pure_uuid]
+    assert pure_sim.request_counts[("research-outputs", "create")] == 2
+    assert pure_sim.request_counts[("research-outputs", "search")] == 1
+
+
+async def test_a_create_whose_answer_was_lost_is_found_by_a_later_attempt(
+    context: HandlerContext, pure_sim: PureSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pure_client, "REQUEST_ATTEMPTS", 1)  # the attempt ends at the failure
+    await enqueue(context.store, publication("7", "On crystals"))
     pure_sim.fail_next(504, content_type="research-outputs", after_write=True)
     with pytest.raises(RetriableError):
         await replicate_to_pure(await claim_one(context.store), context)

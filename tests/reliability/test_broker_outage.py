@@ -36,10 +36,10 @@ from crisync.state.store import Store, utc_now
 from tests.conftest import ELEMENTS_PASSWORD, PURE_API_KEY
 from tests.reliability.conftest import Scale
 from tests.support.config_file import write_simulator_config
+from tests.support.convergence import primary_ids
 from tests.support.daemon import daemon_log, start_daemon
 from tests.support.mqtt import Received, retained_on, subscribed
 from tests.support.proxy import Relay, relay_to
-from tests.support.pure import primary_ids
 from tests.support.wait import until
 
 PREFIX = "outage"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import signal
 import time
@@ -17,37 +16,12 @@ from crisync.sim.server import serve
 from tests.conftest import ELEMENTS_PASSWORD, PURE_API_KEY
 from tests.reliability.conftest import Scale
 from tests.support.config_file import write_simulator_config
+from tests.support.convergence import converged, tally
 from tests.support.daemon import daemon_log, start_daemon
-from tests.support.mqtt import Received, subscribed
-from tests.support.pure import primary_ids
+from tests.support.mqtt import subscribed
 from tests.support.wait import until
 
 PREFIX = "crash"
-
-
-def converged(
-    elements: ElementsSimulator,
-    pure: PureSimulator,
-    received: Received,
-    last_touch: dict[int, float],
-) -> bool:
-    """Pure holds every object with its latest title, and its last change's outcome arrived."""
-    objects = len(elements.object_ids("user")) + len(elements.object_ids("publication"))
-    if len(received.messages) < objects:
-        return False  # cheap; the rest reads every object of the simulator (a deep copy)
-    outcome_times: dict[str, float] = {}
-    for (topic, payload, _), when in zip(received.messages, received.arrival, strict=True):
-        if "/outcomes/" in topic:
-            outcome = json.loads(payload)
-            if outcome["action"] != "failed":
-                outcome_times[f"{outcome['kind']}:{outcome['key']}"] = when
-    titles = {obj["title"]["value"] for obj in pure.objects("research-outputs").values()}
-    return all(f"user:{i}" in outcome_times for i in elements.object_ids("user")) and all(
-        f"publication:{i}" in outcome_times
-        and outcome_times[f"publication:{i}"] >= last_touch.get(i, 0)
-        and elements.title_of(i) in titles
-        for i in elements.object_ids("publication")
-    )
 
 
 async def test_kill_9_at_random_points_loses_and_duplicates_nothing(
@@ -61,7 +35,9 @@ async def test_kill_9_at_random_points_loses_and_duplicates_nothing(
     recoveries: list[float] = []
     config_path = tmp_path / "crisync.toml"
     async with serve(elements.app()) as elements_origin, serve(pure.app()) as pure_origin:
-        write_simulator_config(config_path, elements_origin, pure_origin, pure, own_broker, PREFIX)
+        write_simulator_config(
+            config_path, elements_origin, pure_origin, pure, own_broker, PREFIX, concurrency=8
+        )
         async with subscribed(own_broker.port, f"{PREFIX}/outcomes/#") as received:
             for _ in range(scale.kills):
                 outcomes_before = len(received.messages)
@@ -100,26 +76,13 @@ async def test_kill_9_at_random_points_loses_and_duplicates_nothing(
                 daemon.send_signal(signal.SIGTERM)
                 await daemon.wait()
 
-    duplicates = {
-        pure_type: sum(n - 1 for n in primary_ids(pure, pure_type).values() if n > 1)
-        for pure_type in ("persons", "research-outputs")
-    }
-    missing = {
-        "persons": len(elements.object_ids("user")) - len(primary_ids(pure, "persons")),
-        "research-outputs": len(elements.object_ids("publication"))
-        - len(primary_ids(pure, "research-outputs")),
-    }
-    unlocked = sum(
-        not pure.is_locked(pure_type, uuid)
-        for pure_type in ("persons", "research-outputs")
-        for uuid in pure.objects(pure_type)
-    )
+    left = tally(elements, pure)
     report(
-        f"objects={scale.objects} kills={scale.kills} lost={sum(missing.values())} "
-        f"duplicates={sum(duplicates.values())} unlocked={unlocked} converged=yes "
+        f"objects={scale.objects} kills={scale.kills} lost={left.lost} "
+        f"duplicates={left.duplicated} unlocked={left.unlocked} converged=yes "
         f"final_run_converged_in={converged_after:.1f}s "
         f"longest_recovery={max(recoveries, default=0):.1f}s (start to first outcome)"
     )
-    assert duplicates == {"persons": 0, "research-outputs": 0}
-    assert missing == {"persons": 0, "research-outputs": 0}
-    assert unlocked == 0
+    assert left.duplicates == {"persons": 0, "research-outputs": 0}
+    assert left.missing == {"persons": 0, "research-outputs": 0}
+    assert left.unlocked == 0

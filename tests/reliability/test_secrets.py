@@ -632,7 +632,7 @@ async def test_no_secret_appears_in_logs_messages_state_or_errors(
     assert {
         "object.replicated",
         "object.failed",
-        "handler.retry_later",
+        "pure.retry",
         "elements.page_retry",
         "unicat.reauthenticating",
         "unicat.job_rejected",

@@ -450,6 +450,25 @@ async def test_search_filters_by_uuid_and_text(
     assert_problem(response, problem, 405)
 
 
+async def test_search_finds_what_objects_say_now_after_updates_and_edits(
+    sim: PureSimulator, api: tuple[aiohttp.ClientSession, str]
+) -> None:
+    created = await create_output(sim, api)
+    path = f"/research-outputs/{created['uuid']}"
+
+    async def found(word: str) -> list[str]:
+        _, page = await call(api, "POST", "/research-outputs/search", {"searchString": word})
+        return [item["uuid"] for item in page["items"]]
+
+    assert await found("crystals") == [created["uuid"]]
+    await call(api, "PUT", path, {**created, "title": {"value": "On salts"}})
+    assert await found("crystals") == []
+    assert await found("salts") == [created["uuid"]]
+    sim.edit("research-outputs", created["uuid"], {"title": {"value": "On glass"}})
+    assert await found("salts") == []
+    assert await found("glass") == [created["uuid"]]
+
+
 async def test_request_counts_count_each_operation_per_type(
     sim: PureSimulator, api: tuple[aiohttp.ClientSession, str]
 ) -> None:
@@ -538,6 +557,97 @@ def test_fail_next_refuses_unknown_statuses_and_types(sim: PureSimulator) -> Non
         sim.fail_next(503, content_type="equipment")
     with pytest.raises(ValueError, match="count"):
         sim.fail_next(503, count=0)
+
+
+async def storm_statuses(sim: PureSimulator, requests: int) -> list[int]:
+    """The statuses of `requests` reads of an organization under the simulator's storm."""
+    async with running(sim) as api:
+        path = f"/organizations/{sim.organization_uuids[0]}"
+        return [(await call(api, "GET", path))[0].status for _ in range(requests)]
+
+
+async def test_a_storm_fails_about_its_rate_the_same_way_for_the_same_seed() -> None:
+    requests = 400
+    sims = [PureSimulator(api_key=KEY, seed=3) for _ in range(3)]
+    for sim, seed in zip(sims, (5, 5, 6), strict=True):
+        sim.storm(0.3, statuses=(500, 503, 504), seed=seed)
+    same, again, other = [await storm_statuses(sim, requests) for sim in sims]
+    failed = sum(status != 200 for status in same)
+    # 4.5 standard deviations of the binomial either side: a wrong rate fails, chance does not.
+    assert 0.3 * requests - 41 <= failed <= 0.3 * requests + 41
+    assert {status for status in same if status != 200} == {500, 503, 504}
+    assert sum(sims[0].storm_failures.values()) == failed
+    assert same == again
+    assert same != other
+
+
+async def test_a_storm_409_hits_only_what_documents_it_and_is_true(
+    sim: PureSimulator, api: tuple[aiohttp.ClientSession, str]
+) -> None:
+    created = await create_output(sim, api)
+    path = f"/research-outputs/{created['uuid']}"
+    sim.storm(1.0, statuses=(409,), after_write_share=0)
+    response, read = await call(api, "GET", path)
+    assert response.status == 200  # no 409 in the contract for a read: no failure to draw
+    response, problem = await call(api, "PUT", path, read)
+    assert_problem(response, problem, 409)
+    assert sim.objects("research-outputs")[created["uuid"]]["version"] == read["version"]
+    response, problem = await call(api, "POST", f"{path}/actions/lock")
+    assert_problem(response, problem, 409)
+    # "Content already locked", the contract's 409: the storm made it so before saying it.
+    assert sim.is_locked("research-outputs", created["uuid"])
+    response, _ = await call(api, "PUT", "/research-outputs", output(sim.organization_uuids[0]))
+    assert response.status == 201
+    assert sim.storm_failures == {"409": 1, "409 after write": 1}
+
+
+async def test_a_storm_failure_after_write_keeps_the_write_on_writes_only(
+    sim: PureSimulator, api: tuple[aiohttp.ClientSession, str]
+) -> None:
+    sim.storm(1.0, statuses=(503,), after_write_share=1)
+    response, problem = await call(
+        api, "PUT", "/research-outputs", output(sim.organization_uuids[0])
+    )
+    assert_problem(response, problem, 503)
+    [stored] = sim.objects("research-outputs").values()
+    response, problem = await call(api, "GET", f"/research-outputs/{stored['uuid']}")
+    assert_problem(response, problem, 503)
+    assert sim.storm_failures == {"503 after write": 1, "503": 1}
+    sim.storm(0)
+    response, _ = await call(api, "GET", f"/research-outputs/{stored['uuid']}")
+    assert response.status == 200
+
+
+async def test_a_storm_hang_outlasts_a_short_timeout_and_may_still_write(
+    sim: PureSimulator, api: tuple[aiohttp.ClientSession, str]
+) -> None:
+    session, base = api
+    sim.storm(1.0, statuses=(), hang_s=0.6, after_write_share=1)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await session.put(
+            base + "/research-outputs",
+            json=output(sim.organization_uuids[0]),
+            timeout=aiohttp.ClientTimeout(total=0.2),
+        )
+    assert time.monotonic() - started < 0.5
+    assert len(sim.objects("research-outputs")) == 1  # committed before the hang
+    started = time.monotonic()
+    response, problem = await call(api, "GET", f"/organizations/{sim.organization_uuids[0]}")
+    assert time.monotonic() - started >= 0.6
+    assert_problem(response, problem, 504)  # a patient client meets the gateway's answer
+    assert sim.storm_failures == {"hang after write": 1, "hang": 1}
+
+
+def test_storm_refuses_impossible_settings(sim: PureSimulator) -> None:
+    with pytest.raises(ValueError, match="rate"):
+        sim.storm(1.3)
+    with pytest.raises(ValueError, match="after_write_share"):
+        sim.storm(0.3, after_write_share=-0.1)
+    with pytest.raises(ValueError, match="204"):
+        sim.storm(0.3, statuses=(503, 204))
+    with pytest.raises(ValueError, match="hang_s"):
+        sim.storm(0.3, hang_s=0)
 
 
 async def test_latency_delays_every_answer() -> None:

@@ -33,6 +33,7 @@ request_gap = 0
 url = "{config.pure.url}"
 managing_organization = "{config.pure.managing_organization}"
 concurrency = {config.pure.concurrency}
+timeout = {config.pure.timeout}
 
 [mqtt]
 url = "{broker.url}"
@@ -48,8 +49,10 @@ def write_simulator_config(
     pure: PureSimulator,
     broker: MosquittoBroker,
     prefix: str,
+    **pure_settings: Any,
 ) -> Config:
-    """The file for a daemon of the simulators' origins, with its state database beside it."""
+    """The file for a daemon of the simulators' origins, with its state database beside it;
+    `pure_settings` are more [pure] settings, e.g. concurrency."""
     config = Config(
         state={"path": path.with_name("state.db")},
         elements=ElementsConfig(
@@ -61,6 +64,7 @@ def write_simulator_config(
             url=f"{pure_origin}/ws/api",
             api_key=PURE_API_KEY,
             managing_organization=pure.organization_uuids[0],
+            **pure_settings,
         ),
         mqtt=MqttConfig(url=broker.url, topic_prefix=prefix),
     )

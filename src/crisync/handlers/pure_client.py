@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import aiohttp
+import structlog
 from aiolimiter import AsyncLimiter
 
+from crisync.backoff import retrying
 from crisync.config.model import PureConfig
 from crisync.errors import (
     CrisyncError,
@@ -22,6 +26,17 @@ from crisync.errors import (
 )
 from crisync.same_origin import same_origin_only
 from crisync.telemetry import Telemetry
+
+log = structlog.get_logger("crisync.pure")
+
+T = TypeVar("T")
+
+# Tries of one replayable request: a transient failure (5xx, 429, a timeout) is asked
+# again at once, so that one bad answer among the several requests of an object does not
+# send the whole object back to the dispatcher's slower retries. Longer outages still do.
+REQUEST_ATTEMPTS = 3
+REQUEST_BACKOFF_BASE = 0.25
+REQUEST_BACKOFF_CAP = 2.0
 
 
 class PureConflictError(CrisyncError):
@@ -45,7 +60,9 @@ class PureClient:
         self._pace = None if config.rate_limit is None else AsyncLimiter(config.rate_limit, 1.0)
 
     async def create(self, pure_type: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._json("PUT", f"/{pure_type}", body, expect=(201, 200))
+        """Never replayed here: an answer lost after Pure stored the object would make a
+        second one. The caller finds it by its PrimaryId instead (replicate._create_once)."""
+        return await self._json("PUT", f"/{pure_type}", body, expect=(201, 200), replayable=False)
 
     async def search(self, pure_type: str, text: str, *, offset: int = 0, size: int = 100) -> Page:
         """One page of a full-text search; callers check what they need in its items."""
@@ -91,9 +108,15 @@ class PureClient:
         return True
 
     async def _json(
-        self, method: str, path: str, body: dict[str, Any] | None, expect: tuple[int, ...]
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        expect: tuple[int, ...],
+        *,
+        replayable: bool = True,
     ) -> dict[str, Any]:
-        raw = await self._request(method, path, body, expect)
+        raw = await self._request(method, path, body, expect, replayable=replayable)
         try:
             document = json.loads(raw)
         except ValueError:
@@ -103,6 +126,27 @@ class PureClient:
         return document
 
     async def _request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        expect: tuple[int, ...],
+        *,
+        replayable: bool = True,
+    ) -> bytes:
+        """One request; a replayable one is tried again after a transient failure.
+
+        Replaying is safe for everything but a create: reads change nothing, an update
+        carries the version it read (a replay after a lost answer meets a 409), and a
+        lock, unlock or delete already done answers 409 or 404, which callers expect.
+        A 409 is an answer for the caller, never replayed.
+        """
+        send = partial(self._send, method, path, body, expect)
+        if not replayable:
+            return await send()
+        return await replaying(send, f"{method} {path}")
+
+    async def _send(
         self, method: str, path: str, body: dict[str, Any] | None, expect: tuple[int, ...]
     ) -> bytes:
         async with self._slots:
@@ -139,6 +183,34 @@ class PureClient:
                 self._telemetry.request("pure", method, status, time.monotonic() - started)
 
 
+async def replaying(operation: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run one Pure operation, trying it again at once after a transient failure.
+
+    The rule for every replayable request, and for the callers that replay a sequence of
+    them, such as a create made safe to repeat by a search for what it may have stored.
+    A 409 is an answer for the caller (a stale version, already locked), never replayed.
+    """
+
+    def on_retry(attempt: int, delay: float, exc: CrisyncError) -> None:
+        log.info(
+            "pure.retry",
+            operation=what,
+            attempt=attempt,
+            delay=round(delay, 2),
+            status=exc.status,
+            error=exc.message,
+        )
+
+    return await retrying(
+        operation,
+        attempts=REQUEST_ATTEMPTS,
+        on_retry=on_retry,
+        base=REQUEST_BACKOFF_BASE,
+        cap=REQUEST_BACKOFF_CAP,
+        answers=(PureConflictError,),
+    )
+
+
 @dataclass(frozen=True)
 class Page:
     items: list[dict[str, Any]]
@@ -148,8 +220,11 @@ class Page:
         return bool(self.items) and offset + len(self.items) < self.count
 
 
-# Search hits read per request while looking for one PrimaryId.
+# Search hits read by the first request while looking for one PrimaryId: an object that
+# carries it matches every word of it and ranks among the first.
 PRIMARY_ID_SEARCH_PAGE = 100
+# Hits read by each further request, to prove it absent: the contract's largest page.
+PRIMARY_ID_SEARCH_MORE = 1000
 
 
 def has_primary_id(item: dict[str, Any], id_source: str, value: str | None = None) -> bool:
@@ -169,11 +244,14 @@ async def find_by_primary_id(
     """The Pure object carrying exactly this PrimaryId, if there is one.
 
     Pure's search is full-text: the value's words match other objects too, so the hits
-    are read page by page until the one carrying the identifier turns up.
+    are read page by page until the one carrying the identifier turns up. When none
+    does, every object sharing a word with the value is read, in the largest pages the
+    contract allows: small ones made that cost a request per hundred objects in Pure.
     """
     offset = 0
     while True:
-        page = await pure.search(pure_type, value, offset=offset, size=PRIMARY_ID_SEARCH_PAGE)
+        size = PRIMARY_ID_SEARCH_PAGE if offset == 0 else PRIMARY_ID_SEARCH_MORE
+        page = await pure.search(pure_type, value, offset=offset, size=size)
         for item in page.items:
             if has_primary_id(item, id_source, value):
                 return item

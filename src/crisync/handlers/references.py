@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
+from functools import partial
 from typing import Any
 
 from crisync.config.mapping import PURE_TYPES, normalise_key
-from crisync.handlers.pure_client import PureClient
+from crisync.handlers.pure_client import PureClient, replaying
 from crisync.handlers.pure_mapping import ContentRef, primary_identifier
 from crisync.state import external_persons, mapping
 from crisync.state.store import Store
@@ -83,8 +84,9 @@ class PureReferences:
             async with self._creating.hold(key):
                 uuid = await self._known_external(key)
                 if uuid is None:
-                    uuid = await self._find_external(key, name) or await self._create_external(
-                        key, name
+                    uuid = await replaying(
+                        partial(self._find_or_create_external, key, name),
+                        f"find or create external person {key}",
                     )
                     async with self._store.transaction() as conn:
                         await external_persons.put(conn, key, uuid)
@@ -93,6 +95,10 @@ class PureReferences:
     async def _known_external(self, key: str) -> str | None:
         async with self._store.reading() as conn:
             return await external_persons.get(conn, key)
+
+    async def _find_or_create_external(self, key: str, name: Mapping[str, str]) -> str:
+        """Safe to replay: a create whose answer was lost is found by the search first."""
+        return await self._find_external(key, name) or await self._create_external(key, name)
 
     async def _find_external(self, key: str, name: Mapping[str, str]) -> str | None:
         """An external person of exactly this name in Pure; crisync's own first."""

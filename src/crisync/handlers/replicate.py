@@ -14,6 +14,7 @@ from crisync.handlers.pure_client import (
     PureConflictError,
     find_by_primary_id,
     has_primary_id,
+    replaying,
 )
 from crisync.handlers.pure_mapping import PureTarget, to_pure
 from crisync.handlers.references import PureReferences
@@ -99,6 +100,8 @@ async def _create_once(
 
     The intent is committed before the create, so a crash or a timeout after Pure
     stored the object leaves a trace; only then does a search by PrimaryId cost a request.
+    A transient failure is replayed at once like any Pure request, as a search and then
+    the create, so one bad answer does not send the object back to the dispatcher.
     """
     interrupted = not await create_intents.begin(
         ctx.store,
@@ -109,16 +112,22 @@ async def _create_once(
         id_source=target.id_source,
         primary_id=target.primary_id,
     )
-    if interrupted:
-        found = await find_by_primary_id(
-            ctx.pure, target.pure_type, target.id_source, target.primary_id
-        )
-        if found is not None:
-            updated = await _update(ctx.pure, target.pure_type, str(found["uuid"]), target)
-            if updated is not None:
-                return updated
-    created = await ctx.pure.create(target.pure_type, target.body)
-    return str(created["uuid"]), created.get("version")
+
+    async def find_or_create() -> tuple[str, str | None]:
+        nonlocal interrupted
+        if interrupted:
+            found = await find_by_primary_id(
+                ctx.pure, target.pure_type, target.id_source, target.primary_id
+            )
+            if found is not None:
+                updated = await _update(ctx.pure, target.pure_type, str(found["uuid"]), target)
+                if updated is not None:
+                    return updated
+        interrupted = True  # a create that fails from here on may have stored the object
+        created = await ctx.pure.create(target.pure_type, target.body)
+        return str(created["uuid"]), created.get("version")
+
+    return await replaying(find_or_create, f"create {target.pure_type} {target.primary_id}")
 
 
 async def _update(
@@ -126,7 +135,8 @@ async def _update(
 ) -> tuple[str, str | None] | None:
     """GET → merge what crisync owns → PUT with the version just read; None when Pure has
     no such object any more. A GET of merged content follows Pure's 301 to the survivor,
-    whose uuid is what the caller stores."""
+    whose uuid is what the caller stores. No PUT when Pure holds that content already:
+    after a conflict, that is often crisync's own write, whose answer was lost."""
     for attempt in range(1, UPDATE_ATTEMPTS + 1):
         try:
             current = await pure.get(pure_type, uuid)
@@ -134,10 +144,11 @@ async def _update(
             if exc.status == 404:
                 return None
             raise
+        wanted = merge_owned(current, target)
+        if wanted == current:
+            return str(current["uuid"]), current.get("version")
         try:
-            updated = await pure.update(
-                pure_type, str(current["uuid"]), merge_owned(current, target)
-            )
+            updated = await pure.update(pure_type, str(current["uuid"]), wanted)
         except PureConflictError:
             if attempt == UPDATE_ATTEMPTS:
                 raise

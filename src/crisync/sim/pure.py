@@ -21,6 +21,10 @@ What it enforces, and where that comes from:
 * Merged content answers GET with 301 to the surviving UUID, which lists the
   old one in ``previousUuids``.
 * Lock and unlock answer 409 when the content already is so (the contract).
+* A storm (``storm``) fails a share of all requests at random, reproducibly from a
+  seed, the way a struggling deployment does: server errors, gateway timeouts after
+  Pure committed the write, requests that hang past a client's timeout, and 409s only
+  where the contract documents them and they are true.
 * Search is full-text, as a search engine reads it (the contract only says "String used
   to perform search"): any word of the search string may match, objects matching more
   words come first, and results are paged; an identifier's value is words like others.
@@ -55,6 +59,11 @@ EDITOR = "editor"  # modifiedBy of edits and merges made "in Pure"
 _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _LOCK_PATH = re.compile(r"/([a-z-]+)/\{uuid\}/actions/lock")
 _SCHEMA_REF_PREFIX = "#/components/schemas/"
+
+# Operations that change content: a failure may come after their write was committed.
+_WRITES = frozenset({"create", "update", "delete", "lock", "unlock"})
+# Operations whose 409 states a fact ("already locked"): a storm's 409 makes it true first.
+_STATE_ACTIONS = frozenset({"lock", "unlock"})
 
 # (method, path suffix after /{type}, operation name in request_counts)
 _OPERATIONS = (
@@ -133,7 +142,14 @@ class PureSimulator:
         self._objects: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in self._types}
         self._locked: set[tuple[str, str]] = set()
         self._moved: dict[tuple[str, str], str] = {}  # (type, merged uuid) -> surviving uuid
+        # What search finds in each object, by (type, uuid): its version, its words. Every
+        # change makes a new version, so a stale entry is never used; reading all of an
+        # object's text at each search made searches of thousands slow enough to time out.
+        self._search_index: dict[tuple[str, str], tuple[str, set[str]]] = {}
         self._failures: list[_Failure] = []
+        self._storm: _Storm | None = None
+        # Failures the storm injected, by kind: "503", "503 after write", "hang", ...
+        self.storm_failures: collections.Counter[str] = collections.Counter()
         self._documented = self._documented_statuses()
         self._custom_fields = self._check_custom_fields(custom_defined_fields or {})
         self.request_counts: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -173,6 +189,42 @@ class PureSimulator:
         if content_type is not None and content_type not in self._types:
             raise ValueError(f"unknown content type {content_type!r}")
         self._failures.append(_Failure(status, count, content_type, retry_after, after_write))
+
+    def storm(
+        self,
+        rate: float,
+        *,
+        statuses: tuple[int, ...] = (409, 500, 503, 504),
+        hang_s: float | None = None,
+        after_write_share: float = 0.5,
+        seed: int = 1,
+    ) -> None:
+        """From now on, fail each request with probability `rate` (0 ends the storm).
+
+        A failing request gets one of `statuses`, or, when `hang_s` is given, hangs:
+        it is answered 504 only after `hang_s` seconds, which should exceed the
+        client's timeout. A 409 only hits operations whose contract documents it, as
+        `fail_next` does; where it cannot apply, one of the other kinds is drawn, so
+        every operation fails at `rate`. On writing operations a failure comes after
+        the write was committed with probability `after_write_share` (a gateway
+        timing out while Pure stored the object); a 409 on lock or unlock always does,
+        since the contract's 409 says the content already is so. `fail_next`'s
+        scripted failures come first. The draws come from `seed`, so one sequence of
+        requests meets the same failures every time; `storm_failures` counts them.
+
+        Writes that land only after the client gave up are not simulated: no client
+        can tell one from a write that never happens until it lands.
+        """
+        for name, share in (("rate", rate), ("after_write_share", after_write_share)):
+            if not 0 <= share <= 1:
+                raise ValueError(f"{name} must be within [0, 1], not {share}")
+        for status in statuses:
+            if HTTPStatus(status) < 400:
+                raise ValueError(f"{status} is not an error status")
+        if hang_s is not None and hang_s <= 0:
+            raise ValueError(f"hang_s must be positive, not {hang_s}")
+        draws = random.Random(seed)  # noqa: S311 - reproducible faults, not secrets
+        self._storm = _Storm(rate, statuses, hang_s, after_write_share, draws)
 
     def merge(self, content_type: str, from_uuid: str, into_uuid: str) -> None:
         """Merge one object into another, as an editor can in Pure.
@@ -273,14 +325,16 @@ class PureSimulator:
         async def endpoint(request: web.Request) -> web.Response:
             kind = self._types[request.match_info["content_type"]]
             self.request_counts[(kind.segment, operation)] += 1
-            failure = self._take_failure(kind.segment, operation)
+            failure = self._take_failure(kind.segment, operation) or self._storm_failure(
+                kind.segment, operation
+            )
             if failure is not None and not failure.after_write:
-                return failure.response()
+                return await failure.answer()
             try:
                 response = await handler(request, kind)
             except _ProblemError as problem:
                 response = problem.response()
-            return response if failure is None else failure.response()
+            return response if failure is None else await failure.answer()
 
         return endpoint
 
@@ -355,7 +409,7 @@ class PureSimulator:
         terms = _words(str(query.get("searchString", "")))
         if terms:
             # A search engine's reading: any word may match, most matching words first.
-            hits = [(len(terms & _words(_text_of(item))), item) for item in found]
+            hits = [(len(terms & self._indexed_words(kind, item)), item) for item in found]
             ranked = sorted((hit for hit in hits if hit[0]), key=lambda hit: -hit[0])
             found = [item for _, item in ranked]
         # The query schema sets no maximum; the list operations' one applies.
@@ -363,6 +417,14 @@ class PureSimulator:
         return web.json_response(_page(found, _bounded("offset", query.get("offset", 0)), size))
 
     # -- the store -----------------------------------------------------------
+
+    def _indexed_words(self, kind: ContentType, item: Mapping[str, Any]) -> set[str]:
+        key = (kind.segment, item["uuid"])
+        indexed = self._search_index.get(key)
+        if indexed is None or indexed[0] != item["version"]:
+            indexed = (item["version"], _words(_text_of(item)))
+            self._search_index[key] = indexed
+        return indexed[1]
 
     def _live(self, kind: ContentType, uuid: str) -> dict[str, Any]:
         current = self._objects[kind.segment].get(uuid)
@@ -515,18 +577,51 @@ class PureSimulator:
                 documented[(segment, operation)] = frozenset(int(code) for code in codes)
         return documented
 
+    def _storm_failure(self, segment: str, operation: str) -> _Failure | None:
+        storm = self._storm
+        if storm is None or storm.rng.random() >= storm.rate:
+            return None
+        documented = self._documented.get((segment, operation), frozenset())
+        kinds: list[int | None] = [s for s in storm.statuses if _may_hit(s, documented)]
+        if storm.hang_s is not None:
+            kinds.append(None)  # a hang
+        if not kinds:
+            return None
+        status = storm.rng.choice(kinds)
+        after_write = operation in _WRITES and (
+            storm.rng.random() < storm.after_write_share
+            or (status == 409 and operation in _STATE_ACTIONS)
+        )
+        label = "hang" if status is None else str(status)
+        self.storm_failures[f"{label} after write" if after_write else label] += 1
+        if status is None:  # a gateway that gave up on the hanging request answers 504
+            return _Failure(504, 1, None, None, after_write, hang_s=storm.hang_s)
+        return _Failure(status, 1, None, None, after_write)
+
     def _take_failure(self, segment: str, operation: str) -> _Failure | None:
         documented = self._documented.get((segment, operation), frozenset())
         for failure in self._failures:
-            anywhere = failure.status >= 500 or failure.status in (401, 403, 429)
-            if failure.content_type in (None, segment) and (
-                anywhere or failure.status in documented
-            ):
+            if failure.content_type in (None, segment) and _may_hit(failure.status, documented):
                 failure.remaining -= 1
                 if failure.remaining <= 0:
                     self._failures.remove(failure)
                 return failure
         return None
+
+
+def _may_hit(status: int, documented: frozenset[int]) -> bool:
+    """Whether an operation may fail with `status`: server errors, throttling and refused
+    credentials hit any operation, other client errors only where the contract has them."""
+    return status >= 500 or status in (401, 403, 429) or status in documented
+
+
+@dataclass
+class _Storm:
+    rate: float
+    statuses: tuple[int, ...]
+    hang_s: float | None
+    after_write_share: float
+    rng: random.Random
 
 
 @dataclass
@@ -536,8 +631,11 @@ class _Failure:
     content_type: str | None
     retry_after: int | None
     after_write: bool
+    hang_s: float | None = None  # answer only this late: past the client's timeout
 
-    def response(self) -> web.Response:
+    async def answer(self) -> web.Response:
+        if self.hang_s is not None:
+            await asyncio.sleep(self.hang_s)
         headers = None if self.retry_after is None else {"Retry-After": str(self.retry_after)}
         return _problem(self.status, "Injected failure.", headers=headers)
 

@@ -102,3 +102,20 @@ async def test_a_claim_walks_the_pending_events_in_order_and_sorts_nothing(store
         ]
     assert plan[0] == "SCAN o USING INDEX inbox_pending_order"
     assert not [step for step in plan if "TEMP B-TREE" in step or step.startswith("SCAN x")]
+
+
+async def test_a_done_event_keeps_no_payload_and_a_dead_one_keeps_it(store: Store) -> None:
+    async with store.transaction() as conn:
+        await inbox.add_events(conn, [change("1", 0), change("1", 5), change("2", 0)], utc_now())
+    async with store.reading() as conn:
+        newest_of_1, event_2 = await inbox.claim_ready(conn, busy_keys=[], now=utc_now(), limit=2)
+    async with store.transaction() as conn:
+        await inbox.complete(conn, newest_of_1)
+        await inbox.complete(conn, event_2, state="dead")
+    async with store.reading() as conn:
+        rows = await conn.execute_fetchall("SELECT key, state, payload FROM inbox ORDER BY id")
+    assert [tuple(row) for row in rows] == [
+        ("1", "done", "{}"),
+        ("1", "done", "{}"),
+        ("2", "dead", '{"title":"t"}'),
+    ]

@@ -118,11 +118,16 @@ async def claim_ready(
 
 
 async def complete(conn: aiosqlite.Connection, *events: InboxEvent, state: str = "done") -> None:
-    """Close the events and every older pending event of their keys."""
+    """Close the events and every older pending event of their keys.
+
+    A done event is kept only to recognise a repeat of it (feed, key, changed_at), so its
+    payload goes: the state database stays small. A dead one keeps it, for a retry.
+    """
     await conn.executemany(
-        """UPDATE inbox SET state = CASE WHEN id = ? THEN ? ELSE 'done' END, not_before = NULL
+        """UPDATE inbox SET state = CASE WHEN id = ? THEN ? ELSE 'done' END, not_before = NULL,
+                            payload = CASE WHEN id = ? AND ? != 'done' THEN payload ELSE '{}' END
            WHERE source = ? AND kind = ? AND key = ? AND state = 'pending' AND id <= ?""",
-        [(e.id, state, e.source, e.kind, e.key, e.id) for e in events],
+        [(e.id, state, e.id, state, e.source, e.kind, e.key, e.id) for e in events],
     )
 
 

@@ -299,13 +299,14 @@ async def steady_state(
             # Idle: one poll interval with nothing to do.
             await asyncio.sleep(poll_interval)
             requests_before = len(elements.requests)
+            pure_before = sum(pure.request_counts.values())
             cpu_before, written_before = process_cpu_ms(daemon.pid), process_write_bytes(daemon.pid)
             await asyncio.sleep(poll_interval * 3)
             idle = {
                 "elements_requests_per_poll": (len(elements.requests) - requests_before) / 3,
                 "cpu_ms_per_poll": round((process_cpu_ms(daemon.pid) - cpu_before) / 3, 1),
                 "bytes_written_per_poll": (process_write_bytes(daemon.pid) - written_before) // 3,
-                "pure_requests": sum(pure.request_counts.values()),
+                "pure_requests_per_poll": (sum(pure.request_counts.values()) - pure_before) / 3,
             }
             pure.request_counts.clear()
             latencies: list[float] = []

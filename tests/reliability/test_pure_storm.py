@@ -11,7 +11,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from crisync.config.model import Config, DaemonConfig, ElementsConfig, MqttConfig, PureConfig
 from crisync.sim.broker import MosquittoBroker
 from crisync.sim.elements import ElementsSimulator
 from crisync.sim.pure import PureSimulator
@@ -20,7 +19,7 @@ from crisync.state import dead_letters
 from crisync.state.store import Store
 from tests.conftest import ELEMENTS_PASSWORD, PURE_API_KEY
 from tests.reliability.conftest import Scale
-from tests.support.config_file import write_config
+from tests.support.config_file import write_simulator_config
 from tests.support.convergence import converged, tally
 from tests.support.daemon import daemon_log, start_daemon
 from tests.support.mqtt import subscribed
@@ -68,24 +67,16 @@ async def test_a_pure_storm_converges_with_no_duplicates_and_no_dead_letters(
     last_touch: dict[int, float] = {}
     config_path = tmp_path / "crisync.toml"
     async with serve(elements.app()) as elements_origin, serve(pure.app()) as pure_origin:
-        config = Config(
-            state={"path": tmp_path / "state.db"},
-            daemon=DaemonConfig(),
-            elements=ElementsConfig(
-                url=f"{elements_origin}/secure-api/v5.5",
-                username="crisync",
-                password=ELEMENTS_PASSWORD,
-            ),
-            pure=PureConfig(
-                url=f"{pure_origin}/ws/api",
-                api_key=PURE_API_KEY,
-                managing_organization=pure.organization_uuids[0],
-                concurrency=CONCURRENCY,
-                timeout=PURE_TIMEOUT,
-            ),
-            mqtt=MqttConfig(url=own_broker.url, topic_prefix=PREFIX),
+        write_simulator_config(
+            config_path,
+            elements_origin,
+            pure_origin,
+            pure,
+            own_broker,
+            PREFIX,
+            concurrency=CONCURRENCY,
+            timeout=PURE_TIMEOUT,
         )
-        write_config(config_path, config, own_broker, PREFIX)
         async with subscribed(own_broker.port, f"{PREFIX}/outcomes/#") as received:
             started = time.monotonic()
             daemon = await start_daemon(config_path)

@@ -32,9 +32,9 @@ from typing import Any
 
 import aiomqtt
 
+from crisync.handlers.pure.sim import PureSimulator
+from crisync.listener.elements.sim import ElementsSimulator
 from crisync.sim.broker import MosquittoBroker
-from crisync.sim.elements import ElementsSimulator
-from crisync.sim.pure import PureSimulator
 from crisync.sim.server import serve
 
 ELEMENTS_PASSWORD = "bench-elements-secret"

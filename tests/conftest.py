@@ -11,17 +11,20 @@ import aiohttp
 import pytest
 import structlog
 
-from crisync.config.model import Config, DaemonConfig, ElementsConfig, MqttConfig, PureConfig
+from crisync.config.model import Config, DaemonConfig, MqttConfig
+from crisync.handlers.pure.client import PureClient
+from crisync.handlers.pure.config import PureConfig
+from crisync.handlers.pure.context import PureContext
+from crisync.handlers.pure.sim import PureSimulator
+from crisync.listener.elements.config import ElementsConfig
+from crisync.listener.elements.sim import ElementsSimulator
+from crisync.listener.unicat.sim import UnicatSimulator
 from crisync.sim.broker import MosquittoBroker
-from crisync.sim.elements import ElementsSimulator
-from crisync.sim.pure import PureSimulator
 from crisync.sim.server import serve
-from crisync.sim.unicat import UnicatSimulator
 from crisync.state.store import Store
-from tests.support.unicat import UNICAT_API_KEY, UNICAT_PROJECT, unicat_settings
-
-ELEMENTS_PASSWORD = "elements-canary-3f9a"
-PURE_API_KEY = "pure-canary-71c2"
+from crisync.telemetry import Telemetry
+from tests.support.secrets import ELEMENTS_PASSWORD, PURE_API_KEY
+from tests.support.unicat import UNICAT_API_KEY, UNICAT_PROJECT, unicat_mappings, unicat_settings
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -131,6 +134,19 @@ def config(
 
 
 @pytest.fixture
+async def context(config: Config) -> AsyncIterator[PureContext]:
+    """The Pure target's handler context on the test's state database and Pure simulator."""
+    assert config.pure is not None
+    async with Store.open(config.state.path) as opened, aiohttp.ClientSession() as client:
+        yield PureContext(
+            opened,
+            PureClient(client, config.pure, telemetry=Telemetry()),
+            config.pure,
+            config.mappings,
+        )
+
+
+@pytest.fixture
 def unicat_sim() -> UnicatSimulator:
     return UnicatSimulator(
         project=UNICAT_PROJECT, api_key=UNICAT_API_KEY, records=12, seed=7, page_size=10
@@ -146,5 +162,6 @@ async def unicat_url(unicat_sim: UnicatSimulator) -> AsyncIterator[str]:
 @pytest.fixture
 def unicat_config(config: Config, unicat_url: str, pure_sim: PureSimulator) -> Config:
     """The whole configuration with [unicat] instead of [elements]."""
-    settings = unicat_settings(unicat_url, pure_sim.organization_uuids[0])
-    return config.model_copy(update={"elements": None, "unicat": settings})
+    settings = unicat_settings(unicat_url)
+    mappings = unicat_mappings(pure_sim.organization_uuids[0])
+    return config.model_copy(update={"elements": None, "unicat": settings, "mappings": mappings})

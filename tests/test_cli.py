@@ -10,11 +10,11 @@ from crisync import daemon
 from crisync.cli import EX_SOFTWARE, EX_USAGE, main
 from crisync.config.model import Config
 from crisync.daemon import run_daemon
+from crisync.handlers.pure.sim import PureSimulator
+from crisync.listener.elements.sim import ElementsSimulator
 from crisync.sim.broker import MosquittoBroker
-from crisync.sim.elements import ElementsSimulator
-from crisync.sim.pure import PureSimulator
-from tests.conftest import ELEMENTS_PASSWORD, PURE_API_KEY
 from tests.support.config_file import write_config
+from tests.support.secrets import ELEMENTS_PASSWORD, PURE_API_KEY
 
 
 @pytest.fixture

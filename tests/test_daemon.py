@@ -13,19 +13,20 @@ import aiomqtt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from crisync import feed_status, publisher
 from crisync.config.model import CommandsConfig, Config, MetricsConfig
 from crisync.daemon import Lifecycle, run_daemon
+from crisync.handlers.pure.sim import PureSimulator
+from crisync.listener.elements.sim import ElementsSimulator
+from crisync.publisher import feed_status
+from crisync.publisher import mqtt as publisher
 from crisync.sim.broker import MosquittoBroker
-from crisync.sim.elements import ElementsSimulator
-from crisync.sim.pure import PureSimulator
 from crisync.sim.server import free_port, serve
 from crisync.telemetry import Telemetry
-from tests.conftest import ELEMENTS_PASSWORD, PURE_API_KEY
 from tests.support.config_file import write_config
 from tests.support.daemon import daemon_log, start_daemon
 from tests.support.mqtt import Received, retained_on, subscribed
 from tests.support.proxy import relay_to
+from tests.support.secrets import ELEMENTS_PASSWORD, PURE_API_KEY
 from tests.support.wait import until
 
 # The feeds of the fixture's configuration: each category's changes and its deletions.
@@ -140,7 +141,7 @@ async def test_sigterm_drains_publishes_offline_and_exits_zero(
     assert lines[-1]["event"] == "daemon.stopped"
     replicated = [line for line in lines if line["event"] == "object.replicated"]
     assert len(replicated) == total
-    assert all(line["pure_uuid"] and line["key"] and line["attempt"] == 1 for line in replicated)
+    assert all(line["target_uuid"] and line["key"] and line["attempt"] == 1 for line in replicated)
 
 
 async def test_kill_9_leaves_offline_through_the_last_will(

@@ -32,12 +32,12 @@ def test_json_lines_carry_the_event_its_context_and_library_lines_alike(
 ) -> None:
     configure_logging("json")
     structlog.get_logger("crisync.handlers").bind(key="1042", attempt=2).info(
-        "object.replicated", pure_uuid="6a1d"
+        "object.replicated", target_uuid="6a1d"
     )
     logging.getLogger("mqtt").warning("There are %d pending publish calls.", 3)
     first, second = (json.loads(line) for line in capsys.readouterr().err.splitlines())
     assert first["event"] == "object.replicated"
-    assert (first["key"], first["attempt"], first["pure_uuid"]) == ("1042", 2, "6a1d")
+    assert (first["key"], first["attempt"], first["target_uuid"]) == ("1042", 2, "6a1d")
     assert (first["level"], first["logger"]) == ("info", "crisync.handlers")
     assert first["timestamp"].endswith("Z")
     assert (second["event"], second["level"]) == ("There are 3 pending publish calls.", "warning")

@@ -14,7 +14,7 @@ from crisync.state import cursors, dead_letters, inbox, outbox
 from crisync.state.cursors import Cursor
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
-from tests.handlers.helpers import claim_one, enqueue, publication, user
+from tests.support.events import claim_one, enqueue, publication, user
 
 
 async def get(url: str) -> tuple[int, str]:

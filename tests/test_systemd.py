@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 
 from crisync.config.model import Config
+from crisync.listener.elements.sim import ElementsSimulator
 from crisync.sim.broker import MosquittoBroker
-from crisync.sim.elements import ElementsSimulator
 from crisync.state import cursors
 from crisync.state.store import Store
 from crisync.systemd import SystemdNotifier, keep_systemd_informed, status_line
 from crisync.telemetry import Telemetry
-from tests.conftest import ELEMENTS_PASSWORD, PURE_API_KEY
 from tests.support.config_file import write_config
+from tests.support.secrets import ELEMENTS_PASSWORD, PURE_API_KEY
 
 
 class FakeSystemd:

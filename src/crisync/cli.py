@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from crisync.config import EX_CONFIG, ConfigError, LoadedConfig, load_config
+from crisync.config.load import EX_CONFIG, ConfigError, LoadedConfig, load_config
 from crisync.errors import CrisyncError
 from crisync.logs import configure_logging
 from crisync.state.store import SchemaTooNewError
@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     resync = with_config(
         "resync", "fetch one object from its source again and queue it for replication"
     )
-    resync.add_argument("source", metavar="SOURCE", help="elements")
+    resync.add_argument("source", metavar="SOURCE", help="the source's name, e.g. elements")
     resync.add_argument("kind", metavar="KIND", help="e.g. publication, user")
     resync.add_argument("key", metavar="KEY", help="the object's id in the source, e.g. 1042")
 
@@ -244,47 +244,48 @@ async def _retry(loaded: LoadedConfig, object_key: str | None) -> int:
 
 async def _reconcile(loaded: LoadedConfig, *, check: bool) -> int:
     from crisync.daemon import http_session
-    from crisync.handlers.pure_client import PureClient
-    from crisync.handlers.reconcile import reconcile, render
+    from crisync.handlers.targets import open_targets
     from crisync.state.store import Store
     from crisync.telemetry import Telemetry
 
     config = loaded.config
-    if config.pure is None:
-        print("crisync: [pure] is not configured: nothing to reconcile with", file=sys.stderr)
+    if not config.targets:
+        print("crisync: no target is configured: nothing to reconcile with", file=sys.stderr)
         return EX_CONFIG
+    consistent = True
     async with Store.open(config.state.path) as store, http_session() as session:
-        client = PureClient(session, config.pure, telemetry=Telemetry())
-        try:
-            report = await reconcile(store, client, config.mappings, apply=not check)
-        except CrisyncError as exc:
-            print(f"crisync: reconcile stopped: {exc.info().message}", file=sys.stderr)
-            return EX_UNAVAILABLE
-    print(render(report))
-    return EX_SOFTWARE if check and not report.consistent else EX_OK
+        targets = open_targets(config, store=store, session=session, telemetry=Telemetry())
+        for target in targets.values():
+            try:
+                report = await target.reconcile(apply=not check)
+            except CrisyncError as exc:
+                print(f"crisync: reconcile stopped: {exc.info().message}", file=sys.stderr)
+                return EX_UNAVAILABLE
+            print(report.render())
+            consistent = consistent and report.consistent
+    return EX_SOFTWARE if check and not consistent else EX_OK
 
 
 async def _resync(loaded: LoadedConfig, source: str, kind: str, key: str) -> int:
-    from crisync.daemon import http_session
-    from crisync.handlers.resync import ElementsSource, resync_object
-    from crisync.listener.elements import ElementsClient
+    from crisync.daemon import http_session, resync_event
+    from crisync.lifecycle import Lifecycle
+    from crisync.listener.base import SourceContext, queue_resync
+    from crisync.listener.sources import open_sources
     from crisync.state.store import Store
     from crisync.telemetry import Telemetry
 
     config = loaded.config
     async with Store.open(config.state.path) as store, http_session() as session:
-        elements = None
-        if config.elements is not None:
-            client = ElementsClient(session, config.elements, telemetry=Telemetry())
-            elements = ElementsSource(client, config.elements.url)
+        context = SourceContext(store, session, Lifecycle(), Telemetry())
         try:
-            event = await resync_object(store, source, kind, key, elements=elements)
+            event = await resync_event(open_sources(config, context), source, kind, key)
         except CrisyncError as exc:
-            what = f"{source}/{kind}/{key}"
-            print(f"crisync: resync of {what}: {exc.info().message}", file=sys.stderr)
+            # The message names its API already.
+            print(f"crisync: resync of {source}/{kind}/{key}: {exc.message}", file=sys.stderr)
             if exc.status == 404:
                 return EX_NOINPUT
             return EX_USAGE if exc.api == "crisync" else EX_UNAVAILABLE
+        await queue_resync(store, event)
     print(
         f"queued {source}/{kind}/{key} (changed {event.changed_at.isoformat()}) for replication; "
         "a running daemon takes it within seconds, else run `crisync once`"

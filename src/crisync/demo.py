@@ -10,12 +10,15 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from crisync.config.model import Config, DaemonConfig, ElementsConfig, MqttConfig, PureConfig
-from crisync.daemon import Lifecycle, run_daemon
+from crisync.config.model import Config, DaemonConfig, MqttConfig
+from crisync.daemon import run_daemon
+from crisync.handlers.pure.config import PureConfig
+from crisync.handlers.pure.sim import PureSimulator
+from crisync.lifecycle import Lifecycle
+from crisync.listener.elements.config import ElementsConfig
+from crisync.listener.elements.sim import ElementsSimulator
 from crisync.sim.broker import MosquittoBroker, mosquitto_binary
 from crisync.sim.cli import ELEMENTS_PASSWORD, ELEMENTS_USER, PURE_API_KEY
-from crisync.sim.elements import ElementsSimulator
-from crisync.sim.pure import PureSimulator
 from crisync.sim.server import serve
 from crisync.state.store import Store
 from crisync.status import read_status

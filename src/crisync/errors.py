@@ -1,7 +1,9 @@
-"""The one place where failures are classified as retriable or permanent.
+"""The classes of failure, and the classification every API shares (HTTP statuses, transport).
 
-Every client turns what went wrong into one of these exceptions, so the
-dispatcher and the listeners decide what to do from the class alone.
+Every client turns what went wrong into one of these exceptions, so the dispatcher and
+the feed loops decide what to do from the class alone. An API's own error codes are
+classified by the table beside its client (e.g. `crisync.listener.elements.errors`),
+which answers with these classes and falls back on `classify_status`.
 """
 
 from __future__ import annotations
@@ -13,11 +15,6 @@ import aiohttp
 
 # Statuses worth asking again: conflicts and throttling pass, servers recover.
 RETRIABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-# Unicat error codes worth asking again: server fault, unexpected error, search backend
-# unreachable, external process failed. The others (400, 401, 403, 422, 501, validation,
-# invite, Excel, selection) give the same answer next time.
-UNICAT_RETRIABLE_CODES = frozenset({500, 1000, 1002, 1003})
-UNICAT_SELECTION_ERROR = 1006
 
 
 @dataclass(frozen=True)
@@ -61,27 +58,8 @@ class CredentialError(PermanentError):
     """The API refused our credentials or rights (401/403): stop talking to it, say why."""
 
 
-class UnicatSelectionError(PermanentError):
-    """Unicat 1006: the bulk selection or the sync cursor is invalid; a feed starts over at 0."""
-
-
 class NotFoundError(PermanentError):
     """The resource does not exist (404) or its deletion was logged (410)."""
-
-
-# Elements error feeds name their fault (`api:error code=...`); the code is finer than the
-# HTTP status (the v5.5 document lists both), so it decides the class when it is known.
-ELEMENTS_ERROR_CODES: dict[str, type[CrisyncError]] = {
-    "argument fault": PermanentError,
-    "concurrency conflict": RetriableError,
-    "database timeout": RetriableError,
-    "server fault": RetriableError,
-    "invalid credentials": CredentialError,
-    "unauthorised access": CredentialError,
-    "unlicensed component": CredentialError,
-    "resource not found": NotFoundError,
-    "resource deleted": NotFoundError,
-}
 
 
 def classify_status(
@@ -93,40 +71,6 @@ def classify_status(
     if status in RETRIABLE_STATUSES:
         return RetriableError(message, api=api, status=status, retry_after=retry_after)
     return PermanentError(message, api=api, status=status)
-
-
-def classify_unicat(context: str, code: int, message: str, http_status: int) -> CrisyncError:
-    """Map Unicat's error envelope `{code, message, info}` to its class.
-
-    HTTP errors carry their status as the code; application errors (1000-1006) come
-    with HTTP 422. A 401 reaches this point only after the client authenticated again.
-    """
-    text = f"{context}: error {code}: {message}"
-    if code == UNICAT_SELECTION_ERROR:
-        return UnicatSelectionError(text, api="unicat", status=code)
-    if code in (401, 403):
-        return CredentialError(text, api="unicat", status=code)
-    if code in UNICAT_RETRIABLE_CODES or http_status in RETRIABLE_STATUSES:
-        return RetriableError(text, api="unicat", status=code)
-    return PermanentError(text, api="unicat", status=code)
-
-
-def classify_elements_error(
-    status: int, code: str | None, message: str, retry_after: float | None = None
-) -> CrisyncError:
-    """An Elements error response: by its ATOM error code when known, else by its status."""
-    error_class = ELEMENTS_ERROR_CODES.get(code or "")
-    if error_class is None:
-        detail = f"{code}: {message}" if code else message
-        if status in (404, 410):
-            return NotFoundError(detail, api="elements", status=status)
-        return classify_status("elements", status, detail, retry_after)
-    return error_class(
-        f"{code}: {message}",
-        api="elements",
-        status=status,
-        retry_after=retry_after if error_class.retriable else None,
-    )
 
 
 def classify_exception(api: str, exc: BaseException) -> CrisyncError:

@@ -32,8 +32,8 @@ def outcome_payload(
     event: InboxEvent,
     *,
     action: OutcomeAction,
-    pure_type: str | None,
-    pure_uuid: str | None,
+    target_type: str | None,
+    target_uuid: str | None,
     attempts: int,
     error: ErrorInfo | None = None,
 ) -> str:
@@ -44,8 +44,8 @@ def outcome_payload(
         source_changed_at=event.changed_at,
         observed_at=event.observed_at,
         action=action,
-        pure_type=pure_type,
-        pure_uuid=pure_uuid,
+        target_type=target_type,
+        target_uuid=target_uuid,
         attempts=attempts,
         error=error,
     )
@@ -59,8 +59,8 @@ def object_outcome_payload(
     source_changed_at: str,
     observed_at: str,
     action: OutcomeAction,
-    pure_type: str | None,
-    pure_uuid: str | None,
+    target_type: str | None,
+    target_uuid: str | None,
     attempts: int,
     error: ErrorInfo | None = None,
 ) -> str:
@@ -72,7 +72,8 @@ def object_outcome_payload(
         "kind": kind,
         "key": key,
         "action": action,
-        "pure": {"type": pure_type, "uuid": pure_uuid} if pure_uuid else None,
+        # `pure` names the target's content: the key subscribers know from schema 1.
+        "pure": {"type": target_type, "uuid": target_uuid} if target_uuid else None,
         "source_changed_at": source_changed_at,
         "observed_at": observed_at,
         "completed_at": utc_now(),

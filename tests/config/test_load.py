@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from crisync.cli import main
-from crisync.config import EX_CONFIG, ConfigError, load_config
+from crisync.config.load import EX_CONFIG, ConfigError, load_config
 
 VALID = """
 [state]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from crisync.config import ConfigError, load_config
+from crisync.config.load import ConfigError, load_config
 from crisync.config.model import Config, MqttConfig
 
 BASE = """

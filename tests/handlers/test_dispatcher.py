@@ -5,35 +5,33 @@ import json
 
 import pytest
 
-from crisync.handlers import pure_client
-from crisync.handlers.base import HandlerContext
 from crisync.handlers.dispatcher import Dispatcher, DispatchSettings
-from crisync.handlers.registry import HANDLERS
-from crisync.sim.pure import PureSimulator
+from crisync.handlers.pure import client as pure_client
+from crisync.handlers.pure.context import PureContext
+from crisync.handlers.pure.sim import PureSimulator
+from crisync.handlers.pure.target import PureTarget
+from crisync.handlers.routing import route
+from crisync.lifecycle import Lifecycle
 from crisync.state import dead_letters, inbox, mapping, outbox
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
-from tests.handlers.helpers import enqueue, publication, user
+from tests.support.events import enqueue, publication, user
 
 
-async def drain(context: HandlerContext, *, max_attempts: int = 5) -> None:
+async def drain(context: PureContext, *, max_attempts: int = 5) -> None:
     """Run the dispatcher as `crisync once` does: until nothing is pending."""
-    feeds_done = asyncio.Event()
-    feeds_done.set()
+    life = Lifecycle()
+    life.feeds_done.set()
     dispatcher = Dispatcher(
         context.store,
-        HANDLERS,
-        context,
+        route(context.mappings, {"pure": PureTarget(context)}, []),
         DispatchSettings(
             workers=3,
             max_attempts=max_attempts,
             topic_prefix="t",
             refers_to=context.mappings.referred(),
         ),
-        work_ready=asyncio.Event(),
-        outbox_ready=asyncio.Event(),
-        stopping=asyncio.Event(),
-        feeds_done=feeds_done,
+        life=life,
         telemetry=Telemetry(),
     )
     async with asyncio.timeout(30):
@@ -46,7 +44,7 @@ async def outcomes(store: Store) -> list[dict[str, object]]:
 
 
 async def test_every_event_is_replicated_once_with_one_outcome_each(
-    context: HandlerContext, pure_sim: PureSimulator
+    context: PureContext, pure_sim: PureSimulator
 ) -> None:
     await enqueue(
         context.store, *(publication(str(n), f"Title {n}") for n in range(10)), user("u1", "Hopper")
@@ -64,7 +62,7 @@ async def test_every_event_is_replicated_once_with_one_outcome_each(
 
 
 async def test_events_of_one_key_coalesce_into_the_newest(
-    context: HandlerContext, pure_sim: PureSimulator
+    context: PureContext, pure_sim: PureSimulator
 ) -> None:
     await enqueue(
         context.store,
@@ -80,7 +78,7 @@ async def test_events_of_one_key_coalesce_into_the_newest(
 
 
 async def test_a_publication_waits_for_its_authors_users_to_be_replicated(
-    context: HandlerContext, pure_sim: PureSimulator
+    context: PureContext, pure_sim: PureSimulator
 ) -> None:
     """Authors are matched by name: run alongside its author's user, a publication would name
     an external person instead of the person being created."""
@@ -102,7 +100,7 @@ async def test_a_publication_waits_for_its_authors_users_to_be_replicated(
 
 
 async def test_a_retriable_failure_is_retried_and_succeeds(
-    context: HandlerContext, pure_sim: PureSimulator, monkeypatch: pytest.MonkeyPatch
+    context: PureContext, pure_sim: PureSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("crisync.handlers.dispatcher.full_jitter", lambda *a, **k: 0.05)
     monkeypatch.setattr(pure_client, "REQUEST_ATTEMPTS", 1)  # each failure ends an attempt
@@ -116,7 +114,7 @@ async def test_a_retriable_failure_is_retried_and_succeeds(
 
 
 async def test_a_permanent_failure_is_a_dead_letter_and_does_not_block_others(
-    context: HandlerContext, pure_sim: PureSimulator
+    context: PureContext, pure_sim: PureSimulator
 ) -> None:
     await enqueue(context.store, publication("bad", ""), publication("good", "Fine"))
     await drain(context)
@@ -135,7 +133,7 @@ async def test_a_permanent_failure_is_a_dead_letter_and_does_not_block_others(
 
 
 async def test_retriable_failures_that_never_end_become_dead_letters(
-    context: HandlerContext, pure_sim: PureSimulator, monkeypatch: pytest.MonkeyPatch
+    context: PureContext, pure_sim: PureSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("crisync.handlers.dispatcher.full_jitter", lambda *a, **k: 0.01)
     monkeypatch.setattr(pure_client, "REQUEST_ATTEMPTS", 1)  # each failure ends an attempt

@@ -26,20 +26,20 @@ from typing import Any
 
 import pytest
 
-from crisync import publisher
+from crisync.handlers.pure.sim import PureSimulator
+from crisync.listener.elements.sim import ElementsSimulator
+from crisync.publisher import mqtt as publisher
 from crisync.sim.broker import MosquittoBroker
-from crisync.sim.elements import ElementsSimulator
-from crisync.sim.pure import PureSimulator
 from crisync.sim.server import serve
 from crisync.state import outbox
 from crisync.state.store import Store, utc_now
-from tests.conftest import ELEMENTS_PASSWORD, PURE_API_KEY
 from tests.reliability.conftest import Scale
 from tests.support.config_file import write_simulator_config
 from tests.support.convergence import primary_ids
 from tests.support.daemon import daemon_log, start_daemon
 from tests.support.mqtt import Received, retained_on, subscribed
 from tests.support.proxy import Relay, relay_to
+from tests.support.secrets import ELEMENTS_PASSWORD, PURE_API_KEY
 from tests.support.wait import until
 
 PREFIX = "outage"

@@ -9,16 +9,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from crisync.handlers.pure.sim import PureSimulator
+from crisync.listener.elements.sim import ElementsSimulator
 from crisync.sim.broker import MosquittoBroker
-from crisync.sim.elements import ElementsSimulator
-from crisync.sim.pure import PureSimulator
 from crisync.sim.server import serve
-from tests.conftest import ELEMENTS_PASSWORD, PURE_API_KEY
 from tests.reliability.conftest import Scale
 from tests.support.config_file import write_simulator_config
 from tests.support.convergence import converged, tally
 from tests.support.daemon import daemon_log, start_daemon
 from tests.support.mqtt import subscribed
+from tests.support.secrets import ELEMENTS_PASSWORD, PURE_API_KEY
 from tests.support.wait import until
 
 PREFIX = "crash"

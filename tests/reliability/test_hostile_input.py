@@ -13,9 +13,9 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crisync.config import ConfigError, load_config
+from crisync.config.load import ConfigError, load_config
 from crisync.errors import CrisyncError
-from crisync.listener.atom import parse_error, parse_feed
+from crisync.listener.elements.atom import parse_error, parse_feed
 from crisync.sim.server import serve
 from crisync.state import cursors
 from crisync.state.store import Store
@@ -349,11 +349,7 @@ def test_unicat_listener_never_fails_unclassified(
             Store.open(state) as store,
             aiohttp.ClientSession() as session,
         ):
-            settings = unicat_settings(
-                origin,
-                "00000000-0000-4000-8000-000000000000",
-                data_types=["records", "definitions"],
-            )
+            settings = unicat_settings(origin, data_types=["records", "definitions"])
             listener = listener_for(session, settings, store)
             # poll() records a failure on the feed instead of raising it.
             await listener.poll()
@@ -389,7 +385,7 @@ async def test_more_waiting_without_progress_is_no_hot_loop(tmp_path: Path) -> N
         Store.open(tmp_path / "state.db") as store,
         aiohttp.ClientSession() as session,
     ):
-        listener = listener_for(session, unicat_settings(origin, "o"), store)
+        listener = listener_for(session, unicat_settings(origin), store)
         async with asyncio.timeout(10):
             result = await listener.poll()
         async with store.reading() as conn:

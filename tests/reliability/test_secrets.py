@@ -27,25 +27,19 @@ import aiohttp
 import pytest
 
 from crisync.config.load import EX_CONFIG, SECRETS
-from crisync.config.model import (
-    CommandsConfig,
-    Config,
-    DaemonConfig,
-    MetricsConfig,
-    MqttConfig,
-)
+from crisync.config.model import CommandsConfig, Config, DaemonConfig, MetricsConfig, MqttConfig
+from crisync.handlers.pure.sim import PureSimulator
+from crisync.listener.elements.sim import ElementsSimulator
+from crisync.listener.unicat.sim import UnicatSimulator
 from crisync.sim.broker import MosquittoBroker
-from crisync.sim.elements import ElementsSimulator
-from crisync.sim.pure import PureSimulator
 from crisync.sim.server import free_port
-from crisync.sim.unicat import UnicatSimulator
 from tests.reliability.conftest import Scale
 from tests.support.config_file import config_toml
 from tests.support.daemon import daemon_log, start_daemon
 from tests.support.mqtt import Received, broker_down_url, send_command, subscribed
 from tests.support.redirect import Arrived, redirected_elsewhere
 from tests.support.tls import password_file, password_listener
-from tests.support.unicat import UNICAT_PROJECT, unicat_settings
+from tests.support.unicat import UNICAT_PROJECT, unicat_mappings, unicat_settings
 from tests.support.wait import until
 
 USER = "crisync"  # the Elements and the MQTT user
@@ -135,8 +129,14 @@ def log_entries(path: Path, start: int = 0) -> list[dict[str, Any]]:
     return entries
 
 
+def event_names(entries: Iterable[dict[str, Any]]) -> set[str]:
+    """Each entry's event, and an event several APIs share also as `event/api`."""
+    names = {str(entry.get("event")) for entry in entries}
+    return names | {f"{entry.get('event')}/{entry['api']}" for entry in entries if "api" in entry}
+
+
 def events_since(path: Path, start: int) -> set[str]:
-    return {str(entry.get("event")) for entry in log_entries(path, start)}
+    return event_names(log_entries(path, start))
 
 
 def error_messages(
@@ -291,7 +291,7 @@ async def replication(
     expected = {("elements", "user", str(i)) for i in elements.object_ids("user")}
     expected |= {("elements", "publication", str(i)) for i in elements.object_ids("publication")}
     expected |= {
-        ("unicat", "record", gid)
+        ("unicat", definition, gid)
         for definition in ("person", "publication")
         for gid in unicat.record_gids(definition)
     }
@@ -347,7 +347,7 @@ async def replication(
     person = unicat.record_gids("person")[0]
     unicat.update_record(person, {"lastname": "Verbeek"})
     updated = {("elements", "publication", str(p)) for p in touched}
-    updated.add(("unicat", "record", person))
+    updated.add(("unicat", "person", person))
 
     def changed(received: Received) -> bool:
         outcomes = received.outcomes()
@@ -399,7 +399,7 @@ async def redirected(life: Life) -> None:
         }
         start = life.log_size()
         daemon = await life.start({**life.right, **moved})
-        failures = {"elements.sweep_failed", "unicat.poll_failed", "object.failed"}
+        failures = {"feed.failed/elements", "feed.failed/unicat", "object.failed"}
         await until(lambda: failures <= events_since(life.log, start), within=30, step=0.2)
         assert await stop(daemon) == 0
     life.arrived_elsewhere += arrived
@@ -413,9 +413,9 @@ async def refused(life: Life) -> None:
     start = life.log_size()
     daemon = await life.start(life.wrong)
     refusals = {
-        "elements.feed_parked",
-        "unicat.credentials_rejected",
-        "handler.credentials_rejected",
+        "credentials.rejected/elements",
+        "credentials.rejected/unicat",
+        "credentials.rejected/pure",
         "mqtt.connect_refused",
     }
     await until(lambda: refusals <= events_since(life.log, start), within=30, step=0.2)
@@ -437,8 +437,8 @@ async def broker_down(life: Life, elements: ElementsSimulator) -> set[tuple[str,
 
     def replicated_while_down() -> bool:
         entries = log_entries(life.log, start)
-        events = {str(entry.get("event")) for entry in entries}
-        return {"elements.feed_parked", "mqtt.disconnected"} <= events and changes <= (
+        events = event_names(entries)
+        return {"credentials.rejected/elements", "mqtt.disconnected"} <= events and changes <= (
             replicated_keys(entries)
         )
 
@@ -575,7 +575,8 @@ async def test_no_secret_appears_in_logs_messages_state_or_errors(
             # No write-back yet: each write-back changes the Elements object, which comes
             # back through the feed and is replicated again (to be looked into).
             "elements": config.elements.model_copy(update={"park_duration": 1.0}),
-            "unicat": unicat_settings(unicat_url, pure_sim.organization_uuids[0]),
+            "unicat": unicat_settings(unicat_url),
+            "mappings": unicat_mappings(pure_sim.organization_uuids[0]),
             "pure": config.pure.model_copy(update={"concurrency": 8}),
             "mqtt": MqttConfig(
                 url=f"mqtt://127.0.0.1:{crisync_port}",
@@ -623,18 +624,18 @@ async def test_no_secret_appears_in_logs_messages_state_or_errors(
         + f"; requests_to_another_host={len(life.arrived_elsewhere)} leaks={len(search.leaks)}"
     )
     # Each failure path ran, so the search covered what it says.
-    logged = {str(entry.get("event")) for entry in log_entries(life.log)}
+    logged = event_names(log_entries(life.log))
     assert {
         "object.replicated",
         "object.failed",
         "pure.retry",
-        "elements.page_retry",
+        "feed.request_retry/elements",
         "unicat.reauthenticating",
         "unicat.job_rejected",
         "command.done",
-        "elements.feed_parked",
-        "unicat.credentials_rejected",
-        "handler.credentials_rejected",
+        "credentials.rejected/elements",
+        "credentials.rejected/unicat",
+        "credentials.rejected/pure",
         "mqtt.connect_refused",
         "mqtt.disconnected",
     } <= logged

@@ -5,7 +5,7 @@ from crisync.state.store import Store
 
 
 async def test_a_second_begin_finds_the_intent_an_earlier_try_left(store: Store) -> None:
-    intent = {"pure_type": "persons", "id_source": "source", "primary_id": "elements:user:1"}
+    intent = {"target_type": "persons", "id_source": "source", "primary_id": "elements:user:1"}
     assert await create_intents.begin(store, "elements", "user", "1", **intent)
     assert not await create_intents.begin(store, "elements", "user", "1", **intent)
     assert await create_intents.begin(store, "elements", "user", "2", **intent)

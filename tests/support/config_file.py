@@ -7,10 +7,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from crisync.config.model import Config, ElementsConfig, MqttConfig, PureConfig
+from crisync.config.model import Config, MqttConfig
+from crisync.handlers.pure.config import PureConfig
+from crisync.handlers.pure.sim import PureSimulator
+from crisync.listener.elements.config import ElementsConfig
 from crisync.sim.broker import MosquittoBroker
-from crisync.sim.pure import PureSimulator
-from tests.conftest import ELEMENTS_PASSWORD, PURE_API_KEY
+from tests.support.secrets import ELEMENTS_PASSWORD, PURE_API_KEY
 
 
 def write_config(path: Path, config: Config, broker: MosquittoBroker, prefix: str) -> None:

@@ -6,9 +6,9 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 
-from crisync.handlers.pure_mapping import primary_id_of
-from crisync.sim.elements import ElementsSimulator
-from crisync.sim.pure import PureSimulator
+from crisync.handlers.pure.mapping import primary_id_of
+from crisync.handlers.pure.sim import PureSimulator
+from crisync.listener.elements.sim import ElementsSimulator
 from tests.support.mqtt import Received
 
 # Elements category → the Pure type it is replicated to.

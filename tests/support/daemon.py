@@ -8,7 +8,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from tests.conftest import ELEMENTS_PASSWORD, PURE_API_KEY
+from tests.support.secrets import ELEMENTS_PASSWORD, PURE_API_KEY
 
 # What the simulators of tests/conftest.py accept.
 TEST_SECRETS = {

@@ -1,63 +1,77 @@
-"""What the Unicat tests share: the project, the mapping rules, a listener to poll with."""
+"""What the Unicat tests share: the project, its mappings, a listener to poll with."""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import aiohttp
 
-from crisync.config.model import UnicatConfig, UnicatMapping
-from crisync.listener.unicat import UnicatListener
-from crisync.listener.unicat_client import UnicatClient
+from crisync.lifecycle import Lifecycle
+from crisync.listener.base import SourceContext
+from crisync.listener.unicat.client import UnicatClient
+from crisync.listener.unicat.config import UnicatConfig
+from crisync.listener.unicat.feed import UnicatListener
+from crisync.mapping.rules import MappingsConfig
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
 
 UNICAT_PROJECT = "3f6c1a9e-8b2d-4e57-9c1a-6d0b2e4f8a13"
 UNICAT_API_KEY = "unicat-canary-5d1e"
 RESEARCH_OUTPUT_TYPE = "/dk/atira/pure/researchoutput/researchoutputtypes/othercontribution/other"
+# The definitions of the simulated project's records crisync reads, each a kind of its own.
+DEFINITIONS = ["person", "publication"]
 
 
-def record_mappings(organization: str) -> list[UnicatMapping]:
+def unicat_mappings(organization: str) -> MappingsConfig:
     """Persons to persons; publications to research outputs with what Pure requires."""
-    research_output: dict[str, Any] = {
-        "typeDiscriminator": "OtherContribution",
-        "type": {"uri": RESEARCH_OUTPUT_TYPE},
-        "category": {"uri": "/dk/atira/pure/researchoutput/category/research"},
-        "language": {"uri": "/dk/atira/pure/core/languages/en_GB"},
-        "contributors": [],
-        "managingOrganization": {"systemName": "Organization", "uuid": organization},
-        "publicationStatuses": [
-            {"publicationStatus": {"uri": "/dk/atira/pure/researchoutput/status/published"}}
-        ],
-    }
-    return [
-        UnicatMapping(
-            definition="person",
-            pure_type="persons",
-            id_source="synchronisedUnifiedPerson",
-            fields={"firstname": "name.firstName", "lastname": "name.lastName"},
-        ),
-        UnicatMapping(
-            definition="publication",
-            pure_type="research-outputs",
-            id_source="synchronisedResearchOutput",
-            fields={"title": "title.value"},
-            static=research_output,
-        ),
-    ]
+    return MappingsConfig.model_validate(
+        {
+            "unicat": {
+                "person": {
+                    "pure_type": "persons",
+                    "properties": {
+                        "name.firstName": {"from": "fields.firstname"},
+                        "name.lastName": {"from": "fields.lastname"},
+                    },
+                },
+                "publication": {
+                    "pure_type": "research-outputs",
+                    "properties": {
+                        "typeDiscriminator": {"value": "OtherContribution"},
+                        "type.uri": {"value": RESEARCH_OUTPUT_TYPE},
+                        "category.uri": {
+                            "value": "/dk/atira/pure/researchoutput/category/research"
+                        },
+                        "language.uri": {"value": "/dk/atira/pure/core/languages/en_GB"},
+                        "contributors": {"value": []},
+                        "managingOrganization": {
+                            "value": {"systemName": "Organization", "uuid": organization}
+                        },
+                        "publicationStatuses": {
+                            "value": [
+                                {
+                                    "publicationStatus": {
+                                        "uri": "/dk/atira/pure/researchoutput/status/published"
+                                    }
+                                }
+                            ]
+                        },
+                        "title.value": {"from": "fields.title"},
+                    },
+                },
+            }
+        }
+    )
 
 
-def unicat_settings(url: str, organization: str, **changes: Any) -> UnicatConfig:
-    settings: dict[str, Any] = {
+def unicat_settings(url: str, **changes: object) -> UnicatConfig:
+    settings: dict[str, object] = {
         "url": url,
         "project": UNICAT_PROJECT,
         "api_key": UNICAT_API_KEY,
-        "mappings": record_mappings(organization),
+        "definitions": DEFINITIONS,
         "poll_interval": 0.5,
         "job_stall_after": 60,
     }
-    return UnicatConfig(**{**settings, **changes})
+    return UnicatConfig.model_validate({**settings, **changes})
 
 
 def listener_for(
@@ -67,15 +81,8 @@ def listener_for(
     *,
     topic_prefix: str | None = "crisync",
     telemetry: Telemetry | None = None,
+    life: Lifecycle | None = None,
 ) -> UnicatListener:
     telemetry = telemetry or Telemetry()
-    return UnicatListener(
-        settings,
-        UnicatClient(session, settings, telemetry=telemetry),
-        store,
-        work_ready=asyncio.Event(),
-        outbox_ready=asyncio.Event(),
-        stopping=asyncio.Event(),
-        telemetry=telemetry,
-        topic_prefix=topic_prefix,
-    )
+    context = SourceContext(store, session, life or Lifecycle(), telemetry, topic_prefix)
+    return UnicatListener(settings, UnicatClient(session, settings, telemetry=telemetry), context)

@@ -7,25 +7,33 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
-from crisync.config.model import Config
+from crisync.config.model import Config, section_types, target_types
 
 DEFAULT_PATH = Path("/etc/crisync/crisync.toml")
 ENV_PREFIX = "CRISYNC_"
 EX_CONFIG = 78
 
-# (section, key) → (environment variable, systemd credential name). Secrets come only from here.
-SECRETS: dict[tuple[str, str], tuple[str, str]] = {
-    ("elements", "password"): ("CRISYNC_ELEMENTS_PASSWORD", "elements-password"),
-    ("unicat", "api_key"): ("CRISYNC_UNICAT_API_KEY", "unicat-api-key"),
-    ("pure", "api_key"): ("CRISYNC_PURE_API_KEY", "pure-api-key"),
-    ("mqtt", "password"): ("CRISYNC_MQTT_PASSWORD", "mqtt-password"),
-}
-# Required secrets: a section that is on cannot work without them.
-REQUIRED_SECRETS = {("elements", "password"), ("unicat", "api_key"), ("pure", "api_key")}
+
+def _secrets() -> tuple[dict[tuple[str, str], tuple[str, str]], set[tuple[str, str]]]:
+    """Every section's secrets, its SecretStr fields: (section, key) → (environment variable,
+    systemd credential name); and those a section that is on cannot work without."""
+    found, required = {}, set()
+    for section, section_type in section_types().items():
+        for key, field in section_type.model_fields.items():
+            if SecretStr in (field.annotation, *get_args(field.annotation)):
+                variable = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+                found[(section, key)] = (variable, f"{section}-{key.replace('_', '-')}")
+                if field.is_required():
+                    required.add((section, key))
+    return found, required
+
+
+# Secrets come only from the environment variables and credentials named here.
+SECRETS, REQUIRED_SECRETS = _secrets()
 
 
 class ConfigError(Exception):
@@ -70,14 +78,13 @@ def load_config(cli_path: str | None = None, env: Mapping[str, str] | None = Non
         # A relative mapping file lives beside the configuration file.
         mappings["file"] = str(path.parent / mappings["file"])
     try:
-        config = Config.model_validate(raw)
+        # With the targets, each mapping is checked against what its target can write.
+        config = Config.model_validate(raw, context={"targets": target_types()})
     except ValidationError as exc:
-        problems.extend(
-            _describe(error)
-            for error in exc.errors()
+        for error in exc.errors():
             # A missing secret was already reported with where to set it.
-            if not (error["type"] == "missing" and tuple(error["loc"]) in SECRETS)
-        )
+            if not (error["type"] == "missing" and tuple(error["loc"]) in SECRETS):
+                problems.extend(_describe(error))
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
@@ -154,10 +161,15 @@ def _add_secrets(
             )
 
 
-def _describe(error: Any) -> str:
-    location = ".".join(str(part) for part in error["loc"]) or "configuration"
+def _describe(error: Any) -> list[str]:
+    """One line per problem; never the offending input, which may be a secret."""
+    parts = [str(part) for part in error["loc"]]
+    if parts[:2] == ["mappings", "sources"]:
+        del parts[1]  # [mappings.<source>.<kind>] in the file
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key"
-    # Never echo the offending input: it may be a secret.
-    return f"{location}: {message}"
+    if not parts:
+        # The whole configuration's checks name where each problem is, one per line.
+        return message.splitlines()
+    return [f"{'.'.join(parts)}: {message}"]

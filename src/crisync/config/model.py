@@ -1,190 +1,26 @@
-"""The configuration's shape and rules: one pydantic model per TOML section."""
+"""The configuration's shape and rules: one pydantic model per TOML section.
+
+The pipeline's own sections are here; each outside system's section lives beside its
+code and is listed in `Config`: its sources (`SourceSection`) and targets (`TargetSection`).
+"""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    FilePath,
-    SecretStr,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 
-from crisync.config.mapping import MappingsConfig
-
-# Every object category of the Elements API, by its feed (plural) name.
-ElementsCategory = Literal[
-    "activities",
-    "equipment",
-    "grants",
-    "org-structures",
-    "projects",
-    "publications",
-    "teaching-activities",
-    "users",
-]
-# Feed name → the category its api:objects carry (and that /{cat}/types etc. are named by).
-CATEGORY_OF_FEED: dict[ElementsCategory, str] = {
-    "activities": "activity",
-    "equipment": "equipment",
-    "grants": "grant",
-    "org-structures": "org-structure",
-    "projects": "project",
-    "publications": "publication",
-    "teaching-activities": "teaching-activity",
-    "users": "user",
-}
-DEFAULT_CATEGORIES: tuple[ElementsCategory, ...] = ("users", "publications")
-# The API refuses larger pages: 25 objects with full detail, 1000 references.
-MAX_PER_PAGE = {"full": 25, "ref": 1000}
-
-
-class Section(BaseModel):
-    """Unknown keys are errors: a typo must not silently switch a setting off."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("must be an http:// or https:// URL")
-    return value.rstrip("/")
+from crisync.config.section import Section, SourceSection, TargetSection
+from crisync.handlers.pure.config import PureConfig
+from crisync.listener.elements.config import ElementsConfig
+from crisync.listener.unicat.config import UnicatConfig
+from crisync.mapping.rules import MappingsConfig
 
 
 class StateConfig(Section):
     path: Path = Path("/var/lib/crisync/state.db")
-
-
-class WritebackConfig(Section):
-    """After a Pure create, set `field` of the object's record from `source` to the Pure uuid."""
-
-    source: str = Field(min_length=1, description="data source whose record is patched")
-    field: str = Field(min_length=1, description="a text field of that record")
-
-
-class ElementsConfig(Section):
-    url: str
-    username: str
-    password: SecretStr = Field(exclude=True)
-    categories: list[ElementsCategory] = Field(default=list(DEFAULT_CATEGORIES), min_length=1)
-    poll_interval: float = Field(60.0, gt=0)
-    lookback: float = Field(
-        300.0, ge=0, le=21600, description="seconds re-read before the high-water mark"
-    )
-    detail: Literal["full", "ref"] = Field(
-        "full", description="full: objects in the feed; ref: references, each object fetched"
-    )
-    per_page: int = Field(25, ge=1, description="at most 25 with detail full, 1000 with ref")
-    deletions: bool = Field(True, description="read /deleted/{category} into delete events")
-    request_gap: float = Field(0.25, ge=0, description="minimum seconds between two requests")
-    timeout: float = Field(60.0, gt=0)
-    max_response_bytes: int = Field(
-        32 * 1024 * 1024, ge=64 * 1024, description="a larger response fails that request"
-    )
-    park_duration: float = Field(
-        900.0, gt=0, description="seconds a feed rests after Elements refused access (401/403)"
-    )
-    writeback: dict[ElementsCategory, WritebackConfig] = Field(default_factory=dict)
-
-    _check_url = field_validator("url")(_http_url)
-
-    @field_validator("categories")
-    @classmethod
-    def _distinct(cls, value: list[ElementsCategory]) -> list[ElementsCategory]:
-        if len(set(value)) != len(value):
-            raise ValueError("a category is listed twice")
-        return value
-
-    @field_validator("per_page")
-    @classmethod
-    def _api_limit(cls, value: int, info: ValidationInfo) -> int:
-        detail = info.data.get("detail", "full")  # validated before per_page
-        limit = MAX_PER_PAGE[detail]
-        if value > limit:
-            raise ValueError(f"the API allows at most {limit} with detail = {detail!r}")
-        return value
-
-    @model_validator(mode="after")
-    def _writeback_categories_are_read(self) -> ElementsConfig:
-        unread = sorted(set(self.writeback) - set(self.categories))
-        if unread:
-            raise ValueError(f"writeback for categories that are not read: {', '.join(unread)}")
-        return self
-
-
-# Unicat project data types with a `/{type}/get` endpoint; a sync item of another type is ignored.
-UnicatDataType = Literal[
-    "records", "assets", "definitions", "classes", "fields", "layouts", "queries"
-]
-
-
-class UnicatMapping(Section):
-    """Which Pure content a Unicat record of one definition becomes."""
-
-    definition: str = Field(description="definition name (or gid) this rule applies to; * for any")
-    pure_type: str = Field("persons", description="the Pure API path segment, e.g. persons")
-    id_source: str = Field(
-        "synchronisedUnifiedPerson", description="idSource of the PrimaryId identifier"
-    )
-    fields: dict[str, str] = Field(
-        default_factory=dict, description="Unicat field name → Pure property path (dotted)"
-    )
-    static: dict[str, Any] = Field(
-        default_factory=dict, description="Pure properties written as given, fields on top"
-    )
-
-    def applies_to(self, definition: str | None, definition_gid: str | None) -> bool:
-        return self.definition in ("*", definition, definition_gid)
-
-
-class UnicatConfig(Section):
-    url: str = "https://unicat.app"
-    project: str = Field(description="the project gid")
-    api_key: SecretStr = Field(exclude=True)
-    data_types: list[UnicatDataType] = Field(default=["records"], min_length=1)
-    language: str = Field("en", description="the project language whose field values are read")
-    mappings: list[UnicatMapping] = Field(min_length=1)
-    poll_interval: float = Field(30.0, gt=0)
-    fetch_concurrency: int = Field(4, ge=1, le=32, description="item fetches in flight at once")
-    timeout: float = Field(60.0, gt=0)
-    job_stall_after: float = Field(
-        900.0, gt=0, description="seconds without progress before a job counts as stalled"
-    )
-
-    _check_url = field_validator("url")(_http_url)
-
-    @field_validator("project")
-    @classmethod
-    def _project_gid(cls, value: str) -> str:
-        try:
-            return str(uuid.UUID(value))
-        except ValueError:
-            raise ValueError("must be the project gid, a UUID") from None
-
-
-class PureConfig(Section):
-    url: str
-    api_key: SecretStr = Field(exclude=True)
-    managing_organization: str = Field(
-        description="uuid of the Pure organisation that manages replicated content"
-    )
-    concurrency: int = Field(4, ge=1, le=64, description="requests to Pure in flight at once")
-    rate_limit: float | None = Field(
-        None, gt=0, description="requests per second to Pure at most; none: only concurrency"
-    )
-    timeout: float = Field(60.0, gt=0)
-    max_attempts: int = Field(10, ge=1, description="retriable failures before a dead letter")
-
-    _check_url = field_validator("url")(_http_url)
 
 
 class MqttConfig(Section):
@@ -298,13 +134,56 @@ class Config(Section):
     metrics: MetricsConfig | None = None
     commands: CommandsConfig | None = None
 
+    @property
+    def sources(self) -> dict[str, SourceSection]:
+        """The configured sources, by section name."""
+        return {n: s for n, s in self._sections().items() if isinstance(s, SourceSection)}
+
+    @property
+    def targets(self) -> dict[str, TargetSection]:
+        """The configured targets, by section name."""
+        return {n: s for n, s in self._sections().items() if isinstance(s, TargetSection)}
+
+    def _sections(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
     @model_validator(mode="after")
-    def _feeds_need_pure(self) -> Config:
-        for name, feed in (("elements", self.elements), ("unicat", self.unicat)):
-            if feed is not None and self.pure is None:
-                raise ValueError(
-                    f"[{name}] is configured but [pure] is not: changes would have nowhere to go"
+    def _sources_need_a_target(self) -> Config:
+        if self.sources and not self.targets:
+            names = ", ".join(f"[{name}]" for name in self.sources)
+            raise ValueError(f"{names} configured but no target: changes would have nowhere to go")
+        return self
+
+    @model_validator(mode="after")
+    def _every_kind_mapped_once(self) -> Config:
+        """Each kind a source reads has a mapping to a configured target, and each mapping
+        the configuration declares has a source that reads its kind."""
+        problems = []
+        known_sources = {n for n, c in section_types().items() if issubclass(c, SourceSection)}
+        for source, section in self.sources.items():
+            for kind in sorted(section.kinds()):
+                if self.mappings.for_kind(source, kind) is None:
+                    problems.append(
+                        f"{source}: reads {kind} objects, but no mapping says what they become: "
+                        f"add [mappings.{source}.{kind}] or stop reading them"
+                    )
+        for source, kind in sorted(self.mappings.declared):
+            configured = self.sources.get(source)
+            if source not in known_sources:
+                problems.append(f"mappings.{source}.{kind}: no source is named {source!r}")
+            elif configured is not None and kind not in configured.kinds():
+                reads = ", ".join(sorted(configured.kinds()))
+                problems.append(
+                    f"mappings.{source}.{kind}: {source} reads no {kind} objects ({reads})"
                 )
+        for source, kind, rules in self.mappings.all():
+            if source in self.sources and rules.target not in self.targets:
+                problems.append(
+                    f"mappings.{source}.{kind}: writes to {rules.target}, "
+                    f"but [{rules.target}] is not configured"
+                )
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     @model_validator(mode="after")
@@ -314,3 +193,18 @@ class Config(Section):
                 "[commands] is configured but [mqtt] is not: commands arrive over MQTT"
             )
         return self
+
+
+def section_types() -> dict[str, type[Section]]:
+    """The class of every section `Config` lists, by section name."""
+    found: dict[str, type[Section]] = {}
+    for name, field in Config.model_fields.items():
+        for option in getattr(field.annotation, "__args__", (field.annotation,)):
+            if isinstance(option, type) and issubclass(option, Section):
+                found[name] = option
+    return found
+
+
+def target_types() -> dict[str, type[TargetSection]]:
+    """The section class of every target `Config` lists: what mappings can name."""
+    return {n: c for n, c in section_types().items() if issubclass(c, TargetSection)}

@@ -1,44 +1,68 @@
-"""What every handler receives and returns."""
+"""The Target contract: what a handler of changes gives back, and what a target does.
+
+A target is an outside system crisync replicates into (Pure). It lives in a folder of its
+own below ``handlers/``: its configuration section, its client and error handling, its
+mapping of source objects into its content, its reconcile, its simulator. The dispatcher
+routes every (source, kind) whose mapping names the target to its `handle`.
+"""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
-from crisync.config.mapping import MappingsConfig
-from crisync.config.model import PureConfig, UnicatConfig
-from crisync.handlers.pure_client import PureClient
-from crisync.handlers.references import KeyedLocks
-from crisync.listener.writeback import ElementsWriteback
 from crisync.outcome import OutcomeAction
 from crisync.state.inbox import ChangeEvent, InboxEvent
 from crisync.state.mapping import MappingRow
-from crisync.state.store import Store
-
-
-@dataclass(frozen=True)
-class HandlerContext:
-    store: Store
-    pure: PureClient
-    pure_config: PureConfig
-    mappings: MappingsConfig = field(default_factory=MappingsConfig)  # built-ins unless configured
-    # One search-or-create per external person name at a time, across concurrent handlers.
-    external_person_locks: KeyedLocks = field(default_factory=KeyedLocks)
-    unicat: UnicatConfig | None = None  # its record mappings, when Unicat is configured
-    elements_writeback: ElementsWriteback | None = None  # None: no write-back configured
 
 
 @dataclass(frozen=True)
 class HandlerResult:
     action: OutcomeAction
-    pure_type: str | None
-    pure_uuid: str | None
+    target_type: str | None  # the content type in the target, when there is content
+    target_uuid: str | None
     mapping: MappingRow | None  # the mapping to store with the outcome; None leaves it as it is
-    # Further work this result causes (e.g. writing the Pure uuid back into the source),
+    # Further work this result causes (e.g. writing the target's uuid back into the source),
     # queued in the inbox in the same transaction.
     follow_ups: tuple[ChangeEvent, ...] = ()
-    # The source object is gone and so is (or will be) its link to Pure: drop the mapping.
+    # The source object is gone and so is (or will be) its link to the target: drop the mapping.
     forget_mapping: bool = False
 
 
-Handler = Callable[[InboxEvent, HandlerContext], Awaitable[HandlerResult]]
+Handler = Callable[[InboxEvent], Awaitable[HandlerResult]]
+
+
+class ReconcileReport(Protocol):
+    @property
+    def consistent(self) -> bool:
+        """Whether the mapping and the target agree."""
+
+    def render(self) -> str:
+        """The report for a person, one line per finding."""
+
+
+class Target(ABC):
+    """An outside system crisync replicates into."""
+
+    # Its configuration section, and what mappings name it by (``<name>_type = "..."``).
+    name: ClassVar[str]
+
+    @property
+    @abstractmethod
+    def workers(self) -> int:
+        """Handlers the dispatcher keeps busy for this target at once."""
+
+    @property
+    @abstractmethod
+    def max_attempts(self) -> int:
+        """Retriable failures of one event before it becomes a dead letter."""
+
+    @abstractmethod
+    async def handle(self, event: InboxEvent) -> HandlerResult:
+        """Create, take over or update the object's content, or apply its deletion."""
+
+    @abstractmethod
+    async def reconcile(self, *, apply: bool) -> ReconcileReport:
+        """Check the mapping against what the target holds; with `apply`, rebuild it."""

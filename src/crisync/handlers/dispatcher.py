@@ -6,15 +6,18 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import aiosqlite
 import structlog
 
+from crisync import credentials
 from crisync.backoff import full_jitter
 from crisync.errors import CredentialError, CrisyncError, ErrorInfo
-from crisync.handlers.base import Handler, HandlerContext, HandlerResult
+from crisync.handlers.base import HandlerResult
+from crisync.handlers.routing import Routes
+from crisync.lifecycle import Lifecycle
 from crisync.outcome import outcome_payload, outcome_topic
 from crisync.state import create_intents, dead_letters, inbox, mapping, outbox
 from crisync.state.inbox import InboxEvent
@@ -23,7 +26,7 @@ from crisync.telemetry import Telemetry
 
 log = structlog.get_logger("crisync.handlers")
 
-# How long work pauses after an API refused our credentials: long enough not to hammer it.
+# How long work pauses after a target refused our credentials: long enough not to hammer it.
 CREDENTIAL_PAUSE = 300.0
 # Processed inbox rows are kept this long, to drop feed repeats (the lookback is shorter).
 INBOX_RETENTION = timedelta(days=1)
@@ -45,7 +48,7 @@ class Replicated:
 
 @dataclass(frozen=True)
 class DispatchSettings:
-    workers: int  # handlers at once; the Pure client bounds the requests in flight
+    workers: int  # handlers at once; each target's client bounds its requests in flight
     max_attempts: int
     topic_prefix: str | None  # None: MQTT is off, no outcomes are kept
     # (source, kind) -> the kinds of that source its mapping refers to (MappingsConfig.referred)
@@ -68,25 +71,17 @@ class Dispatcher:
     def __init__(
         self,
         store: Store,
-        handlers: dict[tuple[str, str], Handler],
-        context: HandlerContext,
+        routes: Routes,
         settings: DispatchSettings,
         *,
-        work_ready: asyncio.Event,
-        outbox_ready: asyncio.Event,
-        stopping: asyncio.Event,
-        feeds_done: asyncio.Event,
+        life: Lifecycle,
         telemetry: Telemetry,
     ) -> None:
         self._telemetry = telemetry
         self._store = store
-        self._handlers = handlers
-        self._context = context
+        self._routes = routes
         self._settings = settings
-        self._work_ready = work_ready
-        self._outbox_ready = outbox_ready
-        self._stopping = stopping
-        self._feeds_done = feeds_done
+        self._life = life
         self._busy: dict[str, InboxEvent] = {}  # claimed, by object key
         self._paused_until = 0.0
         self._last_prune = 0.0
@@ -112,9 +107,9 @@ class Dispatcher:
                 replicated.put_nowait(None)  # after the workers: their last results first
 
     async def _feed(self, queue: asyncio.Queue[InboxEvent | None]) -> None:
-        while not self._stopping.is_set():
+        while not self._life.stopping.is_set():
             self._telemetry.beat(self.loop_name)
-            self._work_ready.clear()
+            self._life.work_ready.clear()
             claimed = await self._claim()
             for event in claimed:
                 queue.put_nowait(event)
@@ -156,7 +151,7 @@ class Dispatcher:
 
     async def _drained(self) -> bool:
         """True when the feeds are done and no event waits, not even for a retry."""
-        if not self._feeds_done.is_set():
+        if not self._life.feeds_done.is_set():
             return False
         async with self._store.reading() as conn:
             return await inbox.pending_count(conn) == 0
@@ -175,7 +170,7 @@ class Dispatcher:
 
     async def _wait_for_work(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._work_ready.wait(), timeout=seconds)
+            await asyncio.wait_for(self._life.work_ready.wait(), timeout=seconds)
 
     async def _work(
         self, queue: asyncio.Queue[InboxEvent | None], replicated: asyncio.Queue[Replicated | None]
@@ -184,7 +179,7 @@ class Dispatcher:
         while (event := await queue.get()) is not None:
             done = None
             try:
-                if not self._stopping.is_set():
+                if not self._life.stopping.is_set():
                     done = await self._process(event)
             finally:
                 if done is None:
@@ -197,7 +192,7 @@ class Dispatcher:
         for event in events:
             self._busy.pop(event.object_key, None)
         if len(self._busy) <= self._settings.workers:
-            self._work_ready.set()
+            self._life.work_ready.set()
 
     async def _record(self, replicated: asyncio.Queue[Replicated | None]) -> None:
         """Commit successes, all that wait in one transaction, until the workers are done.
@@ -218,19 +213,14 @@ class Dispatcher:
         """The handler's result, or None when the event failed or waits for a retry."""
         attempt = event.attempts + 1
         bound = log.bind(source=event.source, kind=event.kind, key=event.key, attempt=attempt)
-        handler = self._handlers.get((event.source, event.kind))
+        handler = self._routes.handler(event)
         started = time.monotonic()
         try:
-            result = await (handler or _no_handler)(event, self._context)
+            result = await handler(event)
+            follow_ups = self._routes.follow_ups(event, result)
         except CredentialError as exc:
             self._paused_until = time.monotonic() + CREDENTIAL_PAUSE
-            bound.error(
-                "handler.credentials_rejected",
-                api=exc.api,
-                status=exc.status,
-                error=exc.message,
-                pause_seconds=CREDENTIAL_PAUSE,
-            )
+            credentials.refused(exc, pause=CREDENTIAL_PAUSE, object=event.object_key)
         except CrisyncError as exc:
             if exc.retriable and attempt < self._settings.max_attempts:
                 await self._postpone(event, attempt, exc, bound)
@@ -240,6 +230,7 @@ class Dispatcher:
             bound.exception("handler.crashed")
             await self._fail(event, attempt, ErrorInfo("InternalError", None, repr(exc)), bound)
         else:
+            result = replace(result, follow_ups=follow_ups)
             return Replicated(event, attempt, result, (time.monotonic() - started) * 1000)
         return None
 
@@ -254,8 +245,8 @@ class Dispatcher:
                         outcome_payload(
                             item.event,
                             action=item.result.action,
-                            pure_type=item.result.pure_type,
-                            pure_uuid=item.result.pure_uuid,
+                            target_type=item.result.target_type,
+                            target_uuid=item.result.target_uuid,
                             attempts=item.attempt,
                         ),
                     )
@@ -271,8 +262,8 @@ class Dispatcher:
                 key=item.event.key,
                 attempt=item.attempt,
                 action=item.result.action,
-                pure_type=item.result.pure_type,
-                pure_uuid=item.result.pure_uuid,
+                target_type=item.result.target_type,
+                target_uuid=item.result.target_uuid,
                 duration_ms=round(item.duration_ms, 1),
             )
         self._release([item.event for item in done])
@@ -311,8 +302,8 @@ class Dispatcher:
                         outcome_payload(
                             event,
                             action="failed",
-                            pure_type=known.pure_type if known else None,
-                            pure_uuid=known.pure_uuid if known else None,
+                            target_type=known.target_type if known else None,
+                            target_uuid=known.target_uuid if known else None,
                             attempts=attempt,
                             error=error,
                         ),
@@ -333,7 +324,7 @@ class Dispatcher:
         await outbox.add_all(
             conn, [(outcome_topic(prefix, event), payload) for event, payload in outcomes]
         )
-        self._outbox_ready.set()
+        self._life.outbox_ready.set()
 
     async def _prune_now_and_then(self) -> None:
         if time.monotonic() - self._last_prune < PRUNE_EVERY:
@@ -369,7 +360,3 @@ async def record_results(
             if result.mapping is not None or result.forget_mapping
         ),
     )
-
-
-async def _no_handler(event: InboxEvent, _context: HandlerContext) -> HandlerResult:
-    raise CrisyncError(f"no handler for {event.source} {event.kind}", api="crisync")

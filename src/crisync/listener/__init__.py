@@ -1,1 +1,1 @@
-
+"""The listener stage: the Source contract (base.py) and one folder per source."""

@@ -8,10 +8,10 @@ import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from crisync.sim.elements import API_NS, API_NS_HTTPS, ElementsSimulator
-from crisync.sim.pure import PureSimulator
+from crisync.handlers.pure.sim import PureSimulator
+from crisync.listener.elements.sim import API_NS, API_NS_HTTPS, ElementsSimulator
+from crisync.listener.unicat.sim import UnicatSimulator
 from crisync.sim.server import serve
-from crisync.sim.unicat import UnicatSimulator
 
 ELEMENTS_USER = "crisync"
 ELEMENTS_PASSWORD = "crisync-secret"  # noqa: S105 - the simulator's published demo password

@@ -1,4 +1,4 @@
-"""Create intents: a Pure create that is under way, or whose answer never arrived."""
+"""Create intents: a create in a target that is under way, or whose answer never arrived."""
 
 from __future__ import annotations
 
@@ -13,19 +13,19 @@ async def begin(
     kind: str,
     key: str,
     *,
-    pure_type: str,
+    target_type: str,
     id_source: str,
     primary_id: str,
 ) -> bool:
     """Record, durably, that a create is about to be sent; False when an earlier try's intent
-    is still there: that create may have reached Pure and its answer been lost."""
+    is still there: that create may have reached the target and its answer been lost."""
     recorded = await store.write(
         """INSERT INTO create_intents
-           (source, kind, key, pure_type, id_source, primary_id, started_at)
+           (source, kind, key, target_type, id_source, primary_id, started_at)
            VALUES (?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (source, kind, key) DO NOTHING
            RETURNING 1""",
-        (source, kind, key, pure_type, id_source, primary_id, utc_now()),
+        (source, kind, key, target_type, id_source, primary_id, utc_now()),
     )
     return bool(recorded)
 

@@ -8,22 +8,22 @@ from crisync.state.store import fetch_all, fetch_one, utc_now
 
 
 async def get(conn: aiosqlite.Connection, name_key: str) -> str | None:
-    """The Pure uuid of the external person with this name, if crisync knows one."""
+    """The target uuid of the external person with this name, if crisync knows one."""
     row = await fetch_one(
-        conn, "SELECT pure_uuid FROM external_persons WHERE name_key = ?", (name_key,)
+        conn, "SELECT target_uuid FROM external_persons WHERE name_key = ?", (name_key,)
     )
     return None if row is None else str(row[0])
 
 
-async def put(conn: aiosqlite.Connection, name_key: str, pure_uuid: str) -> None:
+async def put(conn: aiosqlite.Connection, name_key: str, target_uuid: str) -> None:
     await conn.execute(
-        """INSERT INTO external_persons (name_key, pure_uuid, updated_at) VALUES (?, ?, ?)
-           ON CONFLICT (name_key) DO UPDATE SET pure_uuid = excluded.pure_uuid,
+        """INSERT INTO external_persons (name_key, target_uuid, updated_at) VALUES (?, ?, ?)
+           ON CONFLICT (name_key) DO UPDATE SET target_uuid = excluded.target_uuid,
                updated_at = excluded.updated_at""",
-        (name_key, pure_uuid, utc_now()),
+        (name_key, target_uuid, utc_now()),
     )
 
 
 async def all_external_persons(conn: aiosqlite.Connection) -> dict[str, str]:
-    rows = await fetch_all(conn, "SELECT name_key, pure_uuid FROM external_persons")
+    rows = await fetch_all(conn, "SELECT name_key, target_uuid FROM external_persons")
     return {str(r[0]): str(r[1]) for r in rows}

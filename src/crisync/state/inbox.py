@@ -167,3 +167,13 @@ async def prune(conn: aiosqlite.Connection, observed_before: str) -> int:
         """DELETE FROM inbox WHERE state = 'done' AND observed_at < ?""", (observed_before,)
     )
     return cursor.rowcount
+
+
+async def kind_of(conn: aiosqlite.Connection, feed: str, key: str) -> str | None:
+    """The kind a feed last read an object as, from the newest event of its key it kept."""
+    row = await fetch_one(
+        conn,
+        "SELECT kind FROM inbox WHERE feed = ? AND key = ? ORDER BY id DESC LIMIT 1",
+        (feed, key),
+    )
+    return None if row is None else str(row[0])

@@ -1,4 +1,4 @@
-"""The mapping: source object ↔ Pure content, with what was last written."""
+"""The mapping: source object ↔ the target content it became, with what was last written."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import aiosqlite
 
 from crisync.state.store import fetch_all, fetch_one, utc_now
 
-_COLUMNS = """source, kind, key, pure_type, pure_uuid, pure_version, payload_hash, locked,
-              changed_at, match_key"""
+_COLUMNS = """source, kind, key, target, target_type, target_uuid, target_version, payload_hash,
+              locked, changed_at, match_key"""
 
 
 @dataclass(frozen=True)
@@ -17,10 +17,11 @@ class MappingRow:
     source: str
     kind: str
     key: str
-    pure_type: str
-    pure_uuid: str
-    pure_version: str | None
-    payload_hash: str  # empty: what Pure holds is unknown, the next change writes it
+    target: str  # the target that holds the content
+    target_type: str  # its content type there
+    target_uuid: str
+    target_version: str | None
+    payload_hash: str  # empty: what the target holds is unknown, the next change writes it
     locked: bool
     changed_at: str
     match_key: str | None = None  # how people lists elsewhere recognise this object
@@ -28,7 +29,17 @@ class MappingRow:
 
 def _row(row: aiosqlite.Row) -> MappingRow:
     return MappingRow(
-        row[0], row[1], row[2], row[3], row[4], row[5], row[6], bool(row[7]), row[8], row[9]
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        bool(row[8]),
+        row[9],
+        row[10],
     )
 
 
@@ -39,6 +50,14 @@ async def get(conn: aiosqlite.Connection, source: str, kind: str, key: str) -> M
         (source, kind, key),
     )
     return None if row is None else _row(row)
+
+
+async def kind_of(conn: aiosqlite.Connection, source: str, key: str) -> str | None:
+    """The kind under which an object of this source is mapped, if it is."""
+    row = await fetch_one(
+        conn, "SELECT kind FROM mapping WHERE source = ? AND key = ? LIMIT 1", (source, key)
+    )
+    return None if row is None else str(row[0])
 
 
 async def matching(
@@ -53,11 +72,14 @@ async def matching(
     return [_row(row) for row in rows]
 
 
-async def of_pure_type(conn: aiosqlite.Connection, pure_type: str) -> list[MappingRow]:
+async def of_target_type(
+    conn: aiosqlite.Connection, target: str, target_type: str
+) -> list[MappingRow]:
     rows = await fetch_all(
         conn,
-        f"SELECT {_COLUMNS} FROM mapping WHERE pure_type = ? ORDER BY source, kind, key",  # noqa: S608 - fixed column list
-        (pure_type,),
+        f"SELECT {_COLUMNS} FROM mapping WHERE target = ? AND target_type = ?"  # noqa: S608 - fixed column list
+        " ORDER BY source, kind, key",
+        (target, target_type),
     )
     return [_row(row) for row in rows]
 
@@ -65,11 +87,12 @@ async def of_pure_type(conn: aiosqlite.Connection, pure_type: str) -> list[Mappi
 async def put(conn: aiosqlite.Connection, *rows: MappingRow) -> None:
     now = utc_now()
     await conn.executemany(
-        """INSERT INTO mapping (source, kind, key, pure_type, pure_uuid, pure_version, payload_hash,
-                                locked, changed_at, match_key, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT (source, kind, key) DO UPDATE SET pure_type = excluded.pure_type,
-               pure_uuid = excluded.pure_uuid, pure_version = excluded.pure_version,
+        """INSERT INTO mapping (source, kind, key, target, target_type, target_uuid, target_version,
+                                payload_hash, locked, changed_at, match_key, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (source, kind, key) DO UPDATE SET target = excluded.target,
+               target_type = excluded.target_type, target_uuid = excluded.target_uuid,
+               target_version = excluded.target_version,
                payload_hash = excluded.payload_hash, locked = excluded.locked,
                changed_at = excluded.changed_at, match_key = excluded.match_key,
                updated_at = excluded.updated_at""",
@@ -78,9 +101,10 @@ async def put(conn: aiosqlite.Connection, *rows: MappingRow) -> None:
                 row.source,
                 row.kind,
                 row.key,
-                row.pure_type,
-                row.pure_uuid,
-                row.pure_version,
+                row.target,
+                row.target_type,
+                row.target_uuid,
+                row.target_version,
                 row.payload_hash,
                 int(row.locked),
                 row.changed_at,

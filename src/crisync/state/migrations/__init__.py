@@ -18,6 +18,7 @@ from crisync.state.migrations import (
     v005_reference_keys,
     v006_http_validators,
     v007_inbox_order,
+    v008_target_neutral,
 )
 
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
@@ -31,4 +32,5 @@ MIGRATIONS: list[Migration] = [
     v005_reference_keys.upgrade,
     v006_http_validators.upgrade,
     v007_inbox_order.upgrade,
+    v008_target_neutral.upgrade,
 ]

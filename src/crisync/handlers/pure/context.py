@@ -1,0 +1,21 @@
+"""What the Pure target's handlers share: the state, the client, the configuration, the rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from crisync.handlers.pure.client import PureClient
+from crisync.handlers.pure.config import PureConfig
+from crisync.handlers.pure.references import KeyedLocks
+from crisync.mapping.rules import MappingsConfig
+from crisync.state.store import Store
+
+
+@dataclass(frozen=True)
+class PureContext:
+    store: Store
+    pure: PureClient
+    pure_config: PureConfig
+    mappings: MappingsConfig = field(default_factory=MappingsConfig)  # built-ins unless configured
+    # One search-or-create per external person name at a time, across concurrent handlers.
+    external_person_locks: KeyedLocks = field(default_factory=KeyedLocks)

@@ -1,0 +1,329 @@
+"""The mapping engine: from a source object to the Pure content that represents it.
+
+What an object becomes is configuration (crisync.mapping.rules): the engine applies its
+mapping's property rules in order, writes the custom-defined fields it names, and adds the
+PrimaryId identifier whose idSource is the one Pure's own synchronisation would use.
+References to other content are resolved through `References`: content crisync
+replicated (the mapping table) and external persons (reused by name).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from crisync.errors import PermanentError, RetriableError
+from crisync.handlers.pure.types import PURE_TYPES
+from crisync.mapping.expressions import first_value, normalise_key, parse_expression
+from crisync.mapping.rules import (
+    CustomFieldRule,
+    MappingsConfig,
+    ObjectMapping,
+    PersonsRule,
+    PropertyRule,
+)
+from crisync.state.inbox import InboxEvent
+
+log = structlog.get_logger("crisync.handlers.mapping")
+
+
+@dataclass(frozen=True)
+class PureContent:
+    pure_type: str  # the API's path segment, e.g. research-outputs
+    id_source: str
+    primary_id: str
+    body: dict[str, Any]  # the properties crisync owns, identifiers included
+    # Top-level properties the mapping owns: an update overwrites them, and clears those
+    # the body lacks. Identifiers and customDefinedFields are merged entry by entry.
+    owned: frozenset[str] = frozenset()
+    match_key: str | None = None  # how people lists elsewhere recognise this object
+
+    @property
+    def payload_hash(self) -> str:
+        canonical = json.dumps(self.body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ContentRef:
+    system_name: str
+    uuid: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"systemName": self.system_name, "uuid": self.uuid}
+
+
+# The target's name: in the mapping rows it writes and in the mappings that name it.
+PURE = "pure"
+
+
+class ReferenceNotReplicatedError(RetriableError):
+    """The object refers to content that is not in Pure yet: it waits and is tried again."""
+
+
+class References(Protocol):
+    """What the engine asks about content other than the object it maps."""
+
+    async def content(self, source: str, kind: str, key: str) -> ContentRef | None:
+        """The Pure content a source object was replicated to, if it was."""
+
+    async def persons(self, source: str, kind: str, match_key: str) -> list[ContentRef]:
+        """The replicated objects of a kind whose reference_key gives this match key."""
+
+    async def external_person(self, name: Mapping[str, str]) -> ContentRef:
+        """The external person of this name, found or created in Pure."""
+
+
+def id_source_of(rules: ObjectMapping) -> str:
+    """The mapping's idSource, else the one Pure's own synchronisation uses for the type."""
+    return rules.id_source or PURE_TYPES[rules.type].id_source
+
+
+def primary_id_of(source: str, kind: str, key: str) -> str:
+    return f"{source}:{kind}:{key}"
+
+
+def parse_primary_id(value: str) -> tuple[str, str, str] | None:
+    """(source, kind, key) of a PrimaryId value crisync wrote, else None."""
+    parts = value.split(":", 2)
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 and all(parts) else None
+
+
+def primary_identifier(id_source: str, value: str) -> dict[str, str]:
+    return {"typeDiscriminator": "PrimaryId", "idSource": id_source, "value": value}
+
+
+def mapping_for(event: InboxEvent, mappings: MappingsConfig) -> ObjectMapping:
+    rules = mappings.for_kind(event.source, event.kind)
+    if rules is None:
+        raise PermanentError(f"no Pure mapping for {event.source} {event.kind}", api="crisync")
+    return rules
+
+
+def match_key_of(rules: ObjectMapping, body: Mapping[str, Any]) -> str | None:
+    """The object's match key, from its Pure body; None when a part is missing."""
+    if not rules.reference_key:
+        return None
+    parts = [parse_expression(text).evaluate(body) for text in rules.reference_key]
+    return None if any(part is None for part in parts) else normalise_key(parts)
+
+
+async def to_pure(
+    event: InboxEvent,
+    mappings: MappingsConfig,
+    references: References,
+    *,
+    managing_organization: str,
+) -> PureContent:
+    primary_id = primary_id_of(event.source, event.kind, event.key)
+    rules = mapping_for(event, mappings)
+    builder = _Builder(event, mappings, references, managing_organization)
+    body: dict[str, Any] = {}
+    for path, rule in rules.properties.items():
+        value = await builder.value(path, rule)
+        if value is not None:
+            _set_path(body, path, value)
+    if rules.custom_fields:
+        body["customDefinedFields"] = {
+            name: builder.custom_field(name, rule) for name, rule in rules.custom_fields.items()
+        }
+    id_source = id_source_of(rules)
+    body["identifiers"] = [primary_identifier(id_source, primary_id)]
+    return PureContent(
+        rules.type,
+        id_source,
+        primary_id,
+        body,
+        rules.owned_properties,
+        match_key_of(rules, body),
+    )
+
+
+class _Builder:
+    """Evaluates one event's rules."""
+
+    def __init__(
+        self,
+        event: InboxEvent,
+        mappings: MappingsConfig,
+        references: References,
+        managing_organization: str,
+    ) -> None:
+        self._event = event
+        self._payload = event.payload
+        self._mappings = mappings
+        self._references = references
+        self._managing_organization = managing_organization
+
+    def _invalid(self, message: str) -> PermanentError:
+        event = self._event
+        return PermanentError(f"{event.source} {event.kind} {event.key}: {message}", api="crisync")
+
+    async def value(self, path: str, rule: PropertyRule) -> Any:
+        kind = rule.kind
+        value: Any
+        if kind == "value":
+            value = copy.deepcopy(rule.value)
+        elif kind == "source":
+            value = self._source_value(rule.from_, rule.lookup, rule.default)
+        elif kind == "reference":
+            value = await self._reference(path, rule)
+        else:
+            assert rule.persons is not None  # the kind says so; narrows the type
+            value = await self._persons(rule.persons)
+        if value is None and rule.required:
+            raise self._invalid(f"no value for {path} (from {', '.join(rule.from_) or '-'})")
+        return value
+
+    def _source_value(self, expressions: list[str], lookup: str | None, default: Any) -> Any:
+        value = first_value(expressions, self._payload)
+        if lookup is not None and value is not None:
+            value = self._mappings.look_up(lookup, value)
+        return copy.deepcopy(default) if value is None else value
+
+    async def _reference(self, path: str, rule: PropertyRule) -> Any:
+        found = first_value(rule.from_, self._payload) if rule.reference else None
+        keys = found if isinstance(found, list) else [] if found is None else [found]
+        refs = []
+        for key in keys:
+            assert rule.reference is not None  # keys come only with the kind
+            if isinstance(key, dict | list):
+                raise self._invalid(f"{path}: {key!r} is not a key")
+            ref = await self._references.content(self._event.source, rule.reference, str(key))
+            if ref is None:
+                raise ReferenceNotReplicatedError(
+                    f"{self._event.source} {self._event.kind} {self._event.key}: {path} refers "
+                    f"to {self._event.source} {rule.reference} {key}, not in Pure yet",
+                    api="crisync",
+                )
+            refs.append(ref.as_json())
+        if not refs and rule.fallback == "managing-organization":
+            refs.append(ContentRef("Organization", self._managing_organization).as_json())
+        if not refs:
+            return None
+        return refs if rule.many else refs[0]
+
+    async def _persons(self, rule: PersonsRule) -> list[dict[str, Any]]:
+        found = first_value(rule.from_, self._payload)
+        entries = [found] if isinstance(found, dict) else found if isinstance(found, list) else []
+        associations = []
+        for entry in entries:
+            if not isinstance(entry, dict):
+                continue
+            last = first_value(rule.last_name, entry)
+            if last is None:
+                continue  # nobody to name
+            first = first_value(rule.first_name, entry)
+            name = {"lastName": str(last)}
+            if first is not None:
+                name = {"firstName": str(first), **name}
+            association = {"typeDiscriminator": rule.internal, "name": name}
+            association["role"] = {"uri": rule.role}
+            person = await self._replicated_person(rule, entry)
+            if person is not None:
+                association["person"] = person.as_json()
+            elif rule.external is not None:
+                external = await self._references.external_person(name)
+                association["typeDiscriminator"] = rule.external
+                association["externalPerson"] = external.as_json()
+            else:
+                continue
+            associations.append(association)
+        return associations
+
+    async def _replicated_person(
+        self, rule: PersonsRule, entry: Mapping[str, Any]
+    ) -> ContentRef | None:
+        source = self._event.source
+        if rule.key:
+            key = first_value(rule.key, entry)
+            if key is None:
+                return None
+            ref = await self._references.content(source, rule.kind, str(key))
+            if ref is None:
+                raise ReferenceNotReplicatedError(
+                    f"{source} {self._event.kind} {self._event.key}: person {source} "
+                    f"{rule.kind} {key} is not in Pure yet",
+                    api="crisync",
+                )
+            return ref
+        if not rule.match:
+            return None
+        parts = [parse_expression(text).evaluate(entry) for text in rule.match]
+        if any(part is None for part in parts):
+            return None
+        match_key = normalise_key(parts)
+        found = await self._references.persons(source, rule.kind, match_key)
+        if len(found) > 1:
+            # Two people share the identifying values: linking either could be wrong. Debug:
+            # a common name gives this for every publication of its authors.
+            log.debug(
+                "mapping.ambiguous_person",
+                source=source,
+                kind=self._event.kind,
+                key=self._event.key,
+                match_key=match_key,
+                candidates=len(found),
+            )
+        return found[0] if len(found) == 1 else None
+
+    def custom_field(self, name: str, rule: CustomFieldRule) -> dict[str, Any]:
+        """The field with its value, or without one, which clears it in Pure."""
+        raw = self._source_value(rule.from_, rule.lookup, rule.default)
+        field: dict[str, Any] = {"typeDiscriminator": rule.type}
+        if raw is None:
+            return field
+        value = _coerce_custom(rule.type, raw)
+        if value is None:
+            raise self._invalid(f"custom-defined field {name}: {raw!r} is no {rule.type}")
+        field["value"] = value
+        return field
+
+
+def _coerce_custom(field_type: str, value: Any) -> Any:
+    if field_type == "Classification":
+        return {"uri": value} if isinstance(value, str) else None
+    filter_name = {"Boolean": "boolean", "Date": "date", "Decimal": "number", "String": "string"}
+    return parse_expression(f"v|{filter_name[field_type]}").evaluate({"v": value})
+
+
+def _set_path(body: dict[str, Any], path: str, value: Any) -> None:
+    """Put a value at a dotted path, making the objects and lists on the way."""
+    segments = path.split(".")
+    container: Any = body
+    for segment, following in itertools.pairwise(segments):
+        fresh: Any = [] if following.isdigit() else {}
+        container = _child(container, segment, fresh, path)
+    last = segments[-1]
+    if isinstance(container, list):
+        _pad(container, last, path)[int(last)] = value
+    else:
+        container[last] = value
+
+
+def _child(container: Any, segment: str, fresh: Any, path: str) -> Any:
+    if isinstance(container, list):
+        items = _pad(container, segment, path)
+        index = int(segment)
+        if not isinstance(items[index], dict | list):
+            items[index] = fresh
+        return items[index]
+    existing = container.get(segment)
+    if not isinstance(existing, dict | list):
+        container[segment] = existing = fresh
+    return existing
+
+
+def _pad(items: list[Any], segment: str, path: str) -> list[Any]:
+    if not segment.isdigit():
+        raise PermanentError(f"property path {path}: {segment!r} indexes a list", api="crisync")
+    while len(items) <= int(segment):
+        items.append(None)
+    return items

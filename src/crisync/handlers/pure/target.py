@@ -1,0 +1,53 @@
+"""The Pure target: what the dispatcher and the commands see of Pure."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from crisync.handlers.base import HandlerResult, Target
+from crisync.handlers.pure.client import PureClient
+from crisync.handlers.pure.config import PureConfig
+from crisync.handlers.pure.context import PureContext
+from crisync.handlers.pure.reconcile import ReconcileReport, reconcile
+from crisync.handlers.pure.replicate import replicate_to_pure
+from crisync.mapping.rules import MappingsConfig
+from crisync.state.inbox import InboxEvent
+from crisync.state.store import Store
+from crisync.telemetry import Telemetry
+
+
+class PureTarget(Target):
+    name = "pure"
+
+    def __init__(self, context: PureContext) -> None:
+        self.context = context
+
+    @classmethod
+    def open(
+        cls,
+        config: PureConfig,
+        mappings: MappingsConfig,
+        *,
+        store: Store,
+        session: aiohttp.ClientSession,
+        telemetry: Telemetry,
+    ) -> PureTarget:
+        client = PureClient(session, config, telemetry=telemetry)
+        return cls(PureContext(store, client, config, mappings))
+
+    @property
+    def workers(self) -> int:
+        # Twice as many handlers as Pure request slots: what a handler does between its
+        # requests (mapping, state writes) overlaps others' requests, so the slots stay full.
+        return 2 * self.context.pure_config.concurrency
+
+    @property
+    def max_attempts(self) -> int:
+        return self.context.pure_config.max_attempts
+
+    async def handle(self, event: InboxEvent) -> HandlerResult:
+        return await replicate_to_pure(event, self.context)
+
+    async def reconcile(self, *, apply: bool) -> ReconcileReport:
+        ctx = self.context
+        return await reconcile(ctx.store, ctx.pure, ctx.mappings, apply=apply)

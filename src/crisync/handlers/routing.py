@@ -1,0 +1,57 @@
+"""Which handler takes which change: derived from the mappings, never a hand-written list.
+
+Every (source, kind) whose mapping names a target goes to that target's `handle`; a
+source adds the handlers of its own (Elements' write-back) and the work a create of one
+of its objects calls for. That every kind a source reads has a mapping is checked with
+the configuration (`crisync check-config`), so no kind meets a missing handler at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from crisync.errors import PermanentError
+from crisync.handlers.base import Handler, HandlerResult, Target
+from crisync.listener.base import Source
+from crisync.mapping.rules import MappingsConfig
+from crisync.state.inbox import ChangeEvent, InboxEvent
+
+AfterCreate = Callable[[InboxEvent, str, str], tuple[ChangeEvent, ...]]
+
+
+@dataclass(frozen=True)
+class Routes:
+    handlers: Mapping[tuple[str, str], Handler]
+    # source → the follow-ups a target's create of one of its objects calls for
+    after_create: Mapping[str, AfterCreate] = field(default_factory=dict)
+
+    def handler(self, event: InboxEvent) -> Handler:
+        return self.handlers.get((event.source, event.kind)) or _unrouted
+
+    def follow_ups(self, event: InboxEvent, result: HandlerResult) -> tuple[ChangeEvent, ...]:
+        """What the result calls for: its own follow-ups, and the source's after a create."""
+        after = self.after_create.get(event.source)
+        if after is None or result.action != "created" or result.target_type is None:
+            return result.follow_ups
+        assert result.target_uuid is not None  # created content has a uuid
+        return result.follow_ups + after(event, result.target_type, result.target_uuid)
+
+
+def route(
+    mappings: MappingsConfig, targets: Mapping[str, Target], sources: Sequence[Source]
+) -> Routes:
+    handlers: dict[tuple[str, str], Handler] = {
+        (source, kind): targets[rules.target].handle
+        for source, kind, rules in mappings.all()
+        if rules.target in targets
+    }
+    for source in sources:
+        handlers.update(source.routes())
+    return Routes(handlers, {source.name: source.after_create for source in sources})
+
+
+async def _unrouted(event: InboxEvent) -> HandlerResult:
+    # The configuration check keeps a read kind from arriving here; a kind no longer read
+    # or mapped since its events were queued does.
+    raise PermanentError(f"no mapping for {event.source} {event.kind}", api="crisync")

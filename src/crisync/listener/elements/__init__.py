@@ -1,0 +1,1 @@
+"""The Elements source: affected-since and deleted feeds, resync of one object, write-back."""

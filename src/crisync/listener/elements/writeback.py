@@ -1,0 +1,228 @@
+"""Write-back: after a target created an object's content, set a field of the object's
+Elements record to the content's uuid.
+
+What each configured category writes to is checked once against `/{cat}/sources` (is the
+source importable?) and `/{cat}/types` (which types have the field, as text that allows
+`set`?), at start, so that a misconfiguration is reported once instead of per object.
+
+The write-back is an event of its own (source ``elements-writeback``), queued by the
+dispatcher in the transaction that records the create, so a crash between the two loses
+neither; its handler is declared by the Elements source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+import structlog
+from lxml import etree
+
+from crisync.errors import CredentialError, CrisyncError, PermanentError
+from crisync.handlers.base import HandlerResult
+from crisync.listener.elements.atom import parse_sources, parse_types
+from crisync.listener.elements.client import ElementsClient
+from crisync.listener.elements.config import CATEGORY_OF_FEED, ElementsConfig, WritebackConfig
+from crisync.state.inbox import ChangeEvent, InboxEvent
+
+log = structlog.get_logger("crisync.listener.elements.writeback")
+
+# The PATCH document's namespace, as elements-api-patch-record.txt writes it.
+UPDATE_NAMESPACE = "http://www.symplectic.co.uk/publications/api"
+# The source of write-back events: a handler of the Elements source takes them.
+WRITEBACK_SOURCE = "elements-writeback"
+
+
+@dataclass(frozen=True)
+class WritebackTarget:
+    """A checked write-back: where it writes, and which object types have the field."""
+
+    category: str
+    source: str
+    field: str
+    types: frozenset[str]
+
+
+def update_record(field: str, value: str) -> bytes:
+    """An update-record document that sets one text field."""
+    api = f"{{{UPDATE_NAMESPACE}}}"
+    root = etree.Element(
+        f"{api}update-record", nsmap=cast("dict[str, str]", {None: UPDATE_NAMESPACE})
+    )
+    item = etree.SubElement(
+        etree.SubElement(root, f"{api}fields"), f"{api}field", name=field, operation="set"
+    )
+    etree.SubElement(item, f"{api}text").text = value
+    return etree.tostring(root, xml_declaration=True, encoding="utf-8")
+
+
+class ElementsWriteback:
+    """The configured write-backs, checked and cached; PATCHes through the shared client."""
+
+    def __init__(self, config: ElementsConfig, client: ElementsClient) -> None:
+        self._client = client
+        self._wanted: dict[str, WritebackConfig] = {
+            CATEGORY_OF_FEED[feed]: settings for feed, settings in config.writeback.items()
+        }
+        self._ready: dict[str, WritebackTarget] = {}
+        self._problems: dict[str, str] = {}
+        self._checking = asyncio.Lock()
+
+    def wanted(self, category: str) -> bool:
+        """Whether a create of this category should be written back (not known to be broken)."""
+        return category in self._wanted and category not in self._problems
+
+    async def verify(self) -> None:
+        """Check every configured category now; one Elements cannot answer is checked later."""
+        for category in self._wanted:
+            try:
+                await self.target(category)
+            except CrisyncError as exc:
+                if category in self._problems:
+                    continue  # a misconfiguration: logged as such
+                log.warning(
+                    "elements.writeback_check_deferred",
+                    category=category,
+                    error=exc.message,
+                    detail="checked again before the first write-back",
+                )
+
+    async def target(self, category: str) -> WritebackTarget:
+        """The checked write-back of a category; checked on first use, then cached."""
+        async with self._checking:
+            if category in self._ready:
+                return self._ready[category]
+            if category in self._problems:
+                raise PermanentError(self._problems[category], api="elements")
+            try:
+                target = await self._check(category, self._wanted[category])
+            except CredentialError:
+                raise  # not the configuration's fault: the listener parks and says why
+            except PermanentError as exc:
+                self._fail(category, f"could not check: {exc.message}")
+                raise
+            if isinstance(target, str):
+                self._fail(category, target)
+                raise PermanentError(target, api="elements")
+            self._ready[category] = target
+            log.info(
+                "elements.writeback_ready",
+                category=category,
+                source=target.source,
+                field=target.field,
+                types=sorted(target.types),
+            )
+            return target
+
+    def _fail(self, category: str, problem: str) -> None:
+        settings = self._wanted[category]
+        message = (
+            f"write-back of {category} to field {settings.field!r} of source "
+            f"{settings.source!r} is misconfigured: {problem}"
+        )
+        self._problems[category] = message
+        log.error(
+            "elements.writeback_misconfigured",
+            category=category,
+            source=settings.source,
+            field=settings.field,
+            problem=problem,
+            detail="no write-back for this category until the configuration is fixed",
+        )
+
+    async def _check(self, category: str, settings: WritebackConfig) -> WritebackTarget | str:
+        """The target, or what is wrong with the configuration."""
+        sources = parse_sources(await self._client.get_document(f"/{category}/sources"))
+        source = next((s for s in sources if s.name == settings.source), None)
+        if source is None:
+            names = ", ".join(sorted(s.name for s in sources)) or "none"
+            return f"no {category} data source is named {settings.source!r} (there are: {names})"
+        if not source.importable:
+            return f"source {settings.source!r} does not accept API imports (importable is false)"
+        fields = [
+            f
+            for f in parse_types(await self._client.get_document(f"/{category}/types"))
+            if f.name == settings.field
+        ]
+        if not fields:
+            return f"no {category} type has a field {settings.field!r}"
+        types = frozenset(
+            f.type_name for f in fields if f.field_type == "text" and "set" in f.operations
+        )
+        if not types:
+            return f"field {settings.field!r} is not a text field that allows the set operation"
+        return WritebackTarget(category, settings.source, settings.field, types)
+
+    async def write(self, category: str, payload: dict[str, Any], value: str) -> bool:
+        """PATCH the object's record; False when it has no such record or its type no such field."""
+        try:
+            return await self._write(category, payload, value)
+        except CredentialError as exc:
+            # Not the dispatcher's pause for refused credentials: that would hold up the
+            # replication into Pure too, for want of a right only write-back needs.
+            raise PermanentError(
+                f"Elements refused the write-back ({exc.message}); check the API account's "
+                "credentials and its right to modify data",
+                api="elements",
+                status=exc.status,
+            ) from exc
+
+    async def _write(self, category: str, payload: dict[str, Any], value: str) -> bool:
+        target = await self.target(category)
+        record = next(
+            (
+                r
+                for r in payload.get("records") or []
+                if r.get("source") == target.source and r.get("id_at_source")
+            ),
+            None,
+        )
+        object_type = (payload.get("attributes") or {}).get("type")
+        if record is None:
+            return _skipped(category, payload, f"it has no record from {target.source}")
+        if object_type is not None and object_type not in target.types:
+            return _skipped(category, payload, f"its type {object_type} lacks {target.field}")
+        await self._client.patch_record(
+            category, target.source, str(record["id_at_source"]), update_record(target.field, value)
+        )
+        return True
+
+    def follow_ups(
+        self, event: InboxEvent, target_type: str, target_uuid: str
+    ) -> tuple[ChangeEvent, ...]:
+        """The write-back a create of this Elements object calls for, if one is configured."""
+        if event.source != "elements" or not self.wanted(event.kind):
+            return ()
+        return (
+            ChangeEvent(
+                f"{WRITEBACK_SOURCE}:{event.kind}",
+                WRITEBACK_SOURCE,
+                event.kind,
+                event.key,
+                "upsert",
+                datetime.fromisoformat(event.changed_at),
+                {
+                    "id": event.key,
+                    "category": event.kind,
+                    "attributes": event.payload.get("attributes") or {},
+                    "records": event.payload.get("records") or [],
+                    # The outcome and the queued event keep their documented key.
+                    "pure": {"type": target_type, "uuid": target_uuid},
+                },
+            ),
+        )
+
+    async def handle(self, event: InboxEvent) -> HandlerResult:
+        """The handler of write-back events."""
+        content = event.payload["pure"]
+        written = await self.write(event.kind, event.payload, content["uuid"])
+        return HandlerResult(
+            "updated" if written else "unchanged", content["type"], content["uuid"], mapping=None
+        )
+
+
+def _skipped(category: str, payload: dict[str, Any], reason: str) -> bool:
+    log.info("elements.writeback_skipped", category=category, id=payload.get("id"), reason=reason)
+    return False

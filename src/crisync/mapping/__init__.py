@@ -1,0 +1,1 @@
+"""The mapping engine: rules from configuration that turn a source object into a target's body."""

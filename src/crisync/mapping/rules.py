@@ -1,0 +1,348 @@
+"""Mappings: what each kind of source object becomes in a target, declared as configuration.
+
+A mapping names the target and its content type, the PrimaryId idSource, what happens on a
+deletion, and rules that build the target's properties from the source payload. Each
+target ships built-in mappings beside its code; a mapping file named in ``[mappings]
+file`` and the ``[mappings]`` section itself are layered over them: a mapping of the same
+source and kind replaces the earlier one whole, a lookup table gets its entries added or
+overridden. Source values are named by expressions (`crisync.mapping.expressions`).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import tomllib
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from crisync.mapping.expressions import expression_list
+
+DeletePolicy = Literal["unlock", "delete", "ignore"]
+CustomFieldType = Literal["Boolean", "Classification", "Date", "Decimal", "String"]
+# The only fallback a reference knows: the organisation the target names as managing.
+Fallback = Literal["managing-organization"]
+
+
+class Rules(BaseModel):
+    """Unknown keys are errors; `from` is a Python keyword, so it is an alias."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_by_name=True, serialize_by_alias=True
+    )
+
+
+class PersonsRule(Rules):
+    """A list of people in the payload → associations with Pure persons or external persons.
+
+    A person is recognised as replicated content either by `key` (expressions giving the
+    source key of the person's own object: when it is not replicated yet, the object waits)
+    or by `match` (expressions on the person entry compared with the `reference_key` of
+    the `kind` mapping: no match makes an external person, reused by name).
+    """
+
+    from_: list[str] = Field(alias="from", min_length=1)
+    role: str = Field(description="classification URI of the person's role")
+    kind: str = Field("user", description="the kind whose mapped Pure persons are linked")
+    key: list[str] = []
+    match: list[str] = []
+    last_name: list[str] = ["last-name"]
+    first_name: list[str] = ["first-names", "first-name", "initials"]
+    internal: str = "InternalContributorAssociation"
+    external: str | None = Field(
+        "ExternalContributorAssociation",
+        description="typeDiscriminator for external persons; none leaves them out",
+    )
+
+    _expressions = field_validator(
+        "from_", "key", "match", "last_name", "first_name", mode="before"
+    )(expression_list)
+
+    @model_validator(mode="after")
+    def _one_way_to_recognise(self) -> PersonsRule:
+        if self.key and self.match:
+            raise ValueError("recognise persons by `key` or by `match`, not both")
+        return self
+
+
+class PropertyRule(Rules):
+    """How one Pure property (a dotted path into the body) gets its value.
+
+    Exactly one of: `value` (a constant); `from` (source expressions, optionally through a
+    `lookup` table, with a `default`); a reference: `reference` (the kind whose mapping
+    names the Pure content) with `from` (giving the referred object's key), and/or a
+    `fallback` for when the source names none; `persons` (a people list, see PersonsRule).
+    """
+
+    value: JsonValue = None
+    from_: list[str] = Field(default_factory=list, alias="from")
+    lookup: str | None = None
+    default: JsonValue = None
+    required: bool = False
+    reference: str | None = None
+    many: bool = False
+    fallback: Fallback | None = None
+    persons: PersonsRule | None = None
+
+    _expressions = field_validator("from_", mode="before")(expression_list)
+
+    @property
+    def kind(self) -> Literal["value", "source", "reference", "persons"]:
+        if self.persons is not None:
+            return "persons"
+        if self.reference is not None or self.fallback is not None:
+            return "reference"
+        if self.value is not None:
+            return "value"
+        return "source"
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PropertyRule:
+        kinds = [
+            self.value is not None,
+            self.reference is not None or self.fallback is not None,
+            self.persons is not None,
+            bool(self.from_) and self.reference is None and self.fallback is None,
+        ]
+        if sum(kinds) != 1:
+            raise ValueError("give exactly one of value, from, reference or fallback, persons")
+        if (self.lookup is not None or self.default is not None) and self.kind != "source":
+            raise ValueError("lookup and default go with from")
+        if self.many and self.kind != "reference":
+            raise ValueError("many goes with reference or fallback")
+        if self.kind == "reference" and bool(self.reference) != bool(self.from_):
+            raise ValueError("a reference names the kind it refers to and, in from, the key")
+        return self
+
+
+class CustomFieldRule(Rules):
+    """A Pure custom-defined field: written with its typeDiscriminator, cleared when empty."""
+
+    type: CustomFieldType
+    from_: list[str] = Field(alias="from", min_length=1)
+    lookup: str | None = None
+    default: JsonValue = None
+
+    _expressions = field_validator("from_", mode="before")(expression_list)
+
+
+class MappingChecker(Protocol):
+    """A target's section class: what it can write."""
+
+    def mapping_problems(self, rules: ObjectMapping) -> list[str]: ...
+
+
+class ObjectMapping(Rules):
+    """What one kind of source object becomes in a target.
+
+    ``<target>_type = "..."`` names both at once (``pure_type = "persons"``): the target
+    whose content it is, and the content type there.
+    """
+
+    target: str = Field(min_length=1, description="the target that holds the content, e.g. pure")
+    type: str = Field(min_length=1, description="the target's content type, e.g. persons")
+    id_source: str = ""  # empty: the target's own default for the type
+    on_delete: DeletePolicy = "unlock"
+    # Expressions into the target's body that identify the object to `persons` rules elsewhere.
+    reference_key: list[str] = []
+    properties: dict[str, PropertyRule] = {}
+    custom_fields: dict[str, CustomFieldRule] = {}
+
+    _expressions = field_validator("reference_key", mode="before")(expression_list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _target_and_type(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        named = [key for key in data if key.endswith("_type") and key != "type"]
+        if len(named) > 1 or (named and ("target" in data or "type" in data)):
+            raise ValueError('name the target and type once: e.g. pure_type = "persons"')
+        if named:
+            data = dict(data)
+            data["target"] = named[0].removesuffix("_type")
+            data["type"] = data.pop(named[0])
+        return data
+
+    @field_validator("properties")
+    @classmethod
+    def _paths(cls, value: dict[str, PropertyRule]) -> dict[str, PropertyRule]:
+        for path in value:
+            if not all(path.split(".")):
+                raise ValueError(f"{path!r}: a property path is dot-separated names")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_its_target(self, info: ValidationInfo) -> ObjectMapping:
+        """Checked when validated with the targets as context (`crisync.config.load`)."""
+        targets: Mapping[str, MappingChecker] | None = (info.context or {}).get("targets")
+        if targets is None:
+            return self
+        target = targets.get(self.target)
+        if target is None:
+            raise ValueError(f"no target is named {self.target!r}; known: {sorted(targets)}")
+        problems = target.mapping_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def owned_properties(self) -> frozenset[str]:
+        """The top-level properties this mapping writes; people's edits to others stay."""
+        return frozenset(path.split(".")[0] for path in self.properties)
+
+
+class MappingsConfig(Rules):
+    """The mappings in force: built-ins, then the mapping file, then the [mappings] section.
+
+    Every table of [mappings] but ``file``, ``builtin`` and ``lookups`` is a source's:
+    ``[mappings.<source>.<kind>]``.
+    """
+
+    file: Path | None = None
+    builtin: bool = True
+    lookups: dict[str, dict[str, JsonValue]] = {}
+    sources: dict[str, dict[str, ObjectMapping]] = {}
+    # (source, kind) of the mappings the file or the section declare, built-ins aside.
+    declared: frozenset[tuple[str, str]] = Field(frozenset(), exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _layered(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "sources" in data:
+            return data  # already layered (a copy of a validated model)
+        layers: list[Mapping[str, Any]] = []
+        if data.get("builtin", True):
+            layers.extend(builtin_mappings())
+        declared = []
+        if data.get("file"):
+            declared.append(read_mapping_file(Path(data["file"])))
+        declared.append({k: v for k, v in data.items() if k not in ("file", "builtin")})
+        merged = layer_mappings([*layers, *declared])
+        merged["declared"] = frozenset(
+            (source, kind)
+            for layer in declared
+            for source, kinds in layer.items()
+            if source != "lookups" and isinstance(kinds, dict)
+            for kind in kinds
+        )
+        return {**{k: data[k] for k in ("file", "builtin") if k in data}, **merged}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MappingsConfig:
+        problems = []
+        for source, kind, rules in self.all():
+            where = f"{source}.{kind}"
+            lookups = [(n, r.lookup) for n, r in rules.properties.items()]
+            lookups += [(f"custom_fields.{n}", r.lookup) for n, r in rules.custom_fields.items()]
+            problems += [
+                f"{where}.{name}: no lookup table {table!r}"
+                for name, table in lookups
+                if table is not None and table not in self.lookups
+            ]
+            for name, rule in rules.properties.items():
+                target = rule.reference or (rule.persons.kind if rule.persons else None)
+                referred = self.for_kind(source, target) if target else None
+                if target is not None and referred is None:
+                    problems.append(f"{where}.{name}: no mapping for {source} {target}")
+                matching = rule.persons.match if rule.persons else []
+                if (
+                    referred is not None
+                    and matching
+                    and (len(referred.reference_key) != len(matching))
+                ):
+                    problems.append(
+                        f"{where}.{name}: match has {len(matching)} parts, "
+                        f"{source}.{target} reference_key has {len(referred.reference_key)}"
+                    )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def all(self) -> list[tuple[str, str, ObjectMapping]]:
+        return [
+            (source, kind, rules)
+            for source, kinds in sorted(self.sources.items())
+            for kind, rules in kinds.items()
+        ]
+
+    def referred(self) -> dict[tuple[str, str], frozenset[str]]:
+        """(source, kind) -> the other kinds of that source its references and persons name."""
+        return {
+            (source, kind): frozenset(
+                target
+                for rule in rules.properties.values()
+                if (target := rule.reference or (rule.persons.kind if rule.persons else None))
+                and target != kind
+            )
+            for source, kind, rules in self.all()
+        }
+
+    def for_kind(self, source: str, kind: str) -> ObjectMapping | None:
+        return self.sources.get(source, {}).get(kind)
+
+    def look_up(self, table: str, value: Any) -> JsonValue:
+        """The table's entry for a source value, compared without case; None when absent."""
+        if isinstance(value, dict | list) or value is None:
+            return None
+        return self.lookups.get(table, {}).get(str(value).strip().casefold())
+
+
+def layer_mappings(layers: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Later layers win: a mapping is replaced whole, a lookup table entry by entry."""
+    merged: dict[str, Any] = {"lookups": {}, "sources": {}}
+    for layer in layers:
+        for key, value in layer.items():
+            if key == "lookups" and isinstance(value, dict):
+                for table, entries in value.items():
+                    if not isinstance(entries, dict):
+                        merged["lookups"][table] = entries  # reported by validation
+                        continue
+                    target = merged["lookups"].setdefault(table, {})
+                    target.update({str(k).strip().casefold(): v for k, v in entries.items()})
+            elif key == "lookups":
+                merged["lookups"] = value  # reported by validation
+            elif isinstance(value, dict):
+                merged["sources"].setdefault(key, {}).update(copy.deepcopy(value))
+            else:
+                merged["sources"][key] = value  # reported by validation
+    return merged
+
+
+# The built-in mappings each target ships beside its code: (package, file).
+BUILTIN_MAPPINGS = (("crisync.handlers.pure", "default_mappings.toml"),)
+
+
+@functools.cache
+def _builtin_text(package: str, name: str) -> str:
+    return resources.files(package).joinpath(name).read_text("utf-8")
+
+
+def builtin_mappings() -> list[dict[str, Any]]:
+    return [tomllib.loads(_builtin_text(package, name)) for package, name in BUILTIN_MAPPINGS]
+
+
+def read_mapping_file(path: Path) -> dict[str, Any]:
+    """A mapping file: the [mappings] tables (lookups, then one table per source) at its top."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read mapping file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"mapping file {path} is not valid TOML: {exc}") from None
+    misplaced = sorted(key for key in ("file", "builtin") if key in raw)
+    if misplaced:
+        raise ValueError(f"mapping file {path}: {misplaced} belong in the [mappings] section")
+    return raw

@@ -1,0 +1,293 @@
+"""The mapping engine through the handler: lookups, references, contributors, configuration."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from crisync.errors import PermanentError
+from crisync.handlers.pure.context import PureContext
+from crisync.handlers.pure.mapping import ReferenceNotReplicatedError
+from crisync.handlers.pure.replicate import replicate_to_pure
+from crisync.handlers.pure.sim import PureSimulator
+from crisync.mapping.rules import MappingsConfig
+from crisync.state import inbox
+from crisync.state.inbox import ChangeEvent
+from crisync.state.store import utc_now
+from tests.handlers.pure.helpers import replicate_next
+from tests.support.events import claim_one, enqueue, publication, user
+
+RESEARCH_OUTPUT_TYPES = "/dk/atira/pure/researchoutput/researchoutputtypes"
+
+
+def output_of(pure_sim: PureSimulator, uuid: str | None) -> dict[str, Any]:
+    return pure_sim.objects("research-outputs")[uuid or ""]
+
+
+async def test_lookups_pick_the_class_type_language_and_status(
+    context: PureContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(
+        context.store,
+        publication(
+            "7",
+            "On crystals",
+            publication_type="conference",
+            language="DE",
+            **{"publication-status": "In Press"},
+        ),
+        publication("8", "On salts", publication_type="dataset", language="xx"),
+    )
+    conference = output_of(pure_sim, (await replicate_next(context)).target_uuid)
+    assert conference["typeDiscriminator"] == "ContributionToConference"
+    assert conference["type"] == {"uri": f"{RESEARCH_OUTPUT_TYPES}/contributiontoconference/paper"}
+    assert conference["language"] == {"uri": "/dk/atira/pure/core/languages/de_DE"}
+    assert conference["publicationStatuses"] == [
+        {
+            "publicationStatus": {"uri": "/dk/atira/pure/researchoutput/status/inpress"},
+            "publicationDate": {"year": 2025, "month": 6},
+        }
+    ]
+    assert conference["managingOrganization"] == {
+        "systemName": "Organization",
+        "uuid": context.pure_config.managing_organization,
+    }
+    other = output_of(pure_sim, (await replicate_next(context)).target_uuid)
+    assert other["typeDiscriminator"] == "OtherContribution"
+    assert other["type"] == {"uri": f"{RESEARCH_OUTPUT_TYPES}/othercontribution/other"}
+    assert other["language"] == {"uri": "/dk/atira/pure/core/languages/und"}
+
+
+async def test_authors_who_are_replicated_users_are_linked_the_others_are_external(
+    context: PureContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(
+        context.store,
+        user("1", "Lovelace"),
+        publication("7", "On engines", authors=[("Lovelace", "A."), ("Babbage", "C")]),
+        publication("8", "On tables", 1, authors=[("BABBAGE", "c")]),
+    )
+    ada = (await replicate_next(context)).target_uuid
+    first = output_of(pure_sim, (await replicate_next(context)).target_uuid)
+    (charles,) = pure_sim.objects("external-persons")
+    assert first["contributors"] == [
+        {
+            "typeDiscriminator": "InternalContributorAssociation",
+            "name": {"firstName": "A.", "lastName": "Lovelace"},
+            "role": {"uri": "/dk/atira/pure/researchoutput/roles/contributor/author"},
+            "person": {"systemName": "Person", "uuid": ada},
+        },
+        {
+            "typeDiscriminator": "ExternalContributorAssociation",
+            "name": {"firstName": "C", "lastName": "Babbage"},
+            "role": {"uri": "/dk/atira/pure/researchoutput/roles/contributor/author"},
+            "externalPerson": {"systemName": "ExternalPerson", "uuid": charles},
+        },
+    ]
+    assert pure_sim.objects("external-persons")[charles]["identifiers"][0] == {
+        "typeDiscriminator": "PrimaryId",
+        "idSource": "synchronisedUnifiedExternalPerson",
+        "value": "crisync:external-person:babbage|c",
+    }
+    # The same name in another output is the same external person, with no Pure request.
+    pure_sim.request_counts.clear()
+    second = output_of(pure_sim, (await replicate_next(context)).target_uuid)
+    assert second["contributors"][0]["externalPerson"]["uuid"] == charles
+    assert pure_sim.request_counts[("external-persons", "search")] == 0
+    assert pure_sim.request_counts[("external-persons", "create")] == 0
+
+
+async def test_an_external_person_already_in_pure_is_reused_by_name(
+    context: PureContext, pure_sim: PureSimulator
+) -> None:
+    editors = await context.pure.create(
+        "external-persons", {"name": {"firstName": "C", "lastName": "Babbage"}}
+    )
+    await context.pure.create(
+        "external-persons", {"name": {"firstName": "Charles", "lastName": "Babbage"}}
+    )
+    await enqueue(context.store, publication("7", "On engines", authors=[("Babbage", "C")]))
+    output = output_of(pure_sim, (await replicate_next(context)).target_uuid)
+    assert output["contributors"][0]["externalPerson"]["uuid"] == editors["uuid"]
+    assert len(pure_sim.objects("external-persons")) == 2
+
+
+async def test_an_external_person_whose_create_answer_was_lost_is_found_not_repeated(
+    context: PureContext, pure_sim: PureSimulator
+) -> None:
+    pure_sim.fail_next(504, content_type="external-persons", after_write=True)
+    await enqueue(context.store, publication("7", "On engines", authors=[("Babbage", "C")]))
+    output = output_of(pure_sim, (await replicate_next(context)).target_uuid)
+    (charles,) = pure_sim.objects("external-persons")
+    assert output["contributors"][0]["externalPerson"]["uuid"] == charles
+    assert pure_sim.request_counts[("external-persons", "create")] == 1
+    assert pure_sim.request_counts[("external-persons", "search")] == 2
+
+
+async def test_namesakes_among_the_users_are_not_guessed_between(
+    context: PureContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(
+        context.store,
+        user("1", "Smith", first_name="John"),
+        user("2", "Smith", first_name="Jane"),
+        publication("7", "On names", authors=[("Smith", "J")]),
+    )
+    for _ in range(2):
+        await replicate_next(context)
+    output = output_of(pure_sim, (await replicate_next(context)).target_uuid)
+    (contributor,) = output["contributors"]
+    assert contributor["typeDiscriminator"] == "ExternalContributorAssociation"
+
+
+async def test_concurrent_outputs_share_one_new_external_person(
+    context: PureContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(
+        context.store,
+        *(publication(str(n), f"Part {n}", authors=[("Babbage", "C")]) for n in range(5)),
+    )
+    async with context.store.reading() as conn:
+        events = await inbox.claim_ready(conn, busy_keys=[], now=utc_now(), limit=5)
+    await asyncio.gather(*(replicate_to_pure(event, context) for event in events))
+    assert len(pure_sim.objects("external-persons")) == 1
+    assert pure_sim.request_counts[("external-persons", "create")] == 1
+
+
+async def test_a_missing_required_value_is_a_permanent_error_naming_it(
+    context: PureContext,
+) -> None:
+    await enqueue(context.store, user("5", ""))
+    with pytest.raises(PermanentError, match=r"elements user 5: no value for name\.lastName"):
+        await replicate_to_pure(await claim_one(context.store), context)
+
+
+async def test_a_reference_to_content_not_replicated_yet_waits(
+    context: PureContext, pure_sim: PureSimulator
+) -> None:
+    publication_rules = context.mappings.sources["elements"]["publication"].model_dump()
+    mappings = MappingsConfig.model_validate(
+        {
+            "elements": {
+                "publication": {
+                    **publication_rules,
+                    "properties": {
+                        **publication_rules["properties"],
+                        "managingOrganization": {
+                            "reference": "org-structure",
+                            "from": "fields.owner",
+                            "fallback": "managing-organization",
+                        },
+                    },
+                }
+            }
+        }
+    )
+    ctx = replace(context, mappings=mappings)
+    department = ChangeEvent(
+        "elements:org-structures",
+        "elements",
+        "org-structure",
+        "42",
+        "upsert",
+        datetime(2026, 11, 1, 11, tzinfo=UTC),
+        {"id": "42", "category": "org-structure", "fields": {"name": "Physics"}},
+    )
+    await enqueue(ctx.store, publication("7", "On crystals", owner="42"))
+    with pytest.raises(ReferenceNotReplicatedError, match="org-structure 42, not in Pure yet") as e:
+        await replicate_to_pure(await claim_one(ctx.store), ctx)
+    assert e.value.retriable
+    assert len(pure_sim.objects("research-outputs")) == 0
+
+    await enqueue(ctx.store, department)
+    organisation = (await replicate_next(ctx, skip=["elements/publication/7"])).target_uuid
+    assert pure_sim.objects("organizations")[organisation or ""]["name"] == {"en_GB": "Physics"}
+    output = output_of(pure_sim, (await replicate_next(ctx)).target_uuid)
+    assert output["managingOrganization"] == {"systemName": "Organization", "uuid": organisation}
+
+
+UNICAT_MAPPINGS = {
+    "unicat": {
+        "department": {
+            "pure_type": "organizations",
+            "properties": {
+                "name.en_GB": {"from": "fields.name", "required": True},
+                "type.uri": {
+                    "value": "/dk/atira/pure/organisation/organisationtypes/organisation/department"
+                },
+                "lifecycle.startDate": {"from": "fields.founded|date", "required": True},
+            },
+        },
+        "person": {
+            "pure_type": "persons",
+            "properties": {
+                "name.firstName": {"from": "fields.first"},
+                "name.lastName": {"from": "fields.last", "required": True},
+            },
+        },
+        "record": {
+            "pure_type": "research-outputs",
+            "on_delete": "delete",
+            "properties": {
+                "typeDiscriminator": {"value": "OtherContribution"},
+                "title.value": {"from": "fields.title", "required": True},
+                "type.uri": {"value": f"{RESEARCH_OUTPUT_TYPES}/othercontribution/other"},
+                "category.uri": {"value": "/dk/atira/pure/researchoutput/category/research"},
+                "language.uri": {"value": "/dk/atira/pure/core/languages/und"},
+                "publicationStatuses.0.publicationStatus.uri": {
+                    "value": "/dk/atira/pure/researchoutput/status/published"
+                },
+                "managingOrganization": {
+                    "reference": "department",
+                    "from": "fields.department",
+                    "fallback": "managing-organization",
+                },
+                "contributors": {
+                    "persons": {
+                        "from": "fields.authors",
+                        "role": "/dk/atira/pure/researchoutput/roles/contributor/author",
+                        "kind": "person",
+                        "key": ["gid"],
+                        "last_name": ["last"],
+                        "first_name": ["first"],
+                    }
+                },
+            },
+        },
+    }
+}
+
+
+def unicat(kind: str, gid: str, fields: dict[str, Any]) -> ChangeEvent:
+    return ChangeEvent(
+        "unicat:records",
+        "unicat",
+        kind,
+        gid,
+        "upsert",
+        datetime(2026, 11, 1, 12, tzinfo=UTC),
+        {"id": gid, "definition": kind, "fields": fields},
+    )
+
+
+async def test_a_unicat_mapping_is_only_configuration(
+    context: PureContext, pure_sim: PureSimulator
+) -> None:
+    """Persons named by key wait for their own object; then they are linked."""
+    ctx = replace(context, mappings=MappingsConfig.model_validate(UNICAT_MAPPINGS))
+    author = {"gid": "p-1", "last": "Hook", "first": "Daniel"}
+    await enqueue(ctx.store, unicat("record", "r-1", {"title": "Sky", "authors": [author]}))
+    with pytest.raises(ReferenceNotReplicatedError, match="person unicat person p-1"):
+        await replicate_to_pure(await claim_one(ctx.store), ctx)
+
+    await enqueue(ctx.store, unicat("person", "p-1", {"first": "Daniel", "last": "Hook"}))
+    daniel = (await replicate_next(ctx, skip=["unicat/record/r-1"])).target_uuid
+    result = await replicate_next(ctx)
+    assert result.action == "created"
+    output = output_of(pure_sim, result.target_uuid)
+    assert output["identifiers"][0]["value"] == "unicat:record:r-1"
+    assert output["contributors"][0]["person"] == {"systemName": "Person", "uuid": daniel}

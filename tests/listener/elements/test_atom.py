@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+
+import pytest
+
+from crisync.listener.elements.atom import (
+    MalformedFeedError,
+    parse_error,
+    parse_feed,
+    parse_sources,
+    parse_types,
+)
+
+FEED = """<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom" xmlns:api="{ns}">
+  <api:schema-version>5.5</api:schema-version>
+  <api:pagination results-count="2" items-per-page="1">
+    <api:page position="this" href="https://e.example/api/publications?per-page=1"/>
+    <api:page position="next" href="https://e.example/api/publications?after-id=7&amp;per-page=1"/>
+  </api:pagination>
+  <link rel="next" href="https://atom-only.example/should-be-ignored"/>
+  <entry>
+    <title>ATOM title that must be ignored</title>
+    <api:object category="publication" id="7" last-modified-when="2026-01-02T10:00:00+01:00"
+        last-affected-when="2026-01-02T11:30:00.5+01:00" type="journal-article">
+      <api:records><api:record format="native" source-name="manual">
+        <api:native>
+          <api:field name="title" type="text">
+            <api:text>Protein &amp; crystals</api:text>
+          </api:field>
+          <api:field name="authors" type="person-list"><api:people>
+            <api:person>
+              <api:last-name>Blundell</api:last-name><api:initials>TL</api:initials>
+            </api:person>
+          </api:people></api:field>
+          <api:field name="publication-date" type="date">
+            <api:date><api:year>2024</api:year><api:month>3</api:month></api:date>
+          </api:field>
+        </api:native>
+      </api:record></api:records>
+    </api:object>
+  </entry>
+</feed>"""
+
+
+@pytest.mark.parametrize(
+    "ns",
+    [
+        "http://www.symplectic.co.uk/publications/api",
+        "https://www.symplectic.co.uk/publications/api",
+    ],
+)
+def test_reads_api_content_in_either_namespace(ns: str) -> None:
+    page = parse_feed(FEED.format(ns=ns).encode())
+    assert page.schema_version == "5.5"
+    assert page.next_url == "https://e.example/api/publications?after-id=7&per-page=1"
+    (obj,) = page.objects
+    assert obj.category == "publication"
+    assert obj.id == "7"
+    assert obj.changed_at.isoformat() == "2026-01-02T11:30:00.500000+01:00"
+    fields = obj.payload["fields"]
+    assert fields["title"] == "Protein & crystals"
+    assert fields["authors"] == [{"last-name": "Blundell", "initials": "TL"}]
+    assert fields["publication-date"] == {"year": 2024, "month": 3}
+    assert obj.payload["attributes"]["type"] == "journal-article"
+    assert obj.payload["records"] == [{"source": "manual", "id_at_source": None}]
+
+
+async def test_a_doctype_with_an_external_entity_is_refused_without_opening_the_file(
+    tmp_path: Path,
+) -> None:
+    """The entity names a FIFO: opening it for reading would block until a writer comes."""
+    fifo = tmp_path / "entity"
+    os.mkfifo(fifo)
+    hostile = (
+        f'<?xml version="1.0"?><!DOCTYPE feed [<!ENTITY x SYSTEM "file://{fifo}">]>'
+        '<feed xmlns:api="http://www.symplectic.co.uk/publications/api">'
+        "<api:schema-version>&x;</api:schema-version></feed>"
+    ).encode()
+    parsing = asyncio.create_task(asyncio.to_thread(parse_feed, hostile))
+    try:
+        async with asyncio.timeout(2):
+            with pytest.raises(MalformedFeedError, match="DOCTYPE"):
+                await parsing
+    finally:
+        # Had the parser opened the FIFO, this writer lets its thread finish.
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_an_internal_entity_is_not_expanded() -> None:
+    laughs = (
+        b'<?xml version="1.0"?><!DOCTYPE feed [<!ENTITY a "aaaaaaaaaa">'
+        b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+        b'<feed xmlns:api="http://www.symplectic.co.uk/publications/api">'
+        b"<api:schema-version>&b;</api:schema-version></feed>"
+    )
+    with pytest.raises(MalformedFeedError, match="DOCTYPE"):
+        parse_feed(laughs)
+
+
+def test_truncated_xml_is_a_retriable_error() -> None:
+    body = FEED.format(ns="http://www.symplectic.co.uk/publications/api").encode()
+    with pytest.raises(MalformedFeedError) as caught:
+        parse_feed(body[: len(body) // 2])
+    assert caught.value.retriable
+
+
+def test_a_document_without_api_content_is_refused() -> None:
+    with pytest.raises(MalformedFeedError, match="no Elements API content"):
+        parse_feed(b'<feed xmlns="http://www.w3.org/2005/Atom"><entry/></feed>')
+
+
+def test_error_feed_gives_code_and_message() -> None:
+    body = b"""<feed xmlns="http://www.w3.org/2005/Atom"
+        xmlns:api="http://www.symplectic.co.uk/publications/api"><entry>
+        <api:error code="argument fault">username parameter does not apply</api:error>
+        </entry></feed>"""
+    error = parse_error(body)
+    assert error is not None
+    assert (error.code, error.message) == ("argument fault", "username parameter does not apply")
+    assert parse_error(b"<html>proxy error</html>") is None
+
+
+@pytest.mark.parametrize("body", [b"", b"   ", b"\xff\xfe<feed/>", b"<feed>&undefined;</feed>"])
+def test_garbage_is_a_malformed_feed_not_a_crash(body: bytes) -> None:
+    with pytest.raises(MalformedFeedError):
+        parse_feed(body)
+
+
+def test_deleted_objects_and_warnings_are_read() -> None:
+    body = b"""<feed xmlns="http://www.w3.org/2005/Atom"
+        xmlns:api="http://www.symplectic.co.uk/publications/api">
+        <api:schema-version>5.5</api:schema-version>
+        <entry><api:deleted-object category="publication" id="12"
+            deleted-when="2026-01-02T10:00:00.25-05:00"/></entry>
+        <entry><api:warnings>
+            <api:warning associated-field="isbn-13">Failed to parse ISBN-13.</api:warning>
+            <api:warning>Something else.</api:warning>
+        </api:warnings></entry>
+        </feed>"""
+    page = parse_feed(body)
+    (gone,) = page.deleted
+    assert (gone.category, gone.id) == ("publication", "12")
+    assert gone.deleted_at.isoformat() == "2026-01-02T10:00:00.250000-05:00"
+    assert [(w.field, w.message) for w in page.warnings] == [
+        ("isbn-13", "Failed to parse ISBN-13."),
+        (None, "Something else."),
+    ]
+
+
+def test_a_deleted_object_without_its_time_is_malformed() -> None:
+    body = b"""<feed xmlns:api="http://www.symplectic.co.uk/publications/api">
+        <api:deleted-object category="publication" id="12"/></feed>"""
+    with pytest.raises(MalformedFeedError, match="deleted-when"):
+        parse_feed(body)
+
+
+def test_sources_and_types_are_read() -> None:
+    sources = parse_sources(
+        b"""<feed xmlns:api="http://www.symplectic.co.uk/publications/api"><entry><api:result>
+        <api:data-source category="publication" id="2147483646" name="c-inst-1">
+        <api:importable>true</api:importable></api:data-source></api:result></entry>
+        <entry><api:data-source name="wos"><api:importable>false</api:importable>
+        </api:data-source></entry></feed>"""
+    )
+    assert [(s.name, s.importable) for s in sources] == [("c-inst-1", True), ("wos", False)]
+    fields = parse_types(
+        b"""<feed xmlns:api="https://www.symplectic.co.uk/publications/api"><entry>
+        <api:type id="2" name="book"><api:fields>
+          <api:field><api:name>title</api:name><api:type>text</api:type>
+            <api:update-field-operations><api:operation type="set"/>
+            <api:operation type="clear"/></api:update-field-operations></api:field>
+          <api:field><api:name>authors</api:name><api:type>person-list</api:type>
+            </api:field>
+        </api:fields></api:type></entry></feed>"""
+    )
+    assert [(f.type_name, f.name, f.field_type, f.operations) for f in fields] == [
+        ("book", "title", "text", frozenset({"set", "clear"})),
+        ("book", "authors", "person-list", frozenset()),
+    ]

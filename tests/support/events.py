@@ -1,0 +1,92 @@
+"""Change events as the Elements listener writes them, put into a real inbox and taken out
+as the dispatcher would."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from crisync.state import inbox
+from crisync.state.inbox import ChangeEvent, InboxEvent
+from crisync.state.store import Store, utc_now
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def publication(
+    key: str,
+    title: str,
+    minute: int = 0,
+    *,
+    authors: Iterable[tuple[str, str]] = (),
+    publication_type: str = "journal-article",
+    **fields: Any,
+) -> ChangeEvent:
+    """An Elements publication as the listener reads it; authors are (last name, initials)."""
+    fields = {
+        "title": title,
+        "language": "en",
+        "publication-date": {"year": 2025, "month": 6},
+        **fields,
+    }
+    people = [{"last-name": last, "initials": initials} for last, initials in authors]
+    if people:
+        fields["authors"] = people
+    payload: dict[str, Any] = {
+        "id": key,
+        "category": "publication",
+        "attributes": {"type": publication_type},
+        "fields": fields,
+    }
+    return ChangeEvent(
+        "elements:publications",
+        "elements",
+        "publication",
+        key,
+        "upsert",
+        T0 + timedelta(minutes=minute),
+        payload,
+    )
+
+
+def user(key: str, last_name: str, minute: int = 0, *, first_name: str = "Ada") -> ChangeEvent:
+    return ChangeEvent(
+        "elements:users",
+        "elements",
+        "user",
+        key,
+        "upsert",
+        T0 + timedelta(minutes=minute),
+        {
+            "id": key,
+            "category": "user",
+            "fields": {"first-name": first_name, "last-name": last_name},
+        },
+    )
+
+
+def deletion(kind: str, key: str, minute: int = 0) -> ChangeEvent:
+    """A deletion as the Elements deleted-objects feed reports it."""
+    when = T0 + timedelta(minutes=minute)
+    return ChangeEvent(
+        f"elements:deleted:{kind}",
+        "elements",
+        kind,
+        key,
+        "delete",
+        when,
+        {"id": key, "category": kind, "deleted_at": when.isoformat()},
+    )
+
+
+async def enqueue(store: Store, *events: ChangeEvent) -> None:
+    async with store.transaction() as conn:
+        await inbox.add_events(conn, events, utc_now())
+
+
+async def claim_one(store: Store, *, skip: Iterable[str] = ()) -> InboxEvent:
+    """The next event, passing over the keys in `skip` (source/kind/key) as if in flight."""
+    async with store.reading() as conn:
+        (event,) = await inbox.claim_ready(conn, busy_keys=skip, now=utc_now(), limit=1)
+    return event

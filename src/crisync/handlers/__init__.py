@@ -1,1 +1,1 @@
-"""The handlers stage: the Target contract (base.py), routing, the dispatcher, one folder per target."""
+"""The handlers stage: the Target contract (base.py), routing, dispatcher, a folder per target."""

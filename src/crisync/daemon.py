@@ -179,6 +179,7 @@ def _dispatcher(running: Running) -> Dispatcher:
     settings = DispatchSettings(
         workers=sum(target.workers for target in targets),
         max_attempts=max(target.max_attempts for target in targets),
+        park_duration=max(target.park_duration for target in targets),
         topic_prefix=config.mqtt.topic_prefix if config.mqtt else None,
         refers_to=config.mappings.referred(),
     )

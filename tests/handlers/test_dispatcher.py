@@ -2,40 +2,72 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
+import aiohttp
 import pytest
+import structlog
+from pydantic import SecretStr
 
 from crisync.handlers.dispatcher import Dispatcher, DispatchSettings
 from crisync.handlers.pure import client as pure_client
+from crisync.handlers.pure.client import PureClient
 from crisync.handlers.pure.context import PureContext
 from crisync.handlers.pure.sim import PureSimulator
 from crisync.handlers.pure.target import PureTarget
 from crisync.handlers.routing import route
 from crisync.lifecycle import Lifecycle
 from crisync.state import dead_letters, inbox, mapping, outbox
-from crisync.state.store import Store
+from crisync.state.store import Store, utc_now
 from crisync.telemetry import Telemetry
 from tests.support.events import enqueue, publication, user
 
 
-async def drain(context: PureContext, *, max_attempts: int = 5) -> None:
-    """Run the dispatcher as `crisync once` does: until nothing is pending."""
-    life = Lifecycle()
-    life.feeds_done.set()
-    dispatcher = Dispatcher(
+def dispatcher_for(context: PureContext, life: Lifecycle, *, max_attempts: int = 5) -> Dispatcher:
+    return Dispatcher(
         context.store,
         route(context.mappings, {"pure": PureTarget(context)}, []),
         DispatchSettings(
             workers=3,
             max_attempts=max_attempts,
+            park_duration=300.0,
             topic_prefix="t",
             refers_to=context.mappings.referred(),
         ),
         life=life,
         telemetry=Telemetry(),
     )
+
+
+async def drain(context: PureContext, *, max_attempts: int = 5) -> None:
+    """Run the dispatcher as `crisync once` does: until nothing is pending."""
+    life = Lifecycle()
+    life.feeds_done.set()
     async with asyncio.timeout(30):
-        await dispatcher.run()
+        await dispatcher_for(context, life, max_attempts=max_attempts).run()
+
+
+async def test_a_refused_key_pauses_the_handlers_and_burns_no_attempt(
+    context: PureContext, session: aiohttp.ClientSession
+) -> None:
+    await enqueue(context.store, *(publication(str(n), f"Title {n}") for n in range(5)))
+    telemetry = Telemetry()
+    wrong_key = context.pure_config.model_copy(update={"api_key": SecretStr("wrong")})
+    refused = replace(context, pure=PureClient(session, wrong_key, telemetry=telemetry))
+    life = Lifecycle()
+    with structlog.testing.capture_logs() as logs:
+        running = asyncio.create_task(dispatcher_for(refused, life).run())
+        await asyncio.sleep(0.5)
+        life.stopping.set()
+        await running
+    [rejected, *_] = [e for e in logs if e["event"] == "credentials.rejected"]
+    assert (rejected["api"], rejected["status"], rejected["pause_seconds"]) == ("pure", 401, 300.0)
+    # One request for each event claimed before the refusal, none tried again.
+    assert 1 <= sum(telemetry.requests.values()) <= 5
+    async with context.store.reading() as conn:
+        assert await dead_letters.count(conn) == 0
+        pending = await inbox.claim_ready(conn, busy_keys=[], now=utc_now(), limit=10)
+    assert [event.attempts for event in pending] == [0] * 5
 
 
 async def outcomes(store: Store) -> list[dict[str, object]]:

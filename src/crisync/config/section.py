@@ -30,19 +30,23 @@ def http_url(value: str) -> str:
     return value.rstrip("/")
 
 
-class SourceSection(Section):
-    """The section of a source: the kinds of change its feeds produce, each needing a mapping."""
+class SystemSection(Section):
+    """The section of an outside system: the one policy for refused credentials applies."""
 
     park_duration: float = Field(
-        900.0, gt=0, description="seconds a feed rests after the API refused the credentials"
+        900.0, gt=0, description="seconds the work that needs the API rests after it refused"
     )
+
+
+class SourceSection(SystemSection):
+    """The section of a source: the kinds of change its feeds produce, each needing a mapping."""
 
     @abstractmethod
     def kinds(self) -> frozenset[str]:
         """The kinds of object this configuration makes the source read."""
 
 
-class TargetSection(Section):
+class TargetSection(SystemSection):
     """The section of a target: which mappings it can carry out."""
 
     @classmethod

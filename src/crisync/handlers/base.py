@@ -59,6 +59,11 @@ class Target(ABC):
     def max_attempts(self) -> int:
         """Retriable failures of one event before it becomes a dead letter."""
 
+    @property
+    @abstractmethod
+    def park_duration(self) -> float:
+        """Seconds the handlers rest after it refused the credentials."""
+
     @abstractmethod
     async def handle(self, event: InboxEvent) -> HandlerResult:
         """Create, take over or update the object's content, or apply its deletion."""

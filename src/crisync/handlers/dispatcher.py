@@ -26,8 +26,6 @@ from crisync.telemetry import Telemetry
 
 log = structlog.get_logger("crisync.handlers")
 
-# How long work pauses after a target refused our credentials: long enough not to hammer it.
-CREDENTIAL_PAUSE = 300.0
 # Processed inbox rows are kept this long, to drop feed repeats (the lookback is shorter).
 INBOX_RETENTION = timedelta(days=1)
 PRUNE_EVERY = 3600.0
@@ -50,6 +48,7 @@ class Replicated:
 class DispatchSettings:
     workers: int  # handlers at once; each target's client bounds its requests in flight
     max_attempts: int
+    park_duration: float  # seconds every handler rests after a target refused the credentials
     topic_prefix: str | None  # None: MQTT is off, no outcomes are kept
     # (source, kind) -> the kinds of that source its mapping refers to (MappingsConfig.referred)
     refers_to: Mapping[tuple[str, str], frozenset[str]] = field(default_factory=dict)
@@ -219,8 +218,9 @@ class Dispatcher:
             result = await handler(event)
             follow_ups = self._routes.follow_ups(event, result)
         except CredentialError as exc:
-            self._paused_until = time.monotonic() + CREDENTIAL_PAUSE
-            credentials.refused(exc, pause=CREDENTIAL_PAUSE, object=event.object_key)
+            pause = self._settings.park_duration
+            self._paused_until = time.monotonic() + pause
+            credentials.refused(exc, pause=pause, object=event.object_key)
         except CrisyncError as exc:
             if exc.retriable and attempt < self._settings.max_attempts:
                 await self._postpone(event, attempt, exc, bound)

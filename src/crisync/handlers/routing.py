@@ -10,14 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from crisync.errors import PermanentError
 from crisync.handlers.base import Handler, HandlerResult, Target
-from crisync.listener.base import Source
 from crisync.mapping.rules import MappingsConfig
 from crisync.state.inbox import ChangeEvent, InboxEvent
 
 AfterCreate = Callable[[InboxEvent, str, str], tuple[ChangeEvent, ...]]
+
+
+class Source(Protocol):
+    """What routing asks of a source (`crisync.listener.base.Source`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def routes(self) -> dict[tuple[str, str], Handler]: ...
+
+    def after_create(
+        self, event: InboxEvent, target_type: str, target_uuid: str
+    ) -> tuple[ChangeEvent, ...]: ...
 
 
 @dataclass(frozen=True)

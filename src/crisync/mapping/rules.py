@@ -45,7 +45,7 @@ class Rules(BaseModel):
 
 
 class PersonsRule(Rules):
-    """A list of people in the payload → associations with Pure persons or external persons.
+    """A list of people in the payload → associations with the target's persons or external ones.
 
     A person is recognised as replicated content either by `key` (expressions giving the
     source key of the person's own object: when it is not replicated yet, the object waits)
@@ -55,15 +55,17 @@ class PersonsRule(Rules):
 
     from_: list[str] = Field(alias="from", min_length=1)
     role: str = Field(description="classification URI of the person's role")
-    kind: str = Field("user", description="the kind whose mapped Pure persons are linked")
+    kind: str = Field("user", description="the kind whose mapped persons are linked")
     key: list[str] = []
     match: list[str] = []
     last_name: list[str] = ["last-name"]
     first_name: list[str] = ["first-names", "first-name", "initials"]
-    internal: str = "InternalContributorAssociation"
+    internal: str = Field(
+        "", description="typeDiscriminator for linked persons; empty: the target's"
+    )
     external: str | None = Field(
-        "ExternalContributorAssociation",
-        description="typeDiscriminator for external persons; none leaves them out",
+        "",
+        description="typeDiscriminator for external persons; empty: the target's; none: left out",
     )
 
     _expressions = field_validator(
@@ -78,11 +80,11 @@ class PersonsRule(Rules):
 
 
 class PropertyRule(Rules):
-    """How one Pure property (a dotted path into the body) gets its value.
+    """How one property of the target's body (a dotted path into it) gets its value.
 
     Exactly one of: `value` (a constant); `from` (source expressions, optionally through a
     `lookup` table, with a `default`); a reference: `reference` (the kind whose mapping
-    names the Pure content) with `from` (giving the referred object's key), and/or a
+    names the target's content) with `from` (giving the referred object's key), and/or a
     `fallback` for when the source names none; `persons` (a people list, see PersonsRule).
     """
 
@@ -128,7 +130,7 @@ class PropertyRule(Rules):
 
 
 class CustomFieldRule(Rules):
-    """A Pure custom-defined field: written with its typeDiscriminator, cleared when empty."""
+    """A custom-defined field: written with its typeDiscriminator, cleared when empty."""
 
     type: CustomFieldType
     from_: list[str] = Field(alias="from", min_length=1)

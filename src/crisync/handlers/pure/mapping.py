@@ -62,6 +62,10 @@ class ContentRef:
 
 # The target's name: in the mapping rows it writes and in the mappings that name it.
 PURE = "pure"
+# What a persons rule makes of a person, unless it says otherwise: a research output's
+# contributor association with a Pure person, or with an external person.
+INTERNAL_ASSOCIATION = "InternalContributorAssociation"
+EXTERNAL_ASSOCIATION = "ExternalContributorAssociation"
 
 
 class ReferenceNotReplicatedError(RetriableError):
@@ -224,14 +228,14 @@ class _Builder:
             name = {"lastName": str(last)}
             if first is not None:
                 name = {"firstName": str(first), **name}
-            association = {"typeDiscriminator": rule.internal, "name": name}
+            association = {"typeDiscriminator": rule.internal or INTERNAL_ASSOCIATION, "name": name}
             association["role"] = {"uri": rule.role}
             person = await self._replicated_person(rule, entry)
             if person is not None:
                 association["person"] = person.as_json()
             elif rule.external is not None:
                 external = await self._references.external_person(name)
-                association["typeDiscriminator"] = rule.external
+                association["typeDiscriminator"] = rule.external or EXTERNAL_ASSOCIATION
                 association["externalPerson"] = external.as_json()
             else:
                 continue

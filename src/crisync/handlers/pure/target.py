@@ -45,6 +45,10 @@ class PureTarget(Target):
     def max_attempts(self) -> int:
         return self.context.pure_config.max_attempts
 
+    @property
+    def park_duration(self) -> float:
+        return self.context.pure_config.park_duration
+
     async def handle(self, event: InboxEvent) -> HandlerResult:
         return await replicate_to_pure(event, self.context)
 

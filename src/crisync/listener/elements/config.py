@@ -36,7 +36,8 @@ MAX_PER_PAGE = {"full": 25, "ref": 1000}
 
 
 class WritebackConfig(Section):
-    """After a Pure create, set `field` of the object's record from `source` to the Pure uuid."""
+    """After a target created the object's content, set `field` of the object's record from
+    `source` to the content's uuid."""
 
     source: str = Field(min_length=1, description="data source whose record is patched")
     field: str = Field(min_length=1, description="a text field of that record")

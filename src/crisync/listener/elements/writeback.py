@@ -161,7 +161,7 @@ class ElementsWriteback:
             return await self._write(category, payload, value)
         except CredentialError as exc:
             # Not the dispatcher's pause for refused credentials: that would hold up the
-            # replication into Pure too, for want of a right only write-back needs.
+            # replication into the target too, for want of a right only write-back needs.
             raise PermanentError(
                 f"Elements refused the write-back ({exc.message}); check the API account's "
                 "credentials and its right to modify data",

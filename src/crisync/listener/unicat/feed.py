@@ -36,7 +36,7 @@ An item that no longer exists when fetched (422) is skipped: its DELETE follows.
 A ``cc.version`` item that differs from the stored version is logged. Unconfigured data
 types are ignored with a debug line. Error 1006 (invalid cursor) is logged, kept as the
 feed's last error until the stream has been read to its end again, and the feed starts
-over from cursor 0; the inbox and the mapping keep that from duplicating Pure objects.
+over from cursor 0; the inbox and the mapping keep that from duplicating any content.
 """
 
 from __future__ import annotations

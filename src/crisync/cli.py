@@ -172,7 +172,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print("crisync: the configuration has problems:", file=sys.stderr)
         for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
+            # A problem of several lines (e.g. a block of TOML to paste) stays under its dash.
+            print("  - " + problem.replace("\n", "\n    "), file=sys.stderr)
         return EX_CONFIG
     if args.command == "check-config":
         print(f"{loaded.path}: configuration is valid")

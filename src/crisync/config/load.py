@@ -36,6 +36,18 @@ def _secrets() -> tuple[dict[tuple[str, str], tuple[str, str]], set[tuple[str, s
 SECRETS, REQUIRED_SECRETS = _secrets()
 
 
+class AbsentSecret(SecretStr):
+    """Stands in for a secret a command said it needs none of and was not given: reading
+    it is a bug, and raises, rather than sending an empty credential to an API."""
+
+    def __init__(self, variable: str) -> None:
+        super().__init__("")
+        self.variable = variable
+
+    def get_secret_value(self) -> str:
+        raise RuntimeError(f"{self.variable} was not read: this command said it needs no secrets")
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; `problems` lists every reason, one line each."""
 
@@ -56,8 +68,17 @@ def config_path(cli_value: str | None, env: Mapping[str, str]) -> Path:
     return Path(env.get("CRISYNC_CONFIG") or DEFAULT_PATH)
 
 
-def load_config(cli_path: str | None = None, env: Mapping[str, str] | None = None) -> LoadedConfig:
-    """Load and validate; raises ConfigError naming every problem found."""
+def load_config(
+    cli_path: str | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    needs_secrets: bool = True,
+) -> LoadedConfig:
+    """Load and validate; raises ConfigError naming every problem found.
+
+    Without `needs_secrets` (a command that talks to no API) a missing secret is no
+    problem: an `AbsentSecret` takes its place. A secret given is read all the same, and
+    one written into the file is refused all the same."""
     env = os.environ if env is None else env
     path = config_path(cli_path, env)
     try:
@@ -72,7 +93,7 @@ def load_config(cli_path: str | None = None, env: Mapping[str, str] | None = Non
     problems: list[str] = []
     misplaced = _refuse_secrets_in_file(raw, problems)
     _apply_env_overrides(raw, env, problems)
-    _add_secrets(raw, env, problems, misplaced)
+    _add_secrets(raw, env, problems, misplaced, needs_secrets=needs_secrets)
     mappings = raw.get("mappings")
     if isinstance(mappings, dict) and isinstance(mappings.get("file"), str):
         # A relative mapping file lives beside the configuration file.
@@ -137,6 +158,8 @@ def _add_secrets(
     env: Mapping[str, str],
     problems: list[str],
     misplaced: set[tuple[str, str]],
+    *,
+    needs_secrets: bool,
 ) -> None:
     credentials_dir = env.get("CREDENTIALS_DIRECTORY")
     for (section, key), (variable, credential) in SECRETS.items():
@@ -155,10 +178,14 @@ def _add_secrets(
                 continue
         if secret:
             raw[section][key] = secret
-        elif (section, key) in REQUIRED_SECRETS and (section, key) not in misplaced:
+        elif (section, key) not in REQUIRED_SECRETS or (section, key) in misplaced:
+            continue
+        elif needs_secrets:
             problems.append(
                 f"{section}.{key}: missing; set {variable} or the systemd credential {credential}"
             )
+        else:
+            raw[section][key] = AbsentSecret(variable)
 
 
 def _describe(error: Any) -> list[str]:

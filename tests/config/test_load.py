@@ -134,6 +134,55 @@ def test_missing_file_is_a_clear_problem(tmp_path: Path) -> None:
     assert main(["check-config", "--config", str(tmp_path / "nope.toml")]) == EX_CONFIG
 
 
+@pytest.mark.parametrize(
+    ("override", "problem"),
+    [
+        (
+            {"CRISYNC_ELEMENT__POLL_INTERVAL": "5"},
+            "CRISYNC_ELEMENT__POLL_INTERVAL: no section [element] (known: commands, daemon, "
+            "elements, mappings, metrics, mqtt, pure, state, unicat)",
+        ),
+        (
+            {"CRISYNC_ELEMENTS__POLL_INTERVL": "5"},
+            "CRISYNC_ELEMENTS__POLL_INTERVL: elements.poll_intervl: unknown key",
+        ),
+        (
+            {"CRISYNC_ELEMENTS__POLL_INTERVAL": "soon"},
+            "CRISYNC_ELEMENTS__POLL_INTERVAL: elements.poll_interval: "
+            "Input should be a valid number, unable to parse string as a number",
+        ),
+        (
+            {"CRISYNC_ELEMENTS__CATEGORIES": '["users", "pubs"]'},
+            "CRISYNC_ELEMENTS__CATEGORIES: elements.categories.1: Input should be",
+        ),
+        (
+            # A mapping's location is rewritten to where it is in the file, then matched.
+            {"CRISYNC_MAPPINGS__ELEMENTS": '{publication = {pure_type = "nope"}}'},
+            "CRISYNC_MAPPINGS__ELEMENTS: mappings.elements.publication: unknown Pure type 'nope'",
+        ),
+    ],
+)
+def test_a_problem_with_an_environment_override_names_the_variable(
+    config_file: Path, override: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(config_file), env={**SECRETS, **override})
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith(problem)
+
+
+def test_a_problem_in_the_file_names_no_variable_even_beside_overrides(config_file: Path) -> None:
+    config_file.write_text(config_file.read_text().replace("poll_interval = 60", "lookback = -1"))
+    env = {**SECRETS, "CRISYNC_ELEMENTS__POLL_INTERVAL": "soon"}
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(config_file), env=env)
+    assert sorted(caught.value.problems) == [
+        "CRISYNC_ELEMENTS__POLL_INTERVAL: elements.poll_interval: "
+        "Input should be a valid number, unable to parse string as a number",
+        "elements.lookback: Input should be greater than or equal to 0",
+    ]
+
+
 @pytest.fixture
 def without_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     """An environment with none of the API secrets, as an operator's shell has."""

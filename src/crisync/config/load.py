@@ -92,7 +92,7 @@ def load_config(
 
     problems: list[str] = []
     misplaced = _refuse_secrets_in_file(raw, problems)
-    _apply_env_overrides(raw, env, problems)
+    overrides = _apply_env_overrides(raw, env, problems)
     _add_secrets(raw, env, problems, misplaced, needs_secrets=needs_secrets)
     mappings = raw.get("mappings")
     if isinstance(mappings, dict) and isinstance(mappings.get("file"), str):
@@ -105,7 +105,7 @@ def load_config(
         for error in exc.errors():
             # A missing secret was already reported with where to set it.
             if not (error["type"] == "missing" and tuple(error["loc"]) in SECRETS):
-                problems.extend(_describe(error))
+                problems.extend(_describe(error, overrides))
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
@@ -127,8 +127,14 @@ def _refuse_secrets_in_file(raw: dict[str, Any], problems: list[str]) -> set[tup
     return misplaced
 
 
-def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], problems: list[str]) -> None:
-    """CRISYNC_SECTION__KEY=value overrides [section] key; a value that parses as TOML is TOML."""
+def _apply_env_overrides(
+    raw: dict[str, Any], env: Mapping[str, str], problems: list[str]
+) -> dict[tuple[str, str], str]:
+    """CRISYNC_SECTION__KEY=value overrides [section] key; a value that parses as TOML is TOML.
+
+    Returns the variable that set each (section, key), so that a problem with its value
+    names the variable rather than the file."""
+    overrides = {}
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
@@ -139,11 +145,17 @@ def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], problems: 
                 f"{name}: secrets are set through {variable} or the credential {credential}"
             )
             continue
+        if section not in Config.model_fields:
+            known = ", ".join(sorted(Config.model_fields))
+            problems.append(f"{name}: no section [{section}] (known: {known})")
+            continue
         table = raw.setdefault(section, {})
         if not isinstance(table, dict):
             problems.append(f"{name}: [{section}] is not a table")
             continue
         table[key] = _parse_env_value(value)
+        overrides[(section, key)] = name
+    return overrides
 
 
 def _parse_env_value(value: str) -> Any:
@@ -188,8 +200,9 @@ def _add_secrets(
             raw[section][key] = AbsentSecret(variable)
 
 
-def _describe(error: Any) -> list[str]:
-    """One line per problem; never the offending input, which may be a secret."""
+def _describe(error: Any, overrides: Mapping[tuple[str, str], str]) -> list[str]:
+    """One line per problem, led by the environment variable when one set the value; never
+    the offending input, which may be a secret."""
     parts = [str(part) for part in error["loc"]]
     if parts[:2] == ["mappings", "sources"]:
         del parts[1]  # [mappings.<source>.<kind>] in the file
@@ -199,4 +212,6 @@ def _describe(error: Any) -> list[str]:
     if not parts:
         # The whole configuration's checks name where each problem is, one per line.
         return message.splitlines()
-    return [f"{'.'.join(parts)}: {message}"]
+    problem = f"{'.'.join(parts)}: {message}"
+    variable = overrides.get((parts[0], parts[1])) if len(parts) > 1 else None
+    return [problem if variable is None else f"{variable}: {problem}"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import subprocess
@@ -22,11 +23,11 @@ from crisync.daemon import Lifecycle, run_daemon
 from crisync.sim.broker import MosquittoBroker
 from crisync.state import mapping
 from crisync.state.store import Store
+from tests.support.example import EXAMPLE, SHIPPED_OFF, switched_on
 from tests.support.mqtt import subscribed
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
 UNIT = DEPLOY / "crisync.service"
-EXAMPLE = DEPLOY / "crisync.toml.example"
 ADMIN = DEPLOY / "crisync-admin"
 INSTALLED_BINARY = "/opt/crisync/bin/crisync"
 MAX_EXPOSURE = 2.0
@@ -103,16 +104,16 @@ def test_every_secret_is_a_credential_of_the_unit_and_of_the_admin_wrapper() -> 
 
 
 @pytest.mark.parametrize("via", ["environment", "credentials"])
-def test_check_config_accepts_the_example_with_placeholder_secrets(
+def test_check_config_accepts_the_example_as_shipped_with_the_elements_and_pure_secrets(
     via: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """As shipped the example is an Elements site's: Unicat is off, its key not needed."""
     for variable, _ in SECRETS.values():
         monkeypatch.delenv(variable, raising=False)
-    # The example leaves the broker account out, and an MQTT password needs its username.
-    supplied = {key: names for key, names in SECRETS.items() if key != ("mqtt", "password")}
+    supplied = {key: names for key, names in SECRETS.items() if key[0] in ("elements", "pure")}
     placeholders = {credential: f"placeholder-{credential}" for _, credential in supplied.values()}
     if via == "environment":
         for variable, credential in supplied.values():
@@ -126,6 +127,28 @@ def test_check_config_accepts_the_example_with_placeholder_secrets(
     output = capsys.readouterr().out
     assert "configuration is valid" in output
     assert not any(value in output for value in placeholders.values())
+    effective = json.loads(output.partition("\n")[2])
+    assert (effective["unicat"], effective["metrics"], effective["commands"]) == (None, None, None)
+    assert effective["elements"]["username"] == "api-user"
+
+
+def test_check_config_accepts_the_example_made_unicat_only_as_it_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for variable, _ in SECRETS.values():
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("CRISYNC_UNICAT_API_KEY", "placeholder-unicat")
+    monkeypatch.setenv("CRISYNC_PURE_API_KEY", "placeholder-pure")
+    text = switched_on("unicat", "mappings.unicat.record")
+    # Deleted: [elements] with its write-back example, down to where Unicat's part begins.
+    start = text.index("\n[elements]\n")
+    end = text.rindex("\n\n", 0, text.index("\n[unicat]\n"))
+    path = tmp_path / "crisync.toml"
+    path.write_text(text[:start] + text[end:])
+    assert main(["check-config", "--config", str(path)]) == 0
+    effective = json.loads(capsys.readouterr().out.partition("\n")[2])
+    assert effective["elements"] is None
+    assert effective["unicat"]["url"] == "https://unicat.app"
 
 
 def test_check_config_names_a_missing_secret_and_exits_78(
@@ -165,7 +188,8 @@ def test_the_example_documents_every_option_with_a_comment() -> None:
     tables = _sections(Config)
     section = ""
     previous = ""
-    for line in EXAMPLE.read_text().splitlines():
+    # The commented-out sections' options as they read once switched on.
+    for line in switched_on(*SHIPPED_OFF).splitlines():
         if header := re.fullmatch(r"(?:# ?)?\[\[?([\w.]+)\]\]?", line):
             section = header.group(1)
             parent, _, name = section.rpartition(".")
@@ -199,7 +223,7 @@ def test_the_example_documents_every_option_with_a_comment() -> None:
 def test_the_example_shows_the_defaults() -> None:
     """A value in the example differs from the default only where there is no default."""
     tables = _sections(Config)
-    for section, values in tomllib.loads(EXAMPLE.read_text()).items():
+    for section, values in tomllib.loads(switched_on(*SHIPPED_OFF)).items():
         for key, value in values.items():
             if section == "mappings" and key not in tables[section].model_fields:
                 continue  # [mappings.<source>]: mapping rules, data rather than options

@@ -168,7 +168,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(run_demo(objects=args.objects, follow=args.follow))
 
     try:
-        loaded = load_config(args.config)
+        # status and retry only read the state database: they run without the API secrets.
+        loaded = load_config(args.config, needs_secrets=args.command not in ("status", "retry"))
     except ConfigError as exc:
         print("crisync: the configuration has problems:", file=sys.stderr)
         for problem in exc.problems:

@@ -6,6 +6,7 @@ import pytest
 
 from crisync.cli import main
 from crisync.config.load import EX_CONFIG, ConfigError, load_config
+from crisync.config.load import SECRETS as SECRET_NAMES
 
 VALID = """
 [state]
@@ -131,3 +132,118 @@ def test_check_config_exits_78_and_never_prints_secrets(
 
 def test_missing_file_is_a_clear_problem(tmp_path: Path) -> None:
     assert main(["check-config", "--config", str(tmp_path / "nope.toml")]) == EX_CONFIG
+
+
+@pytest.mark.parametrize(
+    ("override", "problem"),
+    [
+        (
+            {"CRISYNC_ELEMENT__POLL_INTERVAL": "5"},
+            "CRISYNC_ELEMENT__POLL_INTERVAL: no section [element] (known: commands, daemon, "
+            "elements, mappings, metrics, mqtt, pure, state, unicat)",
+        ),
+        (
+            {"CRISYNC_ELEMENTS__POLL_INTERVL": "5"},
+            "CRISYNC_ELEMENTS__POLL_INTERVL: elements.poll_intervl: unknown key",
+        ),
+        (
+            {"CRISYNC_ELEMENTS__POLL_INTERVAL": "soon"},
+            "CRISYNC_ELEMENTS__POLL_INTERVAL: elements.poll_interval: "
+            "Input should be a valid number, unable to parse string as a number",
+        ),
+        (
+            {"CRISYNC_ELEMENTS__CATEGORIES": '["users", "pubs"]'},
+            "CRISYNC_ELEMENTS__CATEGORIES: elements.categories.1: Input should be",
+        ),
+        (
+            # A mapping's location is rewritten to where it is in the file, then matched.
+            {"CRISYNC_MAPPINGS__ELEMENTS": '{publication = {pure_type = "nope"}}'},
+            "CRISYNC_MAPPINGS__ELEMENTS: mappings.elements.publication: unknown Pure type 'nope'",
+        ),
+    ],
+)
+def test_a_problem_with_an_environment_override_names_the_variable(
+    config_file: Path, override: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(config_file), env={**SECRETS, **override})
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith(problem)
+
+
+def test_a_problem_in_the_file_names_no_variable_even_beside_overrides(config_file: Path) -> None:
+    config_file.write_text(config_file.read_text().replace("poll_interval = 60", "lookback = -1"))
+    env = {**SECRETS, "CRISYNC_ELEMENTS__POLL_INTERVAL": "soon"}
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(config_file), env=env)
+    assert sorted(caught.value.problems) == [
+        "CRISYNC_ELEMENTS__POLL_INTERVAL: elements.poll_interval: "
+        "Input should be a valid number, unable to parse string as a number",
+        "elements.lookback: Input should be greater than or equal to 0",
+    ]
+
+
+@pytest.fixture
+def without_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An environment with none of the API secrets, as an operator's shell has."""
+    for variable, _ in SECRET_NAMES.values():
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+
+
+@pytest.mark.usefixtures("without_secrets")
+def test_status_and_retry_read_the_state_without_the_api_secrets(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", "--config", str(config_file)]) == 0
+    assert "no state database" in capsys.readouterr().out
+    assert main(["retry", "--all", "--config", str(config_file)]) == 0
+    assert "requeued 0 dead letter(s)" in capsys.readouterr().out
+    assert (tmp_path / "state.db").exists()
+    assert main(["status", "--json", "--config", str(config_file)]) == 0
+    assert '"dead_letters": []' in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("without_secrets")
+def test_status_still_refuses_a_secret_written_into_the_file(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = config_file.read_text().replace("[pure]", '[pure]\napi_key = "written-in-the-file"')
+    config_file.write_text(text)
+    assert main(["status", "--config", str(config_file)]) == EX_CONFIG
+    err = capsys.readouterr().err
+    assert "pure.api_key: secrets are not read from the configuration file" in err
+    assert "missing" not in err
+    assert "written-in-the-file" not in err
+
+
+@pytest.mark.usefixtures("without_secrets")
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["check-config"],
+        ["run"],
+        ["once"],
+        ["reconcile", "--check"],
+        ["resync", "elements", "publication", "1042"],
+    ],
+)
+def test_commands_that_use_an_api_name_each_missing_secret(
+    config_file: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    assert main([*command, "--config", str(config_file)]) == EX_CONFIG
+    err = capsys.readouterr().err
+    assert "elements.password: missing; set CRISYNC_ELEMENTS_PASSWORD" in err
+    assert "pure.api_key: missing; set CRISYNC_PURE_API_KEY" in err
+
+
+def test_without_needing_secrets_a_secret_given_is_read_and_one_absent_cannot_be_used(
+    config_file: Path,
+) -> None:
+    env = {"CRISYNC_ELEMENTS_PASSWORD": "e-secret-canary"}
+    config = load_config(str(config_file), env=env, needs_secrets=False).config
+    assert config.elements is not None
+    assert config.elements.password.get_secret_value() == "e-secret-canary"
+    assert config.pure is not None
+    with pytest.raises(RuntimeError, match="CRISYNC_PURE_API_KEY was not read"):
+        config.pure.api_key.get_secret_value()

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -8,6 +7,7 @@ from pydantic import ValidationError
 
 from crisync.config.load import ConfigError, load_config
 from crisync.config.model import Config, MqttConfig
+from tests.support.example import SHIPPED_OFF, switched_on
 
 BASE = """
 [state]
@@ -92,19 +92,19 @@ def test_commands_need_mqtt_and_known_names() -> None:
 
 
 def test_the_example_configuration_is_valid_with_every_section_on(tmp_path: Path) -> None:
-    example = (Path(__file__).parents[2] / "deploy" / "crisync.toml.example").read_text()
-    switched_on = re.sub(
-        r"(?m)^# (\[metrics\]|\[commands\]|host = |port = |allow = )", r"\1", example
-    )
     path = tmp_path / "crisync.toml"
-    path.write_text(switched_on)
+    path.write_text(switched_on(*SHIPPED_OFF, "elements.writeback.publications"))
     env = {
         "CRISYNC_ELEMENTS_PASSWORD": "e",
         "CRISYNC_PURE_API_KEY": "p",
         "CRISYNC_UNICAT_API_KEY": "u",
     }
     config = load_config(str(path), env=env).config
+    assert config.elements is not None
+    assert config.unicat is not None
     assert config.mqtt is not None
     assert config.metrics is not None
     assert config.commands is not None
+    assert config.mappings.for_kind("unicat", "record") is not None
+    assert list(config.elements.writeback) == ["publications"]
     assert (config.mqtt.protocol, config.metrics.host) == ("3.1.1", "127.0.0.1")

@@ -12,6 +12,7 @@ from crisync.handlers.pure.mapping import id_source_of
 from crisync.mapping.expressions import normalise_key, parse_expression
 from crisync.mapping.rules import MappingsConfig
 from tests.config.test_load import SECRETS, VALID
+from tests.support.example import switched_on
 
 
 def write_config(tmp_path: Path, extra: str) -> Path:
@@ -265,9 +266,12 @@ def test_match_keys_ignore_case_dots_and_spacing() -> None:
 
 
 def test_the_example_configuration_loads_with_its_mappings(tmp_path: Path) -> None:
-    example = Path(__file__).parents[2] / "deploy" / "crisync.toml.example"
+    example = switched_on("unicat", "mappings.unicat.record")
     path = tmp_path / "crisync.toml"
-    path.write_text(example.read_text().replace("/var/lib/crisync", str(tmp_path)))
+    path.write_text(example.replace("/var/lib/crisync", str(tmp_path)))
     config = load_config(str(path), env={**SECRETS, "CRISYNC_UNICAT_API_KEY": "u"}).config
     assert config.mappings.for_kind("elements", "publication") is not None
+    unicat_record = config.mappings.for_kind("unicat", "record")
+    assert unicat_record is not None
+    assert (unicat_record.target, unicat_record.type) == ("pure", "persons")
     assert config.pure is not None

@@ -36,6 +36,18 @@ def _secrets() -> tuple[dict[tuple[str, str], tuple[str, str]], set[tuple[str, s
 SECRETS, REQUIRED_SECRETS = _secrets()
 
 
+class AbsentSecret(SecretStr):
+    """Stands in for a secret a command said it needs none of and was not given: reading
+    it is a bug, and raises, rather than sending an empty credential to an API."""
+
+    def __init__(self, variable: str) -> None:
+        super().__init__("")
+        self.variable = variable
+
+    def get_secret_value(self) -> str:
+        raise RuntimeError(f"{self.variable} was not read: this command said it needs no secrets")
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; `problems` lists every reason, one line each."""
 
@@ -56,8 +68,17 @@ def config_path(cli_value: str | None, env: Mapping[str, str]) -> Path:
     return Path(env.get("CRISYNC_CONFIG") or DEFAULT_PATH)
 
 
-def load_config(cli_path: str | None = None, env: Mapping[str, str] | None = None) -> LoadedConfig:
-    """Load and validate; raises ConfigError naming every problem found."""
+def load_config(
+    cli_path: str | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    needs_secrets: bool = True,
+) -> LoadedConfig:
+    """Load and validate; raises ConfigError naming every problem found.
+
+    Without `needs_secrets` (a command that talks to no API) a missing secret is no
+    problem: an `AbsentSecret` takes its place. A secret given is read all the same, and
+    one written into the file is refused all the same."""
     env = os.environ if env is None else env
     path = config_path(cli_path, env)
     try:
@@ -71,8 +92,8 @@ def load_config(cli_path: str | None = None, env: Mapping[str, str] | None = Non
 
     problems: list[str] = []
     misplaced = _refuse_secrets_in_file(raw, problems)
-    _apply_env_overrides(raw, env, problems)
-    _add_secrets(raw, env, problems, misplaced)
+    overrides = _apply_env_overrides(raw, env, problems)
+    _add_secrets(raw, env, problems, misplaced, needs_secrets=needs_secrets)
     mappings = raw.get("mappings")
     if isinstance(mappings, dict) and isinstance(mappings.get("file"), str):
         # A relative mapping file lives beside the configuration file.
@@ -84,7 +105,7 @@ def load_config(cli_path: str | None = None, env: Mapping[str, str] | None = Non
         for error in exc.errors():
             # A missing secret was already reported with where to set it.
             if not (error["type"] == "missing" and tuple(error["loc"]) in SECRETS):
-                problems.extend(_describe(error))
+                problems.extend(_describe(error, overrides))
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
@@ -106,8 +127,14 @@ def _refuse_secrets_in_file(raw: dict[str, Any], problems: list[str]) -> set[tup
     return misplaced
 
 
-def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], problems: list[str]) -> None:
-    """CRISYNC_SECTION__KEY=value overrides [section] key; a value that parses as TOML is TOML."""
+def _apply_env_overrides(
+    raw: dict[str, Any], env: Mapping[str, str], problems: list[str]
+) -> dict[tuple[str, str], str]:
+    """CRISYNC_SECTION__KEY=value overrides [section] key; a value that parses as TOML is TOML.
+
+    Returns the variable that set each (section, key), so that a problem with its value
+    names the variable rather than the file."""
+    overrides = {}
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
@@ -118,11 +145,17 @@ def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], problems: 
                 f"{name}: secrets are set through {variable} or the credential {credential}"
             )
             continue
+        if section not in Config.model_fields:
+            known = ", ".join(sorted(Config.model_fields))
+            problems.append(f"{name}: no section [{section}] (known: {known})")
+            continue
         table = raw.setdefault(section, {})
         if not isinstance(table, dict):
             problems.append(f"{name}: [{section}] is not a table")
             continue
         table[key] = _parse_env_value(value)
+        overrides[(section, key)] = name
+    return overrides
 
 
 def _parse_env_value(value: str) -> Any:
@@ -137,6 +170,8 @@ def _add_secrets(
     env: Mapping[str, str],
     problems: list[str],
     misplaced: set[tuple[str, str]],
+    *,
+    needs_secrets: bool,
 ) -> None:
     credentials_dir = env.get("CREDENTIALS_DIRECTORY")
     for (section, key), (variable, credential) in SECRETS.items():
@@ -155,14 +190,19 @@ def _add_secrets(
                 continue
         if secret:
             raw[section][key] = secret
-        elif (section, key) in REQUIRED_SECRETS and (section, key) not in misplaced:
+        elif (section, key) not in REQUIRED_SECRETS or (section, key) in misplaced:
+            continue
+        elif needs_secrets:
             problems.append(
                 f"{section}.{key}: missing; set {variable} or the systemd credential {credential}"
             )
+        else:
+            raw[section][key] = AbsentSecret(variable)
 
 
-def _describe(error: Any) -> list[str]:
-    """One line per problem; never the offending input, which may be a secret."""
+def _describe(error: Any, overrides: Mapping[tuple[str, str], str]) -> list[str]:
+    """One line per problem, led by the environment variable when one set the value; never
+    the offending input, which may be a secret."""
     parts = [str(part) for part in error["loc"]]
     if parts[:2] == ["mappings", "sources"]:
         del parts[1]  # [mappings.<source>.<kind>] in the file
@@ -172,4 +212,6 @@ def _describe(error: Any) -> list[str]:
     if not parts:
         # The whole configuration's checks name where each problem is, one per line.
         return message.splitlines()
-    return [f"{'.'.join(parts)}: {message}"]
+    problem = f"{'.'.join(parts)}: {message}"
+    variable = overrides.get((parts[0], parts[1])) if len(parts) > 1 else None
+    return [problem if variable is None else f"{variable}: {problem}"]

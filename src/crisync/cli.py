@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sqlite3
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict
@@ -16,7 +15,7 @@ import structlog
 from crisync.config.load import EX_CONFIG, ConfigError, LoadedConfig, load_config
 from crisync.errors import CrisyncError
 from crisync.logs import configure_logging
-from crisync.state.store import SchemaTooNewError
+from crisync.state.store import SchemaTooNewError, StateDiskFullError, StateUnavailableError
 
 EX_OK = 0
 EX_SOFTWARE = 1
@@ -196,11 +195,8 @@ def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     except SchemaTooNewError as exc:
         log.error("state.schema_too_new", error=str(exc))  # noqa: TRY400 - no traceback for a known state
         return EX_CONFIG
-    except (sqlite3.OperationalError, OSError) as exc:
-        # Raised bare only while opening the state: a loop's failure arrives as a group.
-        log.error(  # noqa: TRY400 - the message says it all; a traceback would bury it
-            "state.unavailable", error=str(exc), path=str(loaded.config.state.path)
-        )
+    except StateUnavailableError as exc:
+        _state_unavailable(exc)
         return EX_TEMPFAIL
     except MetricsUnavailableError as exc:
         log.error("metrics.unavailable", error=str(exc))  # noqa: TRY400 - the reason is the message
@@ -210,6 +206,15 @@ def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         log.exception("crisync.crashed")
         return EX_SOFTWARE
     return EX_OK
+
+
+def _state_unavailable(exc: StateUnavailableError) -> None:
+    """One line: the message names the cause and the way out; a traceback would bury it."""
+    log = structlog.get_logger("crisync")
+    if isinstance(exc, StateDiskFullError):
+        log.error("state.disk_full", error=str(exc), path=str(exc.path))
+    else:
+        log.error("state.unavailable", error=str(exc), path=str(exc.path))
 
 
 def _state_commands(

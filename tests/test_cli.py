@@ -2,17 +2,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from crisync import daemon
-from crisync.cli import EX_SOFTWARE, EX_USAGE, main
+from crisync.cli import EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, main
 from crisync.config.model import Config
 from crisync.daemon import run_daemon
 from crisync.handlers.pure.sim import PureSimulator
 from crisync.listener.elements.sim import ElementsSimulator
 from crisync.sim.broker import MosquittoBroker
+from crisync.state import inbox
+from crisync.state.inbox import ChangeEvent
+from crisync.state.store import utc_now
 from tests.support.config_file import write_config
 from tests.support.secrets import ELEMENTS_PASSWORD, PURE_API_KEY
 
@@ -105,3 +110,80 @@ def test_an_unexpected_failure_exits_1_with_its_traceback_in_the_log(
     assert crashed["level"] == "error"
     assert "Traceback" in crashed["exception"]
     assert "RuntimeError: listener exploded" in crashed["exception"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run"],
+        ["once"],
+        ["status"],
+        ["retry", "--all"],
+        ["reconcile"],
+        ["resync", "elements", "publication", "1"],
+    ],
+)
+async def test_every_command_on_a_state_file_that_is_no_database_exits_75_saying_why(
+    command: list[str], config: Config, config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config.state.path.write_text("this is not the state database\n")
+    assert await cli(*command, "--config", str(config_path)) == EX_TEMPFAIL
+    [line] = capsys.readouterr().err.splitlines()
+    said = json.loads(line)
+    assert (said["event"], said["path"]) == ("state.unavailable", str(config.state.path))
+    assert said["error"].startswith(f"{config.state.path} is not an SQLite database; ")
+    assert "rebuild the mapping with `crisync reconcile`" in said["error"]
+
+
+def test_a_full_disk_stops_the_daemon_with_75_and_one_line(
+    tmp_path: Path,
+    broker: MosquittoBroker,
+    topic_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SQLite's page limit on the daemon's own connection stands in for a full disk."""
+    committed: list[str] = []
+
+    async def a_feed_filling_the_disk(running: daemon.Running, *, once: bool) -> None:
+        store = running.context.store
+        [[pages]] = await store.write("PRAGMA page_count")
+        await store.write(f"PRAGMA max_page_count = {pages + 20}")
+        while True:
+            key = str(len(committed))
+            change = ChangeEvent(
+                "elements:publication",
+                "elements",
+                "publication",
+                key,
+                "upsert",
+                datetime.now(UTC),
+                {"title": "x" * 2000},
+            )
+            # As every listener does: pages into the inbox, each in a transaction.
+            async with store.transaction() as conn:
+                await inbox.add_events(conn, [change], utc_now())
+            committed.append(key)
+            await asyncio.sleep(0.01)
+
+    # Fault injection: a feed that fills the database while the real publisher and feed
+    # status loops write beside it.
+    monkeypatch.setattr(daemon, "_feeds", a_feed_filling_the_disk)
+    state = tmp_path / "state.db"
+    path = tmp_path / "crisync.toml"
+    path.write_text(
+        f'[state]\npath = "{state}"\n[daemon]\nlog_format = "json"\n'
+        f'[mqtt]\nurl = "{broker.url}"\ntopic_prefix = "{topic_prefix}"\n'
+    )
+    assert main(["run", "--config", str(path)]) == EX_TEMPFAIL
+    log = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    [full] = [line for line in log if line["level"] == "error"]
+    assert full["event"] == "state.disk_full"
+    assert full["path"] == str(state)
+    assert "nothing was lost" in full["error"]
+    assert not [line for line in log if "exception" in line]
+    assert committed
+    with sqlite3.connect(state) as check:
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        stored = {key for (key,) in check.execute("SELECT key FROM inbox")}
+    assert stored == set(committed)

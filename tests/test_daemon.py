@@ -11,16 +11,20 @@ from typing import Any
 import aiohttp
 import aiomqtt
 import pytest
+import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from crisync.config.model import CommandsConfig, Config, MetricsConfig
 from crisync.daemon import Lifecycle, run_daemon
 from crisync.handlers.pure.sim import PureSimulator
+from crisync.listener.base import Source, SourceContext
 from crisync.listener.elements.sim import ElementsSimulator
+from crisync.listener.elements.source import ElementsSource
 from crisync.publisher import feed_status
 from crisync.publisher import mqtt as publisher
 from crisync.sim.broker import MosquittoBroker
 from crisync.sim.server import free_port, serve
+from crisync.state.store import StateDiskFullError
 from crisync.telemetry import Telemetry
 from tests.support.config_file import write_config
 from tests.support.daemon import daemon_log, start_daemon
@@ -300,3 +304,29 @@ async def test_pure_has_as_many_requests_in_flight_as_configured_and_never_more(
         await run_daemon(config.model_copy(update={"pure": pure_config}), once=True)
     assert len(pure.objects("research-outputs")) == 24
     assert most == 3
+
+
+class ElementsOnAFullDisk(ElementsSource):
+    """The real Elements source, with SQLite's page limit set on the daemon's connection
+    before its first poll: the same SQLITE_FULL as a full disk, on a real file."""
+
+    async def start(self) -> None:
+        await super().start()
+        [[pages]] = await self._context.store.write("PRAGMA page_count")
+        await self._context.store.write(f"PRAGMA max_page_count = {pages + 3}")
+
+
+async def test_a_full_disk_stops_the_daemon_without_blaming_a_feed_or_an_object(
+    config: Config,
+) -> None:
+    assert config.elements is not None
+    elements = config.elements
+
+    def sources(_config: Config, context: SourceContext) -> list[Source]:
+        return [ElementsOnAFullDisk(elements, context)]
+
+    with structlog.testing.capture_logs() as logged, pytest.raises(StateDiskFullError) as raised:
+        await asyncio.wait_for(run_daemon(config, sources=sources), 60)
+    assert raised.value.path == config.state.path
+    events = {line["event"] for line in logged}
+    assert not events & {"feed.crashed", "feed.failed", "handler.crashed", "object.failed"}

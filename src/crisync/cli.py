@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import sqlite3
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict
@@ -16,7 +16,8 @@ import structlog
 from crisync.config.load import EX_CONFIG, ConfigError, LoadedConfig, load_config
 from crisync.errors import CrisyncError
 from crisync.logs import configure_logging
-from crisync.state.store import SchemaTooNewError
+from crisync.state.instance import StateInUseError, sole_user
+from crisync.state.store import SchemaTooNewError, StateDiskFullError, StateUnavailableError
 
 EX_OK = 0
 EX_SOFTWARE = 1
@@ -24,6 +25,11 @@ EX_USAGE = 64
 EX_NOINPUT = 66  # the object asked for does not exist
 EX_UNAVAILABLE = 69  # an API refused or failed
 EX_TEMPFAIL = 75
+
+# The commands that write more than a row or two, and must not run beside each other: the
+# daemon, and reconcile, which rebuilds the mapping. status, retry and resync only read or
+# queue, briefly, and are meant to work beside a running daemon.
+SOLE_USER_COMMANDS = frozenset({"run", "once", "reconcile"})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -189,20 +195,22 @@ def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:
 
     log = structlog.get_logger("crisync")
     try:
-        command = _state_commands(args, loaded).get(args.command)
-        if command is not None:
-            return asyncio.run(command)
-        from crisync.daemon import run_daemon
+        with (
+            sole_user(loaded.config.state.path)
+            if args.command in SOLE_USER_COMMANDS
+            else contextlib.nullcontext()
+        ):
+            command = _state_commands(args, loaded).get(args.command)
+            if command is not None:
+                return asyncio.run(command)
+            from crisync.daemon import run_daemon
 
-        asyncio.run(run_daemon(loaded.config, once=args.command == "once"))
+            asyncio.run(run_daemon(loaded.config, once=args.command == "once"))
     except SchemaTooNewError as exc:
         log.error("state.schema_too_new", error=str(exc))  # noqa: TRY400 - no traceback for a known state
         return EX_CONFIG
-    except (sqlite3.OperationalError, OSError) as exc:
-        # Raised bare only while opening the state: a loop's failure arrives as a group.
-        log.error(  # noqa: TRY400 - the message says it all; a traceback would bury it
-            "state.unavailable", error=str(exc), path=str(loaded.config.state.path)
-        )
+    except StateUnavailableError as exc:
+        _state_unavailable(exc)
         return EX_TEMPFAIL
     except MetricsUnavailableError as exc:
         log.error("metrics.unavailable", error=str(exc))  # noqa: TRY400 - the reason is the message
@@ -212,6 +220,17 @@ def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         log.exception("crisync.crashed")
         return EX_SOFTWARE
     return EX_OK
+
+
+def _state_unavailable(exc: StateUnavailableError) -> None:
+    """One line: the message names the cause and the way out; a traceback would bury it."""
+    log = structlog.get_logger("crisync")
+    if isinstance(exc, StateInUseError):
+        log.error("state.in_use", error=str(exc), path=str(exc.path), pid=exc.holder)
+    elif isinstance(exc, StateDiskFullError):
+        log.error("state.disk_full", error=str(exc), path=str(exc.path))
+    else:
+        log.error("state.unavailable", error=str(exc), path=str(exc.path))
 
 
 def _state_commands(

@@ -27,7 +27,7 @@ from crisync.publisher.commands import Commands, ResyncAction
 from crisync.publisher.feed_status import FeedStatus
 from crisync.publisher.mqtt import Publisher
 from crisync.state.inbox import ChangeEvent
-from crisync.state.store import Store
+from crisync.state.store import StateDiskFullError, Store
 from crisync.systemd import SystemdNotifier, keep_systemd_informed
 from crisync.telemetry import Telemetry
 
@@ -90,7 +90,18 @@ async def run_daemon(
             await _run_loops(running, once=once)
         except* ShutdownDeadlineExceededError:
             log.warning("daemon.shutdown_deadline_exceeded", seconds=config.daemon.shutdown_timeout)
+        except* StateDiskFullError as full:
+            # Every loop that wrote met the same full disk: one of them says so, without a
+            # group's traceback. What they were writing was rolled back, to be done again.
+            raise _first_leaf(full) from None
     log.info("daemon.stopped")
+
+
+def _first_leaf(group: BaseExceptionGroup[StateDiskFullError]) -> StateDiskFullError:
+    first: StateDiskFullError | BaseExceptionGroup[StateDiskFullError] = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
 
 
 async def _run_loops(running: Running, *, once: bool) -> None:

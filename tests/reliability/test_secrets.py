@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import signal
+import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from crisync.listener.elements.sim import ElementsSimulator
 from crisync.listener.unicat.sim import UnicatSimulator
 from crisync.sim.broker import MosquittoBroker
 from crisync.sim.server import free_port
+from crisync.state.migrations import MIGRATIONS
 from tests.reliability.conftest import Scale
 from tests.support.config_file import config_toml
 from tests.support.daemon import daemon_log, start_daemon
@@ -467,10 +470,13 @@ async def outbox_drained_then_killed(life: Life, changes: set[tuple[str, str, st
 
 
 async def crashed(life: Life, tmp_path: Path) -> None:
-    """A state file that is no database: a crash, its traceback in a console log."""
-    garbage = tmp_path / "garbage.db"
-    garbage.write_bytes(bytes(range(256)) * 16)
-    breaking = {"CRISYNC_STATE__PATH": str(garbage), "CRISYNC_DAEMON__LOG_FORMAT": "console"}
+    """A state database that claims the latest schema but has none of its tables: a crash,
+    its traceback in a console log."""
+    hollow = tmp_path / "hollow.db"
+    with contextlib.closing(sqlite3.connect(hollow)) as conn, conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (len(MIGRATIONS),))
+    breaking = {"CRISYNC_STATE__PATH": str(hollow), "CRISYNC_DAEMON__LOG_FORMAT": "console"}
     status, stderr = await life.command("crash", "run", environment={**life.right, **breaking})
     assert status == 1, stderr
     assert "crisync.crashed" in stderr

@@ -21,7 +21,7 @@ from crisync.lifecycle import Lifecycle
 from crisync.outcome import outcome_payload, outcome_topic
 from crisync.state import create_intents, dead_letters, inbox, mapping, outbox
 from crisync.state.inbox import InboxEvent
-from crisync.state.store import Store, iso_utc, utc_now
+from crisync.state.store import StateDiskFullError, Store, iso_utc, utc_now
 from crisync.telemetry import Telemetry
 
 log = structlog.get_logger("crisync.handlers")
@@ -226,6 +226,8 @@ class Dispatcher:
                 await self._postpone(event, attempt, exc, bound)
             else:
                 await self._fail(event, attempt, exc.info(), bound)
+        except StateDiskFullError:
+            raise  # not the object's failure: the daemon stops, the event waits in the inbox
         except Exception as exc:  # noqa: BLE001 - a bug with one object must not stop the others
             bound.exception("handler.crashed")
             await self._fail(event, attempt, ErrorInfo("InternalError", None, repr(exc)), bound)

@@ -31,7 +31,7 @@ from crisync.lifecycle import Lifecycle
 from crisync.state import cursors, inbox, mapping
 from crisync.state.cursors import Cursor
 from crisync.state.inbox import ChangeEvent, InboxEvent
-from crisync.state.store import Store, utc_now
+from crisync.state.store import StateDiskFullError, Store, utc_now
 from crisync.telemetry import Telemetry
 
 log = structlog.get_logger("crisync.listener")
@@ -135,6 +135,9 @@ class FeedLoop:
     ) -> None:
         """Record why a poll of the feed gave up; `restart` says where a permanent failure
         leaves the feed's position. Refused credentials park the feed."""
+        if isinstance(exc, StateDiskFullError):
+            # Nothing can be recorded: the daemon stops and says why, once, without a trace.
+            raise exc
         now = datetime.now(UTC)
         if isinstance(exc, CredentialError):
             until = credentials.refused(exc, pause=self._park_duration, feed=feed)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import os
 import sqlite3
+import tempfile
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -20,6 +24,104 @@ T = TypeVar("T")
 
 class SchemaTooNewError(Exception):
     """The database was written by a newer crisync; refusing beats corrupting it."""
+
+
+class StateUnavailableError(Exception):
+    """The state database cannot be used; the message says why and what to do, in one line."""
+
+    def __init__(self, path: Path, cause: str, recovery: str) -> None:
+        super().__init__(f"{cause}; {recovery}")
+        self.path = path
+
+
+class StateDiskFullError(StateUnavailableError):
+    """A write found the disk (or SQLite's page limit) full; the transaction was rolled back."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            path,
+            f"the disk holding {path} is full",
+            "free space there and start crisync again: nothing was lost, "
+            "every write is one transaction",
+        )
+
+
+# What to do about a database whose content is damaged: the mapping is what must come back.
+_REBUILD = (
+    "restore a backup (README, Operations), or move it away and rebuild the mapping "
+    "with `crisync reconcile` before crisync runs on an empty one"
+)
+
+
+def unavailable(path: Path, exc: Exception) -> StateUnavailableError:
+    """The one place that turns a failure to open or write the state into its cause."""
+    if isinstance(exc, OSError):
+        return _file_system_failure(path, exc)
+    if isinstance(exc, sqlite3.DatabaseError):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code == sqlite3.SQLITE_FULL:
+            return StateDiskFullError(path)
+        if code == sqlite3.SQLITE_NOTADB:
+            return StateUnavailableError(path, f"{path} is not an SQLite database", _REBUILD)
+        if code == sqlite3.SQLITE_CORRUPT:
+            return StateUnavailableError(path, f"{path} is corrupt or truncated", _REBUILD)
+    return StateUnavailableError(
+        path, f"SQLite cannot use {path} ({exc})", f"if the file is damaged: {_REBUILD}"
+    )
+
+
+def _file_system_failure(path: Path, exc: OSError) -> StateUnavailableError:
+    where = exc.filename or path
+    if exc.errno == errno.EISDIR:
+        return StateUnavailableError(
+            path,
+            f"{where} is a directory, not a database file",
+            "set [state] path to a file, or move the directory away",
+        )
+    if exc.errno == errno.EROFS:
+        return StateUnavailableError(
+            path,
+            f"{where} is on a read-only file system",
+            "put [state] path on a writable one (under systemd: StateDirectory=)",
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return StateUnavailableError(
+            path,
+            f"no permission to write {where} ({exc.strerror})",
+            f"give the user crisync runs as (uid {os.geteuid()}) write access to it "
+            "and its directory (an immutable file shows an i in lsattr)",
+        )
+    if exc.errno == errno.ENOSPC:
+        return StateDiskFullError(path)
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EEXIST):
+        return StateUnavailableError(
+            path,
+            f"its directory {path.parent} is missing and cannot be created ({where}: "
+            f"{exc.strerror})",
+            "create it, or set [state] path to a directory that exists",
+        )
+    return StateUnavailableError(path, f"{where}: {exc.strerror}", "fix that, then start again")
+
+
+def check_access(path: Path) -> None:
+    """Raise OSError unless crisync may write the database, its WAL files and its directory.
+
+    SQLite opens a file it may not write read-only without a word, and says only "unable
+    to open database file" about a directory; asking the file system first names the cause.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    for file in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))):
+        with contextlib.suppress(FileNotFoundError):
+            os.close(os.open(file, os.O_RDWR))
+    # SQLite creates the database, its -wal and its -shm file beside it.
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        # Named after the directory: the temporary file's name would only puzzle.
+        raise OSError(exc.errno, exc.strerror, f"{path.parent}{os.sep}") from exc
 
 
 async def _to_the_end(operation: Awaitable[T]) -> T:
@@ -71,7 +173,10 @@ class Store:
     so reads never queue behind writes.
     """
 
-    def __init__(self, conn: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(
+        self, path: Path, conn: aiosqlite.Connection, reader: aiosqlite.Connection
+    ) -> None:
+        self.path = path
         self._conn = conn
         self._reader = reader
         self._lock = asyncio.Lock()
@@ -80,21 +185,28 @@ class Store:
     @classmethod
     @asynccontextmanager
     async def open(cls, path: Path) -> AsyncIterator[Store]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: transactions are explicit BEGIN IMMEDIATE ... COMMIT.
-        async with (
-            aiosqlite.connect(path, isolation_level=None) as conn,
-            aiosqlite.connect(path, isolation_level=None) as reader,
-        ):
-            for connection in (conn, reader):
-                connection.row_factory = aiosqlite.Row
-                await connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute("PRAGMA synchronous = FULL")
-            await conn.execute("PRAGMA foreign_keys = ON")
-            await reader.execute("PRAGMA query_only = ON")
-            store = cls(conn, reader)
-            await store._migrate()
+        """The store, migrated; StateUnavailableError (saying why) when it cannot be used."""
+        async with contextlib.AsyncExitStack() as connections:
+            try:
+                check_access(path)
+                # isolation_level=None: transactions are explicit BEGIN IMMEDIATE ... COMMIT.
+                conn, reader = [
+                    await connections.enter_async_context(
+                        aiosqlite.connect(path, isolation_level=None)
+                    )
+                    for _ in range(2)
+                ]
+                for connection in (conn, reader):
+                    connection.row_factory = aiosqlite.Row
+                    await connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                await conn.execute("PRAGMA journal_mode = WAL")
+                await conn.execute("PRAGMA synchronous = FULL")
+                await conn.execute("PRAGMA foreign_keys = ON")
+                await reader.execute("PRAGMA query_only = ON")
+                store = cls(path, conn, reader)
+                await store._migrate()
+            except (OSError, sqlite3.DatabaseError) as exc:
+                raise unavailable(path, exc) from exc
             yield store
 
     @asynccontextmanager
@@ -103,22 +215,33 @@ class Store:
 
         BEGIN, COMMIT and ROLLBACK run to their end before the lock is released, even when
         the task is cancelled meanwhile: the database thread carries them out anyway, and a
-        transaction left open would be the next holder's.
+        transaction left open would be the next holder's. A full disk is raised as
+        StateDiskFullError, which no loop mistakes for a failure of its own work.
         """
-        async with self._lock:
+        async with self._lock, self._disk_full_said():
             try:
                 await _to_the_end(self._conn.execute("BEGIN IMMEDIATE"))
                 yield self._conn
+                # A COMMIT that fails (a full disk) leaves the transaction open: roll it back.
+                await _to_the_end(self._conn.commit())
             except BaseException:
                 if self._conn.in_transaction:
                     await _to_the_end(self._conn.rollback())
                 raise
-            await _to_the_end(self._conn.commit())
 
     async def write(self, sql: str, parameters: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         """One statement in a transaction of its own, in one round trip; RETURNING rows."""
-        async with self._lock:
+        async with self._lock, self._disk_full_said():
             return list(await _to_the_end(self._conn.execute_fetchall(sql, parameters)))
+
+    @asynccontextmanager
+    async def _disk_full_said(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise StateDiskFullError(self.path) from exc
+            raise
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -187,3 +187,28 @@ def test_a_full_disk_stops_the_daemon_with_75_and_one_line(
         assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         stored = {key for (key,) in check.execute("SELECT key FROM inbox")}
     assert stored == set(committed)
+
+
+async def test_status_groups_dead_letters_by_their_error_and_lists_each_with_all(
+    config: Config,
+    config_path: Path,
+    elements_sim: ElementsSimulator,
+    pure_sim: PureSimulator,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pure_sim.fail_next(400, count=5, content_type="research-outputs")
+    await run_daemon(config, once=True)
+    capsys.readouterr()
+    assert await cli("status", "--config", str(config_path)) == 0
+    grouped = capsys.readouterr().out.splitlines()
+    assert "dead letters: 5" in grouped
+    [group] = [line for line in grouped if line.startswith("  5 objects: PermanentError 400 ")]
+    [examples] = [line for line in grouped if line.startswith("      e.g. elements/publication/")]
+    assert examples.count("elements/publication/") == 3
+    assert ", and 2 more; last " in examples
+    assert await cli("status", "--all", "--config", str(config_path)) == 0
+    listed = [
+        line for line in capsys.readouterr().out.splitlines() if ": PermanentError 400 " in line
+    ]
+    assert len(listed) == 5
+    assert group.removeprefix("  5 objects: PermanentError 400 ") in listed[0]

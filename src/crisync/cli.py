@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     status = with_config("status", "print cursors, backlog, outbox depth and dead letters")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--all", action="store_true", help="every dead letter, not one line per distinct error"
+    )
     retry = with_config("retry", "put dead letters back in the inbox (a running daemon takes them)")
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every dead letter")
@@ -238,7 +241,7 @@ def _state_commands(
 ) -> dict[str, Coroutine[Any, Any, int]]:
     """The one-shot commands on the state database, ready to run (only one of them is)."""
     factories: dict[str, Callable[[], Coroutine[Any, Any, int]]] = {
-        "status": lambda: _status(loaded, as_json=args.json),
+        "status": lambda: _status(loaded, as_json=args.json, every_dead_letter=args.all),
         "retry": lambda: _retry(loaded, None if args.all else args.key),
         "reconcile": lambda: _reconcile(loaded, check=args.check),
         "resync": lambda: _resync(loaded, args.source, args.kind, args.key),
@@ -314,7 +317,7 @@ async def _resync(loaded: LoadedConfig, source: str, kind: str, key: str) -> int
     return EX_OK
 
 
-async def _status(loaded: LoadedConfig, *, as_json: bool) -> int:
+async def _status(loaded: LoadedConfig, *, as_json: bool, every_dead_letter: bool) -> int:
     from crisync.state.store import Store
     from crisync.status import read_status, render_status
 
@@ -323,8 +326,10 @@ async def _status(loaded: LoadedConfig, *, as_json: bool) -> int:
         return EX_OK
     async with Store.open(loaded.config.state.path) as store:
         report = await read_status(store)
-    output: Any = json.dumps(asdict(report), indent=2) if as_json else render_status(report)
-    print(output)
+    if as_json:
+        print(json.dumps(asdict(report), indent=2))
+    else:
+        print(render_status(report, every_dead_letter=every_dead_letter))
     return EX_OK
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -40,7 +41,8 @@ async def read_status(store: Store) -> StatusReport:
         )
 
 
-def render_status(report: StatusReport) -> str:
+def render_status(report: StatusReport, *, every_dead_letter: bool = False) -> str:
+    """The report for a person; dead letters grouped by their error unless each is asked for."""
     lines = [f"state schema version {report.schema_version}", "", "feeds:"]
     if not report.cursors:
         lines.append("  (none polled yet)")
@@ -55,9 +57,36 @@ def render_status(report: StatusReport) -> str:
         f"mapped objects: {report.mapped_objects}",
         f"dead letters: {len(report.dead_letters)}",
     ]
-    lines.extend(
-        f"  {d['source']}/{d['kind']}/{d['key']}: {d['error_class']} "
-        f"{d['status'] or ''} {d['message']} (attempts {d['attempts']}, {d['failed_at']})"
-        for d in report.dead_letters
-    )
+    if every_dead_letter:
+        lines.extend(
+            f"  {d['source']}/{d['kind']}/{d['key']}: {d['error_class']} "
+            f"{d['status'] or ''} {d['message']} (attempts {d['attempts']}, {d['failed_at']})"
+            for d in report.dead_letters
+        )
+    else:
+        lines.extend(_grouped(report.dead_letters))
     return "\n".join(lines)
+
+
+# Keys shown as examples of a group of dead letters with one error.
+EXAMPLE_KEYS = 3
+
+
+def _grouped(dead_letters: list[dict[str, Any]]) -> list[str]:
+    """One line per distinct error, most frequent first, with a few of the objects it hit:
+    the same error on hundreds of objects is one line, not hundreds."""
+    groups: dict[tuple[str, int | None, str], list[dict[str, Any]]] = defaultdict(list)
+    for letter in dead_letters:
+        groups[(letter["error_class"], letter["status"], letter["message"])].append(letter)
+    lines = []
+    for (error_class, status, message), letters in sorted(
+        groups.items(), key=lambda group: -len(group[1])
+    ):
+        keys = [f"{d['source']}/{d['kind']}/{d['key']}" for d in letters[:EXAMPLE_KEYS]]
+        more = f", and {len(letters) - EXAMPLE_KEYS} more" if len(letters) > EXAMPLE_KEYS else ""
+        lines.append(f"  {len(letters)} objects: {error_class} {status or ''} {message}")
+        last = max(d["failed_at"] for d in letters)
+        lines.append(f"      e.g. {', '.join(keys)}{more}; last {last}")
+    if groups:
+        lines.append("  (crisync status --all lists each; crisync retry puts them back)")
+    return lines

@@ -47,8 +47,14 @@ def _parser() -> argparse.ArgumentParser:
 
     with_config("run", "run the daemon until SIGTERM")
     with_config("once", "poll every feed once, replicate what was found, publish, exit")
-    with_config(
+    check = with_config(
         "check-config", "validate the configuration, report every problem, exit 78 on error"
+    )
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also ask every configured API and the broker (exit 69 if one cannot be used, "
+        "78 if it lacks what the configuration names)",
     )
     status = with_config("status", "print cursors, backlog, outbox depth and dead letters")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -186,11 +192,25 @@ def _dispatch(args: argparse.Namespace) -> int:
             print("  - " + problem.replace("\n", "\n    "), file=sys.stderr)
         return EX_CONFIG
     if args.command == "check-config":
-        print(f"{loaded.path}: configuration is valid")
-        print(json.dumps(loaded.config.model_dump(mode="json"), indent=2))
-        return EX_OK
+        return _check_config(loaded, online=args.online)
     configure_logging(loaded.config.daemon.log_format, loaded.config.daemon.log_level)
     return _with_state(args, loaded)
+
+
+def _check_config(loaded: LoadedConfig, *, online: bool) -> int:
+    """The configuration is valid: print what is in force, or, `online`, ask the systems."""
+    print(f"{loaded.path}: configuration is valid")
+    if not online:
+        print(json.dumps(loaded.config.model_dump(mode="json"), indent=2))
+        return EX_OK
+    from crisync.preflight import check_online
+
+    answers = asyncio.run(check_online(loaded.config))
+    for answer in answers:
+        print(f"  {'ok' if answer.ok else 'FAILED':<6} {answer.system}: {answer.message}")
+    if any(answer.misconfigured for answer in answers):
+        return EX_CONFIG
+    return EX_OK if all(answer.ok for answer in answers) else EX_UNAVAILABLE
 
 
 def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:

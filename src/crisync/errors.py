@@ -58,6 +58,10 @@ class CredentialError(PermanentError):
     """The API refused our credentials or rights (401/403): stop talking to it, say why."""
 
 
+class MissingContentError(PermanentError):
+    """The configuration names content the API does not hold (a placeholder uuid, say)."""
+
+
 class NotFoundError(PermanentError):
     """The resource does not exist (404) or its deletion was logged (410)."""
 

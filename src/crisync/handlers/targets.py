@@ -1,11 +1,16 @@
-"""The configured targets: a new target adds its folder, its section in `Config`, a line here."""
+"""The configured targets: a new target adds its folder, its section in `Config`, and its
+lines here."""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import aiohttp
 
 from crisync.config.model import Config
 from crisync.handlers.base import Target
+from crisync.handlers.pure.check import check_pure
 from crisync.handlers.pure.target import PureTarget
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
@@ -20,3 +25,13 @@ def open_targets(
             config.pure, config.mappings, store=store, session=session, telemetry=telemetry
         )
     return targets
+
+
+def target_checks(
+    config: Config, session: aiohttp.ClientSession, telemetry: Telemetry
+) -> dict[str, Callable[[], Awaitable[str]]]:
+    """One check per target: what `check-config --online` asks it."""
+    checks: dict[str, Callable[[], Awaitable[str]]] = {}
+    if config.pure is not None:
+        checks["pure"] = partial(check_pure, config.pure, config.mappings, session, telemetry)
+    return checks

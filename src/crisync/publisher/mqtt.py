@@ -63,6 +63,25 @@ def tls_context(config: MqttConfig) -> ssl.SSLContext:
     return context
 
 
+async def check_broker(config: MqttConfig) -> str:
+    """Connect once and leave, as `check-config --online` does: under a client id of its own,
+    since the broker would end a running daemon's connection under the same one."""
+    tls = await asyncio.to_thread(tls_context, config) if config.tls else None
+    async with aiomqtt.Client(
+        config.host,
+        config.port,
+        identifier=f"{config.client_id}-check",
+        username=config.username,
+        password=config.password.get_secret_value() if config.password else None,
+        timeout=CONNECT_TIMEOUT,
+        tls_context=tls,
+        protocol=aiomqtt.ProtocolVersion.V5
+        if config.protocol == "5"
+        else aiomqtt.ProtocolVersion.V311,
+    ):
+        return f"connected to {config.host}:{config.port} with MQTT {config.protocol}"
+
+
 class Publisher:
     loop_name = "publisher"
     # Beats come at least every reconnect delay (30 s at most) plus a connect timeout.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlencode
 
+import aiohttp
+
 from crisync.errors import PermanentError
 from crisync.handlers.base import Handler
 from crisync.listener.base import Loop, Source, SourceContext
@@ -13,9 +15,20 @@ from crisync.listener.elements.feed import ElementsListener
 from crisync.listener.elements.writeback import WRITEBACK_SOURCE, ElementsWriteback
 from crisync.state.inbox import ChangeEvent, InboxEvent
 from crisync.state.store import utc_now
+from crisync.telemetry import Telemetry
 
 # Elements category → its resource (the plural the listener reads it from).
 FEED_OF_CATEGORY = {category: feed for feed, category in CATEGORY_OF_FEED.items()}
+
+
+async def check_elements(
+    config: ElementsConfig, session: aiohttp.ClientSession, telemetry: Telemetry
+) -> str:
+    """One authenticated request: the first page of the first category read."""
+    feed = config.categories[0]
+    client = ElementsClient(session, config, telemetry=telemetry)
+    await client.get_feed(f"{config.url}/{feed}?{urlencode({'per-page': '1'})}")
+    return f"{config.username} may read {feed} at {config.url}"
 
 
 class ElementsSource(Source):

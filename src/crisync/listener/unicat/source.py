@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import aiohttp
+
 from crisync.listener.base import Loop, Source, SourceContext
 from crisync.listener.unicat.client import UnicatClient
 from crisync.listener.unicat.config import UnicatConfig
 from crisync.listener.unicat.feed import UnicatListener
+from crisync.telemetry import Telemetry
+
+
+async def check_unicat(
+    config: UnicatConfig, session: aiohttp.ClientSession, telemetry: Telemetry
+) -> str:
+    """Sign in with the API key and ask for the start of the project's sync stream."""
+    await UnicatClient(session, config, telemetry=telemetry).sync_get(0, 0)
+    return f"the API key signs in to project {config.project} and reads its sync stream"
 
 
 class UnicatSource(Source):

@@ -1,0 +1,92 @@
+"""`crisync check-config --online`: every API and the broker asked, each answer one line."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from crisync.cli import EX_CONFIG, EX_OK, EX_UNAVAILABLE, main
+from crisync.config.model import Config
+from crisync.handlers.pure.sim import PureSimulator
+from crisync.preflight import check_online
+from crisync.sim.broker import MosquittoBroker
+from crisync.sim.server import free_port
+from tests.support.config_file import write_config
+from tests.support.secrets import ELEMENTS_PASSWORD, PURE_API_KEY
+
+PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
+
+
+@pytest.fixture
+def config_path(
+    tmp_path: Path,
+    config: Config,
+    broker: MosquittoBroker,
+    topic_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
+    path = tmp_path / "crisync.toml"
+    write_config(path, config, broker, topic_prefix)
+    monkeypatch.setenv("CRISYNC_ELEMENTS_PASSWORD", ELEMENTS_PASSWORD)
+    monkeypatch.setenv("CRISYNC_PURE_API_KEY", PURE_API_KEY)
+    return path
+
+
+async def check(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    capsys.readouterr()
+    status = await asyncio.to_thread(main, ["check-config", "--online", "--config", str(path)])
+    return status, capsys.readouterr().out.splitlines()[1:]
+
+
+async def test_every_system_answers(
+    config_path: Path, pure_sim: PureSimulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, lines = await check(config_path, capsys)
+    assert status == EX_OK
+    assert [line.split(":")[0].split() for line in lines] == [
+        ["ok", "elements"],
+        ["ok", "pure"],
+        ["ok", "mqtt"],
+    ]
+    assert "crisync may read users" in lines[0]
+    # The managing organisation was read, and nothing was written.
+    assert pure_sim.request_counts == {("organizations", "get"): 1}
+
+
+async def test_a_refused_key_and_an_absent_broker_are_unavailable(
+    config_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("CRISYNC_PURE_API_KEY", "not-the-key")
+    monkeypatch.setenv("CRISYNC_MQTT__URL", f"mqtt://127.0.0.1:{free_port()}")
+    status, lines = await check(config_path, capsys)
+    assert status == EX_UNAVAILABLE
+    assert lines[0].split()[:2] == ["ok", "elements:"]
+    assert lines[1].startswith("  FAILED pure: refused the credentials (HTTP 401): ")
+    assert lines[2].startswith("  FAILED mqtt: cannot connect: ")
+    assert "not-the-key" not in "".join(lines)
+
+
+async def test_a_placeholder_organisation_is_a_configuration_problem(
+    config_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CRISYNC_PURE__MANAGING_ORGANIZATION", PLACEHOLDER)
+    status, lines = await check(config_path, capsys)
+    assert status == EX_CONFIG
+    assert lines[1] == (
+        f"  FAILED pure: [pure] managing_organization: Pure has no organizations {PLACEHOLDER}"
+    )
+
+
+async def test_unicat_signs_in_with_its_key(unicat_config: Config) -> None:
+    answers = await check_online(unicat_config)
+    assert [(a.system, a.ok) for a in answers] == [("unicat", True), ("pure", True), ("mqtt", True)]
+    assert unicat_config.unicat is not None
+    wrong_key = unicat_config.unicat.model_copy(update={"api_key": SecretStr("nope")})
+    [unicat, *_] = await check_online(unicat_config.model_copy(update={"unicat": wrong_key}))
+    assert (unicat.ok, unicat.misconfigured) == (False, False)
+    assert unicat.message.startswith("refused the credentials (HTTP 403): POST /auth")

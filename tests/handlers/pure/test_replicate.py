@@ -85,6 +85,26 @@ async def test_a_change_is_a_read_and_a_write_that_keeps_edits_made_in_pure(
     assert row.target_version == stored["version"]
 
 
+async def test_an_update_keeps_the_identifiers_of_other_sources(
+    context: PureContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(context.store, user("5", "Lovelace"))
+    uuid = (await replicate_next(context)).target_uuid or ""
+    ours = pure_sim.objects("persons")[uuid]["identifiers"]
+    hr = {
+        "typeDiscriminator": "PrimaryId",
+        "idSource": "synchronisedUnifiedPerson",
+        "value": "E1042",
+    }
+    # HR's synchronisation, or a merge in Pure, gave the person a PrimaryId of its own.
+    pure_sim.edit("persons", uuid, {"identifiers": [hr, *ours]})
+    await enqueue(context.store, user("5", "King", 5))
+    assert (await replicate_next(context)).action == "updated"
+    stored = pure_sim.objects("persons")[uuid]
+    assert stored["name"]["lastName"] == "King"
+    assert stored["identifiers"] == [hr, *ours]
+
+
 async def test_a_version_conflict_is_read_again_and_retried(
     context: PureContext, pure_sim: PureSimulator
 ) -> None:

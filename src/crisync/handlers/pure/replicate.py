@@ -162,7 +162,9 @@ def merge_owned(current: dict[str, Any], target: PureContent) -> dict[str, Any]:
     """The current object with crisync's properties replaced; what people edited elsewhere stays.
 
     An owned property the mapping gave no value this time is cleared; custom-defined fields
-    and identifiers are merged entry by entry, so others' entries stay.
+    and identifiers are merged entry by entry, so others' entries stay. Of the identifiers
+    only the PrimaryId crisync wrote for this object is crisync's: another source's PrimaryId
+    of the same idSource (HR's source id on a person, say) is never removed.
     """
     merged = dict(current)
     for name in target.owned - target.body.keys():
@@ -173,7 +175,9 @@ def merge_owned(current: dict[str, Any], target: PureContent) -> dict[str, Any]:
             others = [
                 identifier
                 for identifier in current.get("identifiers") or []
-                if not has_primary_id({"identifiers": [identifier]}, target.id_source)
+                if not has_primary_id(
+                    {"identifiers": [identifier]}, target.id_source, target.primary_id
+                )
             ]
             merged[name] = others + value
         elif name == "customDefinedFields":

@@ -248,9 +248,9 @@ async def test_health_metrics_and_a_retry_command_while_running(
         await received.wait_for(lambda r: len(r.outcomes()) == total)
         (failed,) = outcomes_with(received, "failed")
         assert await get(f"{url}/healthz") == (
-                200,
-                '{"status": "ok", "stalled": [], "unavailable": []}',
-            )
+            200,
+            '{"status": "ok", "stalled": [], "unavailable": []}',
+        )
         status, text = await get(f"{url}/metrics")
         assert status == 200
         assert metric(text, "crisync_outcomes_total", action="failed") == 1

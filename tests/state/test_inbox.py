@@ -102,7 +102,11 @@ async def test_held_routes_wait_and_only_takes_the_routes_asked_for(store: Store
             conn, busy_keys=[], now=utc_now(), limit=10, held=["elements/publication"]
         )
         probe = await inbox.claim_ready(
-            conn, busy_keys=["elements/publication/1"], now=utc_now(), limit=1, only=["elements/publication"]
+            conn,
+            busy_keys=["elements/publication/1"],
+            now=utc_now(),
+            limit=1,
+            only=["elements/publication"],
         )
         assert await inbox.pending_count(conn, routes=["elements/publication"]) == 2
     assert [(e.kind, e.key) for e in held] == [("other", "9")]

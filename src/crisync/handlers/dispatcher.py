@@ -231,8 +231,9 @@ class Dispatcher:
         if self._paused_until:
             timeout = min(timeout, max(self._paused_until - time.monotonic(), 0.01))
         for circuit in self._circuits.values():
-            if circuit.is_open and circuit.probe_key is None:
-                timeout = min(timeout, max(circuit.probe_wait(), 0.01))
+            # A probe due now found no event ready: it goes with the next retry or new work.
+            if circuit.is_open and circuit.probe_key is None and circuit.probe_wait() > 0:
+                timeout = min(timeout, circuit.probe_wait())
         return timeout
 
     async def _wait_for_work(self, seconds: float) -> None:
@@ -343,7 +344,9 @@ class Dispatcher:
             await inbox.give_back_attempts(conn, *opened.given_back)
             await self._persist_in(conn, circuit)
             waiting = await inbox.pending_count(conn, routes=circuit.routes)
-        self._telemetry.api_state(circuit.api, f"since {circuit.opened_at}: {opened.reason}")
+        assert circuit.opened_at is not None  # it opened
+        since = circuit.opened_at.isoformat(timespec="seconds")
+        self._telemetry.api_state(circuit.api, f"since {since}: {opened.reason}")
         log.error(
             "circuit.opened",
             api=circuit.api,

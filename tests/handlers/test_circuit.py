@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 import structlog
+from jsonschema import Draft202012Validator
 
 from crisync.config.model import Config, MetricsConfig
 from crisync.errors import PermanentError, RetriableError, UnreachableError
@@ -25,6 +26,7 @@ from crisync.handlers.pure.target import PureTarget
 from crisync.handlers.routing import route
 from crisync.lifecycle import Lifecycle
 from crisync.metrics import serve_metrics
+from crisync.schemas import load_schema
 from crisync.sim.server import free_port, serve
 from crisync.state import api_circuits, dead_letters, inbox, outbox
 from crisync.state.inbox import InboxEvent
@@ -155,9 +157,15 @@ async def pending(store: Store) -> list[InboxEvent]:
         return await inbox.claim_ready(conn, busy_keys=[], now="9999", limit=1000)
 
 
-async def outcomes(store: Store) -> list[dict[str, Any]]:
+async def published(store: Store, topic_part: str) -> list[dict[str, Any]]:
+    """The payloads of the queued MQTT messages whose topic has `topic_part`, oldest first."""
     async with store.reading() as conn:
-        return [json.loads(m.payload) for m in await outbox.oldest(conn, 1000)]
+        messages = await outbox.oldest(conn, 1000)
+    return [json.loads(m.payload) for m in messages if topic_part in m.topic]
+
+
+async def outcomes(store: Store) -> list[dict[str, Any]]:
+    return await published(store, "/outcomes/")
 
 
 async def http_get(url: str) -> tuple[int, str]:
@@ -221,11 +229,18 @@ async def test_pure_out_of_reach_holds_the_work_with_its_attempts_until_it_is_ba
     assert {o["attempts"] for o in replicated} == {1}  # no try was lost to the outage
     async with store.reading() as conn:
         assert await api_circuits.all_open(conn) == []
+    # Subscribers were told too, retained, in the state's own schema.
+    states = await published(store, "t/apis/pure")
+    schema = Draft202012Validator(load_schema("api"))
+    assert [list(schema.iter_errors(state)) for state in states] == [[]] * len(states)
+    assert (states[0]["available"], states[0]["waiting"]) == (False, 12)
+    assert "connection failed" in states[0]["reason"]
+    assert (states[-1]["available"], states[-1]["since"]) == (True, None)
+    assert states[-1]["waiting"] == closed["waiting"]
 
 
 async def outcomes_count(store: Store, expected: int) -> bool:
-    async with store.reading() as conn:
-        return await outbox.depth(conn) == expected
+    return len(await outcomes(store)) == expected
 
 
 @pytest.mark.usefixtures("fast_retries")

@@ -27,6 +27,7 @@ from crisync.handlers.circuit import (
 from crisync.handlers.routing import Routes
 from crisync.lifecycle import Lifecycle
 from crisync.outcome import outcome_payload, outcome_topic
+from crisync.publisher.api_status import api_payload, api_topic
 from crisync.state import api_circuits, create_intents, dead_letters, inbox, mapping, outbox
 from crisync.state.inbox import InboxEvent
 from crisync.state.store import Store, iso_utc, utc_now
@@ -110,7 +111,12 @@ class Dispatcher:
         queue: asyncio.Queue[InboxEvent | None] = asyncio.Queue()
         replicated: asyncio.Queue[Replicated | None] = asyncio.Queue()
         async with self._store.transaction() as conn:
-            await api_circuits.clear(conn)  # a circuit starts closed: the API is tried
+            # A circuit starts closed (the API is tried): an outage a previous run recorded
+            # is over for status, systemd and the retained MQTT state alike.
+            for left_open in await api_circuits.all_open(conn):
+                if left_open.api in self._circuits:
+                    await self._record_state(conn, self._circuits[left_open.api])
+            await api_circuits.clear(conn)
         async with asyncio.TaskGroup() as group:
             group.create_task(self._record(replicated), name="dispatcher-recorder")
             try:
@@ -342,8 +348,7 @@ class Dispatcher:
     async def _opened(self, circuit: Circuit, opened: Opened) -> None:
         async with self._store.transaction() as conn:
             await inbox.give_back_attempts(conn, *opened.given_back)
-            await self._persist_in(conn, circuit)
-            waiting = await inbox.pending_count(conn, routes=circuit.routes)
+            waiting = await self._record_state(conn, circuit)
         assert circuit.opened_at is not None  # it opened
         since = circuit.opened_at.isoformat(timespec="seconds")
         self._telemetry.api_state(circuit.api, f"since {since}: {opened.reason}")
@@ -369,8 +374,7 @@ class Dispatcher:
 
     async def _closed(self, circuit: Circuit, closed: Closed) -> None:
         async with self._store.transaction() as conn:
-            await api_circuits.remove(conn, circuit.api)
-            waiting = await inbox.pending_count(conn, routes=circuit.routes)
+            waiting = await self._record_state(conn, circuit)
         self._telemetry.api_state(circuit.api, None)
         log.info(
             "circuit.closed",
@@ -383,24 +387,31 @@ class Dispatcher:
 
     async def _persist(self, circuit: Circuit) -> None:
         async with self._store.transaction() as conn:
-            await self._persist_in(conn, circuit)
+            await self._record_state(conn, circuit)
 
-    async def _persist_in(self, conn: aiosqlite.Connection, circuit: Circuit) -> None:
-        # Called only while it is open: it has both.
-        assert circuit.opened_at is not None
-        assert circuit.reason is not None
-        next_probe = circuit.next_probe_at()
-        await api_circuits.put(
-            conn,
-            api_circuits.OpenCircuit(
+    async def _record_state(self, conn: aiosqlite.Connection, circuit: Circuit) -> int:
+        """The circuit's state into the state database and the outbox; how many events wait."""
+        outage = None
+        if circuit.opened_at is not None and circuit.reason is not None:
+            next_probe = circuit.next_probe_at()
+            outage = api_circuits.OpenCircuit(
                 api=circuit.api,
                 opened_at=iso_utc(circuit.opened_at),
                 reason=circuit.reason,
                 routes=sorted(circuit.routes),
                 probes_failed=circuit.probes_failed,
                 next_probe_at=None if next_probe is None else iso_utc(next_probe),
-            ),
-        )
+            )
+            await api_circuits.put(conn, outage)
+        else:
+            await api_circuits.remove(conn, circuit.api)
+        waiting = await inbox.pending_count(conn, routes=circuit.routes)
+        prefix = self._settings.topic_prefix
+        if prefix is not None:
+            payload = api_payload(circuit.api, outage, waiting)
+            await outbox.add(conn, api_topic(prefix, circuit.api), payload, retain=True)
+            self._life.outbox_ready.set()
+        return waiting
 
     async def _succeed(self, done: list[Replicated]) -> None:
         async with self._store.transaction() as conn:

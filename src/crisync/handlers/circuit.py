@@ -33,9 +33,13 @@ from crisync.backoff import full_jitter
 from crisync.errors import CrisyncError, RetriableError, UnreachableError
 from crisync.state.inbox import InboxEvent
 
+# Outage failures in a row that open the circuit: more than the handlers a small
+# configuration keeps busy, so one unlucky moment of a storm does not hold all work back.
 OPEN_AFTER = 5
 # Server answers that speak for the whole API: an internal error, a gateway's.
 OUTAGE_STATUSES = frozenset({500, 502, 503, 504})
+# Ceiling of the first probe's delay (seconds), doubled by each failed probe up to the cap:
+# a long outage costs a probe a minute at most, a short one is noticed within seconds.
 PROBE_BASE = 2.0
 PROBE_CAP = 60.0
 

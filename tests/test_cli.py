@@ -9,16 +9,18 @@ from pathlib import Path
 import pytest
 
 from crisync import daemon
-from crisync.cli import EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, main
+from crisync.cli import EX_DATAERR, EX_SOFTWARE, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE, main
 from crisync.config.model import Config
 from crisync.daemon import run_daemon
 from crisync.handlers.pure.sim import PureSimulator
 from crisync.listener.elements.sim import ElementsSimulator
 from crisync.sim.broker import MosquittoBroker
-from crisync.state import inbox
+from crisync.sim.server import free_port
+from crisync.state import dead_letters, inbox
 from crisync.state.inbox import ChangeEvent
-from crisync.state.store import utc_now
+from crisync.state.store import Store, utc_now
 from tests.support.config_file import write_config
+from tests.support.daemon import TEST_SECRETS, daemon_log, start_daemon
 from tests.support.secrets import ELEMENTS_PASSWORD, PURE_API_KEY
 
 
@@ -212,3 +214,53 @@ async def test_status_groups_dead_letters_by_their_error_and_lists_each_with_all
     ]
     assert len(listed) == 5
     assert group.removeprefix("  5 objects: PermanentError 400 ") in listed[0]
+
+
+async def run_once(config_path: Path, **overrides: str) -> int:
+    """`crisync once` as a process of its own (its signal handlers need a main thread)."""
+    process = await start_daemon(config_path, "once", environment=TEST_SECRETS | overrides)
+    async with asyncio.timeout(60):
+        return await process.wait()
+
+
+async def test_once_with_pure_out_of_reach_gives_up_with_69_and_keeps_the_work(
+    tmp_path: Path,
+    config: Config,
+    broker: MosquittoBroker,
+    topic_prefix: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert config.pure is not None
+    out_of_reach = config.pure.model_copy(update={"url": f"http://127.0.0.1:{free_port()}/ws/api"})
+    path = tmp_path / "crisync.toml"
+    write_config(path, config.model_copy(update={"pure": out_of_reach}), broker, topic_prefix)
+
+    assert await run_once(path, CRISYNC_DAEMON__ONCE_OUTAGE_TIMEOUT="1") == EX_UNAVAILABLE
+    events = [json.loads(line) for line in daemon_log(path).read_text().splitlines()]
+    (gave_up,) = [e for e in events if e["event"] == "circuit.gave_up"]
+    assert gave_up["api"] == "pure"
+    assert gave_up["waiting"] > 0
+    assert len([e for e in events if e["event"] == "circuit.opened"]) == 1
+    assert not [e for e in events if e["event"] == "object.failed"]
+    async with Store.open(config.state.path) as store, store.reading() as conn:
+        assert await dead_letters.count(conn) == 0
+        waiting = await inbox.claim_ready(conn, busy_keys=[], now="9999", limit=1000)
+    assert len(waiting) == gave_up["waiting"]
+    assert {event.attempts for event in waiting} == {0}
+
+    for name, value in TEST_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    assert await cli("status", "--config", str(path)) == 0
+    first_line = capsys.readouterr().out.splitlines()[0]
+    assert first_line.startswith("pure unreachable since ")
+    assert first_line.endswith(f" UTC, {len(waiting)} waiting")
+
+
+async def test_once_that_made_dead_letters_exits_65(
+    config_path: Path, pure_sim: PureSimulator
+) -> None:
+    pure_sim.fail_next(400, content_type="research-outputs")
+    assert await run_once(config_path) == EX_DATAERR
+    assert await run_once(config_path) == 0  # nothing new failed

@@ -251,7 +251,10 @@ async def test_health_metrics_and_a_retry_command_while_running(
         group.create_task(run_daemon(running, lifecycle=life), name="daemon")
         await received.wait_for(lambda r: len(r.outcomes()) == total)
         (failed,) = outcomes_with(received, "failed")
-        assert await get(f"{url}/healthz") == (200, '{"status": "ok", "stalled": []}')
+        assert await get(f"{url}/healthz") == (
+            200,
+            '{"status": "ok", "stalled": [], "unavailable": []}',
+        )
         status, text = await get(f"{url}/metrics")
         assert status == 200
         assert metric(text, "crisync_outcomes_total", action="failed") == 1

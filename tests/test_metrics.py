@@ -106,7 +106,10 @@ async def test_healthz_is_503_with_the_reason_while_a_loop_makes_no_progress(sto
     telemetry.expect("dispatcher", 120)
     telemetry.expect("publisher", 120)
     async with serve_metrics(MetricsConfig(port=free_port()), store, telemetry) as url:
-        assert await get(f"{url}/healthz") == (200, '{"status": "ok", "stalled": []}')
+        assert await get(f"{url}/healthz") == (
+            200,
+            '{"status": "ok", "stalled": [], "unavailable": []}',
+        )
         telemetry.loops["dispatcher"].last_beat -= 300
         status, body = await get(f"{url}/healthz")
         assert status == 503

@@ -9,7 +9,7 @@ import json
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -19,9 +19,13 @@ from crisync.logs import configure_logging
 from crisync.state.instance import StateInUseError, sole_user
 from crisync.state.store import SchemaTooNewError, StateDiskFullError, StateUnavailableError
 
+if TYPE_CHECKING:
+    from crisync.daemon import RunSummary
+
 EX_OK = 0
 EX_SOFTWARE = 1
 EX_USAGE = 64
+EX_DATAERR = 65  # `crisync once` made dead letters: changes it gave up on for good
 EX_NOINPUT = 66  # the object asked for does not exist
 EX_UNAVAILABLE = 69  # an API refused or failed
 EX_TEMPFAIL = 75
@@ -228,7 +232,7 @@ def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:
                 return asyncio.run(command)
             from crisync.daemon import run_daemon
 
-            asyncio.run(run_daemon(loaded.config, once=args.command == "once"))
+            summary = asyncio.run(run_daemon(loaded.config, once=args.command == "once"))
     except SchemaTooNewError as exc:
         log.error("state.schema_too_new", error=str(exc))  # noqa: TRY400 - no traceback for a known state
         return EX_CONFIG
@@ -242,7 +246,14 @@ def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         # Anything else is a bug: say so with the traceback, and let systemd restart us.
         log.exception("crisync.crashed")
         return EX_SOFTWARE
-    return EX_OK
+    return _daemon_exit(summary, once=args.command == "once")
+
+
+def _daemon_exit(summary: RunSummary, *, once: bool) -> int:
+    """69 when an API stayed out (its work waits), 65 when `once` made dead letters."""
+    if summary.unavailable:
+        return EX_UNAVAILABLE
+    return EX_DATAERR if once and summary.dead_letters else EX_OK
 
 
 def _state_unavailable(exc: StateUnavailableError) -> None:

@@ -34,6 +34,14 @@ from crisync.telemetry import Telemetry
 log = structlog.get_logger("crisync.daemon")
 
 
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run leaves undone, for `crisync once`'s exit status."""
+
+    unavailable: tuple[str, ...]  # APIs that stayed out: their work waits for the next run
+    dead_letters: int  # changes this run gave up on for good
+
+
 class ShutdownDeadlineExceededError(Exception):
     """In-flight work did not finish within daemon.shutdown_timeout."""
 
@@ -66,7 +74,7 @@ async def run_daemon(
     lifecycle: Lifecycle | None = None,
     telemetry: Telemetry | None = None,
     sources: SourceFactory = open_sources,
-) -> None:
+) -> RunSummary:
     """`crisync run` (until SIGTERM) or `crisync once` (one sweep, drained)."""
     life = lifecycle or Lifecycle()
     telemetry = telemetry or Telemetry()
@@ -86,8 +94,9 @@ async def run_daemon(
         if config.metrics is not None:
             await resources.enter_async_context(serve_metrics(config.metrics, store, telemetry))
         log.info("daemon.started", mode="once" if once else "run", state=str(config.state.path))
+        unavailable: tuple[str, ...] = ()
         try:
-            await _run_loops(running, once=once)
+            unavailable = await _run_loops(running, once=once)
         except* ShutdownDeadlineExceededError:
             log.warning("daemon.shutdown_deadline_exceeded", seconds=config.daemon.shutdown_timeout)
         except* StateDiskFullError as full:
@@ -95,6 +104,7 @@ async def run_daemon(
             # group's traceback. What they were writing was rolled back, to be done again.
             raise _first_leaf(full) from None
     log.info("daemon.stopped")
+    return RunSummary(unavailable, telemetry.outcomes["failed"])
 
 
 def _first_leaf(group: BaseExceptionGroup[StateDiskFullError]) -> StateDiskFullError:
@@ -104,12 +114,14 @@ def _first_leaf(group: BaseExceptionGroup[StateDiskFullError]) -> StateDiskFullE
     return first
 
 
-async def _run_loops(running: Running, *, once: bool) -> None:
+async def _run_loops(running: Running, *, once: bool) -> tuple[str, ...]:
+    """Every loop, until they end; the APIs the dispatcher stopped waiting for."""
     config, life, telemetry = running.config, running.context.life, running.context.telemetry
+    dispatcher = None
     async with asyncio.TaskGroup() as group:
         loops = [group.create_task(_feeds(running, once=once), name="feeds")]
         if running.targets:
-            dispatcher = _dispatcher(running)
+            dispatcher = _dispatcher(running, once=once)
             telemetry.expect(dispatcher.loop_name, dispatcher.beat_deadline)
             loops.append(
                 group.create_task(
@@ -135,6 +147,7 @@ async def _run_loops(running: Running, *, once: bool) -> None:
         await asyncio.wait(loops)
         for helper in helpers:
             helper.cancel()
+    return () if dispatcher is None else tuple(dispatcher.gave_up)
 
 
 def _mqtt_loops(
@@ -185,7 +198,7 @@ async def resync_event(sources: list[Source], source_name: str, kind: str, key: 
     return await source.resync(kind, key)
 
 
-def _dispatcher(running: Running) -> Dispatcher:
+def _dispatcher(running: Running, *, once: bool) -> Dispatcher:
     config, targets = running.config, running.targets.values()
     settings = DispatchSettings(
         workers=sum(target.workers for target in targets),
@@ -193,6 +206,7 @@ def _dispatcher(running: Running) -> Dispatcher:
         park_duration=max(target.park_duration for target in targets),
         topic_prefix=config.mqtt.topic_prefix if config.mqtt else None,
         refers_to=config.mappings.referred(),
+        give_up_after=config.daemon.once_outage_timeout if once else None,
     )
     return Dispatcher(
         running.context.store,

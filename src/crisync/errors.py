@@ -50,6 +50,15 @@ class RetriableError(CrisyncError):
     retriable = True
 
 
+class UnreachableError(RetriableError):
+    """No answer at all: the connection was refused, reset or could not be made.
+
+    Never the fault of the object a request was about, unlike a timeout (a slow search) or
+    a server error (a body the server chokes on): the outage circuit counts it as the API's
+    from the first object on.
+    """
+
+
 class PermanentError(CrisyncError):
     """Trying again gives the same answer: bad request, not found, gone, invalid data."""
 
@@ -83,7 +92,9 @@ def classify_exception(api: str, exc: BaseException) -> CrisyncError:
         return exc
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return RetriableError("request timed out", api=api)
-    if isinstance(exc, aiohttp.ClientError | ConnectionError):
+    if isinstance(exc, aiohttp.ClientConnectionError | ConnectionError):
+        return UnreachableError(f"connection failed: {type(exc).__name__}: {exc}", api=api)
+    if isinstance(exc, aiohttp.ClientError):
         return RetriableError(f"connection failed: {type(exc).__name__}: {exc}", api=api)
     raise exc
 

@@ -1,4 +1,5 @@
-"""The HTTP endpoint for monitors: /healthz (is every loop making progress) and /metrics.
+"""The HTTP endpoint for monitors: /healthz (is every loop making progress, does every API
+answer) and /metrics.
 
 /metrics is the Prometheus exposition of the Telemetry counters, with the backlog, the
 outbox depth, the dead letters and the cursor lag read from the state database at each
@@ -88,6 +89,14 @@ class TelemetryCollector:
         for name, progress in sorted(t.loops.items()):
             silence.add_metric([name], now - progress.last_beat)
         yield silence
+        available = GaugeMetricFamily(
+            "crisync_api_available",
+            "1 while an API the handlers write to answers, 0 while its outage circuit is open",
+            labels=["api"],
+        )
+        for api, outage in sorted(t.api_outages.items()):
+            available.add_metric([api], 0 if outage else 1)
+        yield available
 
 
 def _bound(seconds: float) -> str:
@@ -171,9 +180,11 @@ def metrics_app(store: Store, telemetry: Telemetry) -> web.Application:
 
     async def healthz(_request: web.Request) -> web.Response:
         stalled = telemetry.stalled()
+        unavailable = telemetry.unavailable()
+        status = "stalled" if stalled else "unavailable" if unavailable else "ok"
         return web.json_response(
-            {"status": "stalled" if stalled else "ok", "stalled": stalled},
-            status=503 if stalled else 200,
+            {"status": status, "stalled": stalled, "unavailable": unavailable},
+            status=200 if status == "ok" else 503,
         )
 
     async def metrics(request: web.Request) -> web.Response:

@@ -6,13 +6,14 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from crisync.state import cursors, dead_letters, inbox, mapping, outbox
+from crisync.state import api_circuits, cursors, dead_letters, inbox, mapping, outbox
 from crisync.state.store import Store
 
 
 @dataclass(frozen=True)
 class StatusReport:
     schema_version: int
+    unavailable: list[str]  # one line per API that is out: since when, how much waits for it
     cursors: list[dict[str, Any]]
     backlog: int
     outbox_depth: int
@@ -25,6 +26,7 @@ async def read_status(store: Store) -> StatusReport:
     async with store.reading() as conn:
         return StatusReport(
             schema_version=version,
+            unavailable=await api_circuits.describe_open(conn),
             cursors=[
                 {
                     "feed": c.feed,
@@ -43,7 +45,8 @@ async def read_status(store: Store) -> StatusReport:
 
 def render_status(report: StatusReport, *, every_dead_letter: bool = False) -> str:
     """The report for a person; dead letters grouped by their error unless each is asked for."""
-    lines = [f"state schema version {report.schema_version}", "", "feeds:"]
+    # An API that is out comes first: it is why the backlog grows and nothing fails.
+    lines = [*report.unavailable, f"state schema version {report.schema_version}", "", "feeds:"]
     if not report.cursors:
         lines.append("  (none polled yet)")
     for c in report.cursors:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from crisync.state import cursors, dead_letters, inbox, outbox
+from crisync.state import api_circuits, cursors, dead_letters, inbox, outbox
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
 
@@ -68,8 +68,10 @@ def _watchdog_interval(env: Mapping[str, str]) -> float | None:
 
 
 async def status_line(store: Store, stalled: list[str], *, stopping: bool) -> str:
-    """One line for `systemctl status`: stalls first, then the queues, then the feeds' errors."""
+    """One line for `systemctl status`: stalls and APIs that are out first, then the queues,
+    then the feeds' errors."""
     async with store.reading() as conn:
+        unavailable = await api_circuits.describe_open(conn)
         backlog = await inbox.pending_count(conn)
         outbox_depth = await outbox.depth(conn)
         dead = await dead_letters.count(conn)
@@ -77,6 +79,7 @@ async def status_line(store: Store, stalled: list[str], *, stopping: bool) -> st
             f"{c.feed}: {c.last_error}" for c in await cursors.all_cursors(conn) if c.last_error
         ]
     parts = [f"stalled: {'; '.join(stalled)}"] if stalled else []
+    parts.extend(unavailable)
     parts.append(f"backlog {backlog}, outbox {outbox_depth}, dead letters {dead}")
     if feed_errors:
         parts.append(f"last error: {'; '.join(feed_errors)}")

@@ -54,6 +54,8 @@ class Telemetry:
     request_latency: dict[tuple[str, str], Latency] = field(default_factory=dict)  # api, status
     events_received: Counter[str] = field(default_factory=Counter)  # feed → events added
     outcomes: Counter[str] = field(default_factory=Counter)  # action → count
+    # Each API with an outage circuit → why it is out ("since ...: reason"), None while it answers
+    api_outages: dict[str, str | None] = field(default_factory=dict)
 
     def expect(self, loop: str, deadline: float) -> None:
         """Register a loop that must beat at least every `deadline` seconds."""
@@ -82,3 +84,11 @@ class Telemetry:
 
     def outcome(self, action: str) -> None:
         self.outcomes[action] += 1
+
+    def api_state(self, api: str, outage: str | None) -> None:
+        """An API's circuit closed (None) or opened, with why."""
+        self.api_outages[api] = outage
+
+    def unavailable(self) -> list[str]:
+        """The APIs that are out, each with why."""
+        return [f"{api}: {why}" for api, why in sorted(self.api_outages.items()) if why]

@@ -92,12 +92,33 @@ async def test_a_postponed_key_does_not_hold_back_the_keys_after_it(store: Store
     assert [e.key for e in claimed] == ["1", "2"]
 
 
+async def test_held_routes_wait_and_only_takes_the_routes_asked_for(store: Store) -> None:
+    """What the outage circuit asks of a claim: none of an API that is out, or one probe."""
+    other = ChangeEvent("f", "s", "other", "9", "upsert", datetime(2026, 1, 1, tzinfo=UTC), {})
+    async with store.transaction() as conn:
+        await inbox.add_events(conn, [change("1", 0), other, change("2", 0)], utc_now())
+    async with store.reading() as conn:
+        held = await inbox.claim_ready(
+            conn, busy_keys=[], now=utc_now(), limit=10, held=["elements/publication"]
+        )
+        probe = await inbox.claim_ready(
+            conn,
+            busy_keys=["elements/publication/1"],
+            now=utc_now(),
+            limit=1,
+            only=["elements/publication"],
+        )
+        assert await inbox.pending_count(conn, routes=["elements/publication"]) == 2
+    assert [(e.kind, e.key) for e in held] == [("other", "9")]
+    assert [(e.kind, e.key) for e in probe] == [("publication", "2")]
+
+
 async def test_a_claim_walks_the_pending_events_in_order_and_sorts_nothing(store: Store) -> None:
     async with store.reading() as conn:
         plan = [
             row[3]
             for row in await conn.execute_fetchall(
-                f"EXPLAIN QUERY PLAN {inbox.CLAIM_READY}", (utc_now(), "[]", 10)
+                f"EXPLAIN QUERY PLAN {inbox.CLAIM_READY}", (utc_now(), "[]", "[]", None, None, 10)
             )
         ]
     assert plan[0] == "SCAN o USING INDEX inbox_pending_order"

@@ -21,6 +21,7 @@ SCHEMA_OF_TOPIC: dict[str, SchemaName] = {
     "outcomes": "outcome",
     "feeds": "feed",
     "jobs": "job",
+    "apis": "api",
     "cmd/result": "command-result",
 }
 VALIDATORS = {name: Draft202012Validator(load_schema(name)) for name in SCHEMA_OF_TOPIC.values()}

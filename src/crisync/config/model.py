@@ -118,6 +118,11 @@ class DaemonConfig(Section):
     shutdown_timeout: float = Field(
         20.0, gt=0, description="seconds SIGTERM waits for in-flight work and the outbox"
     )
+    once_outage_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="seconds `crisync once` waits for an API that is out before it exits 69",
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -16,10 +16,19 @@ from crisync import credentials
 from crisync.backoff import full_jitter
 from crisync.errors import CredentialError, CrisyncError, ErrorInfo
 from crisync.handlers.base import HandlerResult
+from crisync.handlers.circuit import (
+    Circuit,
+    Closed,
+    Opened,
+    ProbeFailed,
+    circuits_for,
+    outage_failure,
+)
 from crisync.handlers.routing import Routes
 from crisync.lifecycle import Lifecycle
 from crisync.outcome import outcome_payload, outcome_topic
-from crisync.state import create_intents, dead_letters, inbox, mapping, outbox
+from crisync.publisher.api_status import api_payload, api_topic
+from crisync.state import api_circuits, create_intents, dead_letters, inbox, mapping, outbox
 from crisync.state.inbox import InboxEvent
 from crisync.state.store import StateDiskFullError, Store, iso_utc, utc_now
 from crisync.telemetry import Telemetry
@@ -52,6 +61,9 @@ class DispatchSettings:
     topic_prefix: str | None  # None: MQTT is off, no outcomes are kept
     # (source, kind) -> the kinds of that source its mapping refers to (MappingsConfig.referred)
     refers_to: Mapping[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+    # `crisync once`: seconds an API may stay out once the feeds are done before the
+    # dispatcher stops waiting for it; None (the daemon): it waits as long as it takes
+    give_up_after: float | None = None
 
 
 class Dispatcher:
@@ -84,11 +96,27 @@ class Dispatcher:
         self._busy: dict[str, InboxEvent] = {}  # claimed, by object key
         self._paused_until = 0.0
         self._last_prune = 0.0
+        self._circuits = circuits_for(
+            (f"{source}/{kind}", api) for (source, kind), api in routes.apis.items()
+        )
+        for api in self._circuits:
+            telemetry.api_state(api, None)
+        # One failure at a time: a circuit's verdict and what it writes (an attempt counted,
+        # attempts given back) reach the database in the order the circuit decided them.
+        self._verdicts = asyncio.Lock()
+        self.gave_up: list[str] = []  # the APIs `once` stopped waiting for
 
     async def run(self) -> None:
         """Until stopped, or, once the feeds are done, until nothing is pending."""
         queue: asyncio.Queue[InboxEvent | None] = asyncio.Queue()
         replicated: asyncio.Queue[Replicated | None] = asyncio.Queue()
+        async with self._store.transaction() as conn:
+            # A circuit starts closed (the API is tried): an outage a previous run recorded
+            # is over for status, systemd and the retained MQTT state alike.
+            for left_open in await api_circuits.all_open(conn):
+                if left_open.api in self._circuits:
+                    await self._record_state(conn, self._circuits[left_open.api])
+            await api_circuits.clear(conn)
         async with asyncio.TaskGroup() as group:
             group.create_task(self._record(replicated), name="dispatcher-recorder")
             try:
@@ -109,6 +137,8 @@ class Dispatcher:
         while not self._life.stopping.is_set():
             self._telemetry.beat(self.loop_name)
             self._life.work_ready.clear()
+            if self._life.feeds_done.is_set() and await self._give_up_on_outages():
+                return
             claimed = await self._claim()
             for event in claimed:
                 queue.put_nowait(event)
@@ -125,12 +155,53 @@ class Dispatcher:
         if len(self._busy) > self._settings.workers or time.monotonic() < self._paused_until:
             return []
         free = self._settings.workers * PREFETCH - len(self._busy)
+        out = [circuit for circuit in self._circuits.values() if circuit.is_open]
+        held = [route for circuit in out for route in circuit.routes]
         async with self._store.reading() as conn:
-            ready = await inbox.claim_ready(conn, busy_keys=self._busy, now=utc_now(), limit=free)
-        events = self._after_what_they_refer_to(ready)
-        self._busy.update((event.object_key, event) for event in events)
+            ready = await inbox.claim_ready(
+                conn, busy_keys=self._busy, now=utc_now(), limit=free, held=held
+            )
+            events = self._after_what_they_refer_to(ready)
+            self._busy.update((event.object_key, event) for event in events)
+            for circuit in out:
+                if circuit.probe_due():
+                    events.extend(await self._claim_probe(conn, circuit))
         await self._prune_now_and_then()
         return events
+
+    async def _claim_probe(self, conn: aiosqlite.Connection, circuit: Circuit) -> list[InboxEvent]:
+        """One event of an API that is out, to find out whether it answers again."""
+        probe = await inbox.claim_ready(
+            conn, busy_keys=self._busy, now=utc_now(), limit=1, only=circuit.routes
+        )
+        for event in probe:
+            circuit.probing(event)
+            self._busy[event.object_key] = event
+        return probe
+
+    async def _give_up_on_outages(self) -> bool:
+        """`once` only: stop when an API has been out for longer than it may wait."""
+        limit = self._settings.give_up_after
+        if limit is None:
+            return False
+        given_up = [c for c in self._circuits.values() if c.is_open and c.open_for() > limit]
+        if not given_up:
+            return False
+        async with self._store.reading() as conn:
+            for circuit in given_up:
+                waiting = await inbox.pending_count(conn, routes=circuit.routes)
+                log.error(
+                    "circuit.gave_up",
+                    api=circuit.api,
+                    open_for=round(circuit.open_for(), 1),
+                    waiting=waiting,
+                    reason=circuit.reason,
+                    detail=f"{circuit.api} stayed out for more than {limit:.0f} s; "
+                    f"{waiting} events wait in the state database with their attempts, "
+                    "for the next run",
+                )
+        self.gave_up = [circuit.api for circuit in given_up]
+        return True
 
     def _after_what_they_refer_to(self, ready: list[InboxEvent]) -> list[InboxEvent]:
         """The ready events (oldest first) but those whose referred kinds run before them.
@@ -165,6 +236,10 @@ class Dispatcher:
             timeout = min(timeout, max(due, 0.01))
         if self._paused_until:
             timeout = min(timeout, max(self._paused_until - time.monotonic(), 0.01))
+        for circuit in self._circuits.values():
+            # A probe due now found no event ready: it goes with the next retry or new work.
+            if circuit.is_open and circuit.probe_key is None and circuit.probe_wait() > 0:
+                timeout = min(timeout, circuit.probe_wait())
         return timeout
 
     async def _wait_for_work(self, seconds: float) -> None:
@@ -178,13 +253,18 @@ class Dispatcher:
         while (event := await queue.get()) is not None:
             done = None
             try:
-                if not self._life.stopping.is_set():
+                if not self._life.stopping.is_set() and not self._held(event):
                     done = await self._process(event)
             finally:
                 if done is None:
                     self._release([event])
             if done is not None:
                 replicated.put_nowait(done)
+
+    def _held(self, event: InboxEvent) -> bool:
+        """Whether the event's API went out after it was claimed: it waits, untried."""
+        circuit = self._circuits.get(self._routes.apis.get((event.source, event.kind), ""))
+        return circuit is not None and circuit.is_open and circuit.probe_key != event.object_key
 
     def _release(self, events: list[InboxEvent]) -> None:
         """Their keys may be claimed again: what they did is committed."""
@@ -218,23 +298,122 @@ class Dispatcher:
             result = await handler(event)
             follow_ups = self._routes.follow_ups(event, result)
         except CredentialError as exc:
+            async with self._verdicts:
+                await self._answered(exc.api)
             pause = self._settings.park_duration
             self._paused_until = time.monotonic() + pause
             credentials.refused(exc, pause=pause, object=event.object_key)
         except CrisyncError as exc:
-            if exc.retriable and attempt < self._settings.max_attempts:
-                await self._postpone(event, attempt, exc, bound)
-            else:
-                await self._fail(event, attempt, exc.info(), bound)
+            async with self._verdicts:
+                if not await self._outage_holds(event, exc):
+                    if exc.retriable and attempt < self._settings.max_attempts:
+                        await self._postpone(event, attempt, exc, bound)
+                    else:
+                        await self._fail(event, attempt, exc.info(), bound)
         except StateDiskFullError:
             raise  # not the object's failure: the daemon stops, the event waits in the inbox
         except Exception as exc:  # noqa: BLE001 - a bug with one object must not stop the others
             bound.exception("handler.crashed")
             await self._fail(event, attempt, ErrorInfo("InternalError", None, repr(exc)), bound)
         else:
+            async with self._verdicts:
+                await self._answered(self._routes.apis.get((event.source, event.kind)))
             result = replace(result, follow_ups=follow_ups)
             return Replicated(event, attempt, result, (time.monotonic() - started) * 1000)
         return None
+
+    async def _outage_holds(self, event: InboxEvent, exc: CrisyncError) -> bool:
+        """Whether the failure is its API's outage: then the event waits with its attempts."""
+        circuit = self._circuits.get(exc.api)
+        if circuit is None:
+            return False
+        if not outage_failure(exc):
+            await self._answered(circuit.api)
+            return False
+        verdict = circuit.failed(event, exc)
+        if isinstance(verdict, Opened):
+            await self._opened(circuit, verdict)
+        elif isinstance(verdict, ProbeFailed):
+            await self._persist(circuit)
+            log.warning(
+                "circuit.probe_failed",
+                api=circuit.api,
+                key=event.object_key,
+                error=exc.message,
+                status=exc.status,
+                probes_failed=verdict.probes_failed,
+                open_for=round(circuit.open_for(), 1),
+                next_probe_in=round(verdict.next_probe_in, 2),
+            )
+        return verdict is not False
+
+    async def _opened(self, circuit: Circuit, opened: Opened) -> None:
+        async with self._store.transaction() as conn:
+            await inbox.give_back_attempts(conn, *opened.given_back)
+            waiting = await self._record_state(conn, circuit)
+        assert circuit.opened_at is not None  # it opened
+        since = circuit.opened_at.isoformat(timespec="seconds")
+        self._telemetry.api_state(circuit.api, f"since {since}: {opened.reason}")
+        log.error(
+            "circuit.opened",
+            api=circuit.api,
+            reason=opened.reason,
+            waiting=waiting,
+            attempts_given_back=len(opened.given_back),
+            next_probe_in=round(max(circuit.probe_wait(), 0.0), 2),
+            detail=f"{circuit.api} is out: its work waits, keeping its attempts, "
+            "and one probe at a time finds out when it answers again",
+        )
+
+    async def _answered(self, api: str | None) -> None:
+        """The API answered something other than an outage: its circuit closes if open."""
+        circuit = None if api is None else self._circuits.get(api)
+        if circuit is None:
+            return
+        closed = circuit.answered()
+        if closed is not None:
+            await self._closed(circuit, closed)
+
+    async def _closed(self, circuit: Circuit, closed: Closed) -> None:
+        async with self._store.transaction() as conn:
+            waiting = await self._record_state(conn, circuit)
+        self._telemetry.api_state(circuit.api, None)
+        log.info(
+            "circuit.closed",
+            api=circuit.api,
+            open_for=round(closed.open_for, 1),
+            probes_failed=closed.probes_failed,
+            waiting=waiting,
+        )
+        self._life.work_ready.set()
+
+    async def _persist(self, circuit: Circuit) -> None:
+        async with self._store.transaction() as conn:
+            await self._record_state(conn, circuit)
+
+    async def _record_state(self, conn: aiosqlite.Connection, circuit: Circuit) -> int:
+        """The circuit's state into the state database and the outbox; how many events wait."""
+        outage = None
+        if circuit.opened_at is not None and circuit.reason is not None:
+            next_probe = circuit.next_probe_at()
+            outage = api_circuits.OpenCircuit(
+                api=circuit.api,
+                opened_at=iso_utc(circuit.opened_at),
+                reason=circuit.reason,
+                routes=sorted(circuit.routes),
+                probes_failed=circuit.probes_failed,
+                next_probe_at=None if next_probe is None else iso_utc(next_probe),
+            )
+            await api_circuits.put(conn, outage)
+        else:
+            await api_circuits.remove(conn, circuit.api)
+        waiting = await inbox.pending_count(conn, routes=circuit.routes)
+        prefix = self._settings.topic_prefix
+        if prefix is not None:
+            payload = api_payload(circuit.api, outage, waiting)
+            await outbox.add(conn, api_topic(prefix, circuit.api), payload, retain=True)
+            self._life.outbox_ready.set()
+        return waiting
 
     async def _succeed(self, done: list[Replicated]) -> None:
         async with self._store.transaction() as conn:

@@ -38,6 +38,9 @@ class Routes:
     handlers: Mapping[tuple[str, str], Handler]
     # source → the follow-ups a target's create of one of its objects calls for
     after_create: Mapping[str, AfterCreate] = field(default_factory=dict)
+    # (source, kind) → the API its handler writes to: a target, or the source itself for
+    # a handler of its own (Elements' write-back); each has an outage circuit
+    apis: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
     def handler(self, event: InboxEvent) -> Handler:
         return self.handlers.get((event.source, event.kind)) or _unrouted
@@ -54,14 +57,17 @@ class Routes:
 def route(
     mappings: MappingsConfig, targets: Mapping[str, Target], sources: Sequence[Source]
 ) -> Routes:
-    handlers: dict[tuple[str, str], Handler] = {
-        (source, kind): targets[rules.target].handle
-        for source, kind, rules in mappings.all()
-        if rules.target in targets
-    }
+    handlers: dict[tuple[str, str], Handler] = {}
+    apis: dict[tuple[str, str], str] = {}
+    for source_name, kind, rules in mappings.all():
+        if rules.target in targets:
+            handlers[(source_name, kind)] = targets[rules.target].handle
+            apis[(source_name, kind)] = rules.target
     for source in sources:
-        handlers.update(source.routes())
-    return Routes(handlers, {source.name: source.after_create for source in sources})
+        own = source.routes()
+        handlers.update(own)
+        apis.update(dict.fromkeys(own, source.name))
+    return Routes(handlers, {source.name: source.after_create for source in sources}, apis)
 
 
 async def _unrouted(event: InboxEvent) -> HandlerResult:

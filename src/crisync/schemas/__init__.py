@@ -6,7 +6,7 @@ import json
 from importlib.resources import files
 from typing import Any, Literal
 
-SchemaName = Literal["outcome", "feed", "job", "command-result"]
+SchemaName = Literal["outcome", "feed", "job", "command-result", "api"]
 
 
 def load_schema(name: SchemaName) -> dict[str, Any]:

@@ -95,21 +95,32 @@ CLAIM_READY = """
              AND p.key = o.key AND p.id < o.id)
          AND (n.not_before IS NULL OR n.not_before <= ?)
          AND o.source || '/' || o.kind || '/' || o.key NOT IN (SELECT value FROM json_each(?))
+         AND o.source || '/' || o.kind NOT IN (SELECT value FROM json_each(?))
+         AND (? IS NULL OR o.source || '/' || o.kind IN (SELECT value FROM json_each(?)))
        ORDER BY o.id
        LIMIT ?"""
 
 
 async def claim_ready(
-    conn: aiosqlite.Connection, *, busy_keys: Iterable[str], now: str, limit: int
+    conn: aiosqlite.Connection,
+    *,
+    busy_keys: Iterable[str],
+    now: str,
+    limit: int,
+    held: Iterable[str] = (),
+    only: Iterable[str] | None = None,
 ) -> list[InboxEvent]:
     """The newest pending event of each key not in `busy_keys`, oldest keys first.
 
+    `held` and `only` are routes ("source/kind"): events of a held route wait (their API
+    is out), and with `only`, just those routes' events are taken (a probe of that API).
     Older pending events of a key are superseded by its newest: they are completed with it.
     """
+    only_json = None if only is None else json.dumps(list(only))
     rows = await fetch_all(
         conn,
         CLAIM_READY,
-        (now, json.dumps(list(busy_keys)), limit),
+        (now, json.dumps(list(busy_keys)), json.dumps(list(held)), only_json, only_json, limit),
     )
     return [
         InboxEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), r[9])
@@ -140,8 +151,26 @@ async def postpone(
     )
 
 
-async def pending_count(conn: aiosqlite.Connection) -> int:
-    row = await fetch_one(conn, "SELECT COUNT(*) FROM inbox WHERE state = 'pending'")
+async def give_back_attempts(conn: aiosqlite.Connection, *events: InboxEvent) -> None:
+    """The events' attempts as they were when claimed, ready at once: their failures were
+    an outage of the API, not theirs (the dispatcher holds their route while it lasts)."""
+    await conn.executemany(
+        "UPDATE inbox SET attempts = ?, not_before = NULL WHERE id = ? AND state = 'pending'",
+        [(event.attempts, event.id) for event in events],
+    )
+
+
+async def pending_count(conn: aiosqlite.Connection, *, routes: Iterable[str] | None = None) -> int:
+    """Pending events, of these routes ("source/kind") only when given."""
+    if routes is None:
+        row = await fetch_one(conn, "SELECT COUNT(*) FROM inbox WHERE state = 'pending'")
+    else:
+        row = await fetch_one(
+            conn,
+            """SELECT COUNT(*) FROM inbox WHERE state = 'pending'
+                 AND source || '/' || kind IN (SELECT value FROM json_each(?))""",
+            (json.dumps(list(routes)),),
+        )
     return int(row[0]) if row else 0
 
 

@@ -19,6 +19,7 @@ from crisync.state.migrations import (
     v006_http_validators,
     v007_inbox_order,
     v008_target_neutral,
+    v009_api_circuits,
 )
 
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
@@ -33,4 +34,5 @@ MIGRATIONS: list[Migration] = [
     v006_http_validators.upgrade,
     v007_inbox_order.upgrade,
     v008_target_neutral.upgrade,
+    v009_api_circuits.upgrade,
 ]

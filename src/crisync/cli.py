@@ -92,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--follow", action="store_true", help="keep running with simulated changes until Ctrl-C"
     )
+    demo.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="the broker to publish to (default: localhost:1883, else a private mosquitto)",
+    )
 
     sim = commands.add_parser("sim", help="run an API simulator on 127.0.0.1")
     simulators = sim.add_subparsers(dest="simulator", required=True, metavar="API")
@@ -180,7 +185,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from crisync.demo import run_demo
 
         configure_logging("console", "warning")
-        return asyncio.run(run_demo(objects=args.objects, follow=args.follow))
+        return asyncio.run(run_demo(objects=args.objects, follow=args.follow, mqtt_url=args.mqtt))
 
     try:
         # status and retry only read the state database: they run without the API secrets.

@@ -27,11 +27,16 @@ SCHEMA_OF_TOPIC: dict[str, SchemaName] = {
 }
 VALIDATORS = {name: Draft202012Validator(load_schema(name)) for name in SCHEMA_OF_TOPIC.values()}
 COMMAND_TOPICS = ("cmd/retry", "cmd/resync")  # what operators send: input, not output
+# The topics whose messages are retained: an empty payload there makes the broker forget
+# the message it kept, as `crisync demo` does when it ends.
+RETAINED_TOPICS = ("status", "feeds", "jobs")
 
 
 def problems_with(topic: str, payload: bytes) -> list[str]:
     """Why a message does not match what crisync documents for its topic (empty if it does)."""
     _prefix, _, rest = topic.partition("/")
+    if not payload and rest.partition("/")[0] in RETAINED_TOPICS:
+        return []
     if rest == "status":
         return [] if payload in (b"online", b"offline") else [f"{topic}: status {payload!r}"]
     if rest in COMMAND_TOPICS:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import sqlite3
 from datetime import UTC, datetime
@@ -264,3 +265,39 @@ async def test_once_that_made_dead_letters_exits_65(
     pure_sim.fail_next(400, content_type="research-outputs")
     assert await run_once(config_path) == EX_DATAERR
     assert await run_once(config_path) == 0  # nothing new failed
+
+
+def test_version_is_the_installed_package_s(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"crisync {importlib.metadata.version('crisync')}\n"
+
+
+def test_help_says_what_crisync_is_and_sums_up_each_command_in_a_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")  # a terminal's usual width
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    description = " ".join(text.split("\n\n")[1].split())
+    assert description.startswith(
+        "crisync replicates the changes made in Symplectic Elements and Unicat into Elsevier Pure"
+    )
+    # The command list: each line a command's name and its summary, no line of its own for
+    # a long name, no summary wrapped onto the next line.
+    listed = [line.split(maxsplit=1) for line in text.splitlines() if line.startswith("    ")]
+    assert [words[0] for words in listed] == [
+        "run",
+        "once",
+        "check-config",
+        "status",
+        "retry",
+        "reconcile",
+        "resync",
+        "demo",
+        "sim",
+    ]
+    assert all(len(words) == 2 for words in listed)

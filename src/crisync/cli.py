@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict
+from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -36,12 +37,43 @@ EX_TEMPFAIL = 75
 SOLE_USER_COMMANDS = frozenset({"run", "once", "reconcile"})
 
 
+DESCRIPTION = (
+    "crisync replicates the changes made in Symplectic Elements and Unicat into Elsevier "
+    "Pure, and publishes the outcome of each to MQTT. `crisync run` is the daemon; the other "
+    "commands check its configuration, show and repair its state, or try it on simulators."
+)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Each command's summary on the line of its name.
+
+    argparse measures the commands' names at the indent of the COMMAND line, one indent
+    left of where it prints them: the longest (check-config) would get a line of its own.
+    """
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction):
+            printed_at = self._current_indent + self._indent_increment
+            longest = max(map(len, action.choices))
+            self._action_max_length = max(self._action_max_length, printed_at + longest)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crisync", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="crisync",
+        description=DESCRIPTION,
+        epilog="`crisync COMMAND --help` describes a command and its options.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"crisync {version('crisync')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
-        command = commands.add_parser(name, help=help_text, description=help_text)
+    def with_config(
+        name: str, help_text: str, description: str | None = None
+    ) -> argparse.ArgumentParser:
+        """`help_text` is its line in `crisync --help`; `description` says more in its own."""
+        command = commands.add_parser(name, help=help_text, description=description or help_text)
         command.add_argument(
             "--config",
             metavar="FILE",
@@ -50,9 +82,15 @@ def _parser() -> argparse.ArgumentParser:
         return command
 
     with_config("run", "run the daemon until SIGTERM")
-    with_config("once", "poll every feed once, replicate what was found, publish, exit")
+    with_config(
+        "once",
+        "poll every feed once, replicate, publish, exit",
+        "poll every feed once, replicate what was found, publish, exit",
+    )
     check = with_config(
-        "check-config", "validate the configuration, report every problem, exit 78 on error"
+        "check-config",
+        "validate the configuration (--online: ask every system too)",
+        "validate the configuration, report every problem, exit 78 on error",
     )
     check.add_argument(
         "--online",
@@ -65,7 +103,11 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--all", action="store_true", help="every dead letter, not one line per distinct error"
     )
-    retry = with_config("retry", "put dead letters back in the inbox (a running daemon takes them)")
+    retry = with_config(
+        "retry",
+        "put dead letters back in the inbox",
+        "put dead letters back in the inbox (a running daemon takes them)",
+    )
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every dead letter")
     which.add_argument(
@@ -77,13 +119,16 @@ def _parser() -> argparse.ArgumentParser:
 
     reconcile = with_config(
         "reconcile",
+        "rebuild the mapping from the PrimaryIds in Pure",
         "rebuild the mapping from the PrimaryIds in Pure and report the differences",
     )
     reconcile.add_argument(
         "--check", action="store_true", help="only report; exit 1 when there are differences"
     )
     resync = with_config(
-        "resync", "fetch one object from its source again and queue it for replication"
+        "resync",
+        "fetch one object again and queue it for replication",
+        "fetch one object from its source again and queue it for replication",
     )
     resync.add_argument("source", metavar="SOURCE", help="the source's name, e.g. elements")
     resync.add_argument("kind", metavar="KIND", help="e.g. publication, user")
@@ -95,6 +140,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--objects", type=int, default=40, help="objects in the simulated Elements")
     demo.add_argument(
         "--follow", action="store_true", help="keep running with simulated changes until Ctrl-C"
+    )
+    demo.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="the broker to publish to (default: localhost:1883, else a private mosquitto)",
     )
 
     sim = commands.add_parser("sim", help="run an API simulator on 127.0.0.1")
@@ -184,7 +234,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from crisync.demo import run_demo
 
         configure_logging("console", "warning")
-        return asyncio.run(run_demo(objects=args.objects, follow=args.follow))
+        return asyncio.run(run_demo(objects=args.objects, follow=args.follow, mqtt_url=args.mqtt))
 
     try:
         # status and retry only read the state database: they run without the API secrets.

@@ -6,10 +6,15 @@ import asyncio
 import contextlib
 import random
 import socket
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiomqtt
+from pydantic import ValidationError
+
+from crisync.cli import EX_USAGE
 from crisync.config.model import Config, DaemonConfig, MqttConfig
 from crisync.daemon import run_daemon
 from crisync.handlers.pure.config import PureConfig
@@ -17,13 +22,18 @@ from crisync.handlers.pure.sim import PureSimulator
 from crisync.lifecycle import Lifecycle
 from crisync.listener.elements.config import ElementsConfig
 from crisync.listener.elements.sim import ElementsSimulator
+from crisync.publisher.mqtt import CONNECT_TIMEOUT, status_topic, tls_context
 from crisync.sim.broker import MosquittoBroker, mosquitto_binary
 from crisync.sim.cli import ELEMENTS_PASSWORD, ELEMENTS_USER, PURE_API_KEY
 from crisync.sim.server import serve
+from crisync.state import outbox
 from crisync.state.store import Store
 from crisync.status import read_status
 
 CHANGE_EVERY = 3.0
+# The demo's topics and client id: the broker may be a production one, whose `crisync/`
+# topics and session belong to the real daemon.
+DEMO_PREFIX = "crisync-demo"
 
 
 def say(text: str = "") -> None:
@@ -38,23 +48,31 @@ def _broker_answers(host: str, port: int) -> bool:
         return False
 
 
+def _watch_command(host: str, port: int) -> str:
+    return f"mosquitto_sub -h {host} -p {port} -t '{DEMO_PREFIX}/#' -v"
+
+
 @contextlib.contextmanager
-def _demo_broker(workdir: Path) -> Iterator[tuple[str, str]]:
-    """(mqtt url, how to watch) — the local broker, a private one, or none."""
+def _demo_broker(workdir: Path, asked: MqttConfig | None) -> Iterator[tuple[str, str | None]]:
+    """(mqtt url, how to watch, None without a broker): the one asked for, the local broker,
+    a private one, or none."""
+    if asked is not None:
+        yield asked.url, _watch_command(asked.host, asked.port)
+        return
     if _broker_answers("localhost", 1883):
-        yield "mqtt://localhost:1883", "mosquitto_sub -h localhost -p 1883 -t 'crisync/#' -v"
+        yield "mqtt://localhost:1883", _watch_command("localhost", 1883)
         return
     if mosquitto_binary() is None:
         say(
             "No MQTT broker on localhost:1883 and no mosquitto installed: outcomes stay in the "
             "outbox (install mosquitto to see them published)."
         )
-        yield "mqtt://localhost:1883", "(no broker)"
+        yield "mqtt://localhost:1883", None
         return
     broker = MosquittoBroker(workdir)
     broker.start()
     try:
-        yield broker.url, f"mosquitto_sub -h 127.0.0.1 -p {broker.port} -t 'crisync/#' -v"
+        yield broker.url, _watch_command("127.0.0.1", broker.port)
     finally:
         broker.stop()
 
@@ -71,12 +89,25 @@ async def _simulators(
         yield elements, f"{elements_origin}/secure-api/v5.5", pure, f"{pure_origin}/ws/api"
 
 
-async def run_demo(*, objects: int, follow: bool) -> int:
+async def run_demo(*, objects: int, follow: bool, mqtt_url: str | None = None) -> int:
+    """Without `mqtt_url`, the broker on localhost:1883, else a private one if mosquitto is
+    installed. Whichever it is, the demo leaves no retained message and no session on it."""
+    try:
+        asked = None if mqtt_url is None else MqttConfig(url=mqtt_url)
+    except ValidationError as exc:
+        print(f"crisync demo: --mqtt {mqtt_url}: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return EX_USAGE
     with (
         tempfile.TemporaryDirectory(prefix="crisync-demo-") as workdir,
-        _demo_broker(Path(workdir)) as (mqtt_url, watch),
+        _demo_broker(Path(workdir), asked) as (broker_url, watch),
     ):
         async with _simulators(objects) as (elements, elements_url, pure, pure_url):
+            mqtt = MqttConfig(
+                url=broker_url,
+                topic_prefix=DEMO_PREFIX,
+                client_id=DEMO_PREFIX,
+                persistent_session=False,
+            )
             config = Config(
                 state={"path": Path(workdir) / "state.db"},
                 daemon=DaemonConfig(shutdown_timeout=10, log_format="console", log_level="warning"),
@@ -93,7 +124,7 @@ async def run_demo(*, objects: int, follow: bool) -> int:
                     api_key=PURE_API_KEY,
                     managing_organization=pure.organization_uuids[0],
                 ),
-                mqtt=MqttConfig(url=mqtt_url, topic_prefix="crisync", client_id="crisync-demo"),
+                mqtt=mqtt,
             )
             say("crisync demo")
             say(
@@ -102,14 +133,39 @@ async def run_demo(*, objects: int, follow: bool) -> int:
                 f"{len(elements.object_ids('publication'))} publications)"
             )
             say(f"  Pure simulator      {pure_url}")
-            say(f"  MQTT broker         {mqtt_url}")
-            say(f"  watch outcomes:     {watch}")
+            say(f"  MQTT broker         {broker_url}")
+            say(f"  watch outcomes:     {watch or '(no broker)'}")
             say()
             if follow:
                 await _follow(config, elements)
             else:
                 await _two_passes(config, elements, pure)
+            if watch is not None:
+                await _clear_retained(mqtt, config.state.path)
     return 0
+
+
+async def _clear_retained(mqtt: MqttConfig, state: Path) -> None:
+    """An empty retained message on every topic the demo retained: the broker forgets them.
+
+    The daemon has stopped and drained the outbox, so nothing of the demo's follows these.
+    """
+    async with Store.open(state) as store, store.reading() as conn:
+        remembered = await outbox.retained_messages(conn)
+    topics = [status_topic(mqtt.topic_prefix), *(topic for topic, _ in remembered)]
+    try:
+        async with aiomqtt.Client(
+            mqtt.host,
+            mqtt.port,
+            identifier=mqtt.client_id,
+            clean_session=True,
+            timeout=CONNECT_TIMEOUT,
+            tls_context=await asyncio.to_thread(tls_context, mqtt) if mqtt.tls else None,
+        ) as client:
+            for topic in topics:
+                await client.publish(topic, b"", qos=1, retain=True)
+    except aiomqtt.MqttError as exc:
+        say(f"The demo's retained messages under {mqtt.topic_prefix}/ stay: {exc}")
 
 
 async def _two_passes(config: Config, elements: ElementsSimulator, pure: PureSimulator) -> None:

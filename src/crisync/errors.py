@@ -9,6 +9,9 @@ which answers with these classes and falls back on `classify_status`.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import ssl
 from dataclasses import dataclass
 
 import aiohttp
@@ -92,11 +95,28 @@ def classify_exception(api: str, exc: BaseException) -> CrisyncError:
         return exc
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return RetriableError("request timed out", api=api)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UnreachableError(f"connection failed: {_cannot_connect(exc)}", api=api)
     if isinstance(exc, aiohttp.ClientConnectionError | ConnectionError):
         return UnreachableError(f"connection failed: {type(exc).__name__}: {exc}", api=api)
     if isinstance(exc, aiohttp.ClientError):
         return RetriableError(f"connection failed: {type(exc).__name__}: {exc}", api=api)
     raise exc
+
+
+def _cannot_connect(exc: aiohttp.ClientConnectorError) -> str:
+    """`cannot connect to host:port: reason`.
+
+    aiohttp's own text names its TLS setting (`ssl:default`), and asyncio words a refused
+    or unreachable connect "Connect call failed (address)", hiding the reason its errno
+    holds; resolver and TLS errors word their reasons well.
+    """
+    cause = exc.os_error
+    if isinstance(cause, socket.gaierror | ssl.SSLError) or not cause.errno:
+        reason = cause.strerror or str(cause) or type(cause).__name__
+    else:
+        reason = os.strerror(cause.errno)
+    return f"cannot connect to {exc.host}:{exc.port}: {reason}"
 
 
 def parse_retry_after(value: str | None) -> float | None:

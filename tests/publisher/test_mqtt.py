@@ -23,7 +23,7 @@ from crisync.state import outbox
 from crisync.state.inbox import InboxEvent
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
-from tests.support.mqtt import retained_on, subscribed
+from tests.support.mqtt import retained_on, session_kept, subscribed
 from tests.support.proxy import relay_to
 from tests.support.tls import TlsFiles, make_tls_files, password_file, tls_listener
 from tests.support.wait import until
@@ -143,6 +143,25 @@ async def test_outbox_drains_to_the_broker_and_status_is_online_then_offline(
         assert await depth(store) == 0
         assert statuses(received, topic_prefix) == [b"online", b"offline"]
         assert len({o["id"] for o in received.outcomes()}) == 150
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+@pytest.mark.parametrize("persistent", [True, False], ids=["persistent", "clean"])
+async def test_the_broker_keeps_the_session_only_when_it_is_persistent(
+    tmp_path: Path, broker: MosquittoBroker, topic_prefix: str, protocol: str, persistent: bool
+) -> None:
+    async with Store.open(tmp_path / "state.db") as store:
+        await fill_outbox(store, topic_prefix, 2)
+        done = asyncio.Event()
+        done.set()
+        publisher = publisher_for(
+            broker.url, store, topic_prefix, done, protocol=protocol, persistent_session=persistent
+        )
+        async with asyncio.timeout(20):
+            await publisher.run()
+        assert await depth(store) == 0
+    kept = await asyncio.to_thread(session_kept, broker.port, f"pub-{topic_prefix}")
+    assert kept == persistent
 
 
 async def test_an_unreachable_broker_leaves_every_outcome_in_the_outbox(

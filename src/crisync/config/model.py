@@ -45,6 +45,11 @@ class MqttConfig(Section):
     publish_timeout: float = Field(
         10.0, gt=0, description="seconds to wait for the broker's PUBACK before sending again"
     )
+    persistent_session: bool = Field(
+        True,
+        description="the broker keeps the session across disconnects; false for a trial run "
+        "(`crisync demo`) that must leave nothing behind",
+    )
     session_expiry: int = Field(
         86400, ge=0, description="MQTT 5: seconds the broker keeps the session after a disconnect"
     )

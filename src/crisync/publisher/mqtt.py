@@ -108,15 +108,19 @@ class Publisher:
     async def _client(self) -> aiomqtt.Client:
         config = self._config
         options: dict[str, Any] = {}
+        # A persistent session outlives a disconnect, so commands sent meanwhile wait for us.
+        persistent = config.persistent_session
         if config.protocol == "5":
-            # The session outlives a disconnect, so commands sent meanwhile wait for us.
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = config.session_expiry
+            # An expiry of 0 ends the session with the connection.
+            properties.SessionExpiryInterval = config.session_expiry if persistent else 0
             options.update(
-                protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=properties
+                protocol=aiomqtt.ProtocolVersion.V5,
+                clean_start=not persistent,
+                properties=properties,
             )
         else:
-            options.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
+            options.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=not persistent)
         if config.tls:
             try:
                 options["tls_context"] = await asyncio.to_thread(tls_context, config)

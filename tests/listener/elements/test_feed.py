@@ -164,6 +164,19 @@ async def test_a_sweep_stopped_between_pages_resumes_at_its_stored_next_link(
     assert len(await pending(store)) == len(elements_sim.object_ids("publication"))
 
 
+async def test_a_sweep_that_found_nothing_is_logged_at_debug_one_that_found_events_at_info(
+    store: Store, config: Config, session: aiohttp.ClientSession
+) -> None:
+    listener = listener_with(session, config, store)
+    with capture_logs() as logs:
+        await listener.sweep(PUBLICATIONS)  # the backfill
+        await listener.sweep(PUBLICATIONS)  # nothing changed since
+    done = [
+        (e["events_added"], e["log_level"]) for e in logs if e["event"] == "elements.sweep_done"
+    ]
+    assert [(added > 0, level) for added, level in done] == [(True, "info"), (False, "debug")]
+
+
 # ----------------------------------------------------------------------- categories
 
 

@@ -187,6 +187,16 @@ async def test_the_next_poll_adds_only_what_changed(
     assert (await listener.poll()).events_added == 0
 
 
+async def test_a_poll_that_found_nothing_is_logged_at_debug_one_that_found_events_at_info(
+    listener: UnicatListener,
+) -> None:
+    with structlog.testing.capture_logs() as logs:
+        await listener.poll()  # the backfill
+        await listener.poll()  # nothing changed since
+    done = [(e["events_added"], e["log_level"]) for e in logs if e["event"] == "unicat.poll_done"]
+    assert [(added > 0, level) for added, level in done] == [(True, "info"), (False, "debug")]
+
+
 async def test_deletes_become_delete_events(
     listener: UnicatListener, store: Store, unicat_sim: UnicatSimulator
 ) -> None:

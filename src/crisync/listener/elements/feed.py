@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -176,7 +177,9 @@ class ElementsListener(FeedLoop):
             if events:
                 self._life.work_ready.set()
             if next_url is None:
-                log.info(
+                log.log(
+                    # A sweep that found nothing is the daemon idling: no line at info.
+                    logging.INFO if added else logging.DEBUG,
                     "elements.sweep_done",
                     feed=feed.name,
                     pages=pages,

@@ -1,0 +1,48 @@
+"""`crisync demo` on a broker that might be a production one: topics and a session of its own,
+and nothing left behind."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from crisync.demo import DEMO_PREFIX, run_demo
+from crisync.sim.broker import MosquittoBroker
+from tests.support.mqtt import session_kept, subscribed
+
+
+async def test_the_demo_publishes_under_its_own_prefix_and_leaves_nothing_on_the_broker(
+    broker: MosquittoBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cleared = (f"{DEMO_PREFIX}/status", b"", False)
+    async with (
+        subscribed(broker.port, "crisync/#") as production,
+        subscribed(broker.port, f"{DEMO_PREFIX}/#") as demo,
+    ):
+        assert await run_demo(objects=8, follow=False, mqtt_url=broker.url) == 0
+        await demo.wait_for(lambda r: cleared in r.messages)
+    assert production.messages == []
+    assert len(demo.outcomes()) >= 8
+    assert {topic.partition("/")[2].partition("/")[0] for topic, _, _ in demo.messages} == {
+        "status",
+        "feeds",
+        "outcomes",
+    }
+    assert f"mosquitto_sub -h 127.0.0.1 -p {broker.port} -t '{DEMO_PREFIX}/#' -v" in (
+        capsys.readouterr().out
+    )
+
+    # What a subscriber arriving now is handed: nothing of the demo's is retained.
+    async with subscribed(broker.port, "#") as afterwards:
+        await asyncio.sleep(0.5)
+    left = [topic for topic, _, _ in afterwards.messages if topic.startswith(DEMO_PREFIX + "/")]
+    assert left == []
+    assert not await asyncio.to_thread(session_kept, broker.port, DEMO_PREFIX)
+
+
+async def test_a_broker_url_that_is_not_one_is_refused_before_anything_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert await run_demo(objects=8, follow=False, mqtt_url="http://localhost:1883") == 64
+    assert "--mqtt http://localhost:1883: " in capsys.readouterr().err

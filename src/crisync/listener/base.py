@@ -122,6 +122,20 @@ class FeedLoop:
 
         return await retrying(operation, attempts=REQUEST_ATTEMPTS, on_retry=on_retry)
 
+    def read_to_the_end(
+        self, event: str, feed: str, *, pages: int, added: int, **details: str
+    ) -> None:
+        """Say a feed was read to its end: at info when it brought changes; a poll that found
+        nothing is the daemon idling, said at debug (every minute, all day long)."""
+        log.log(
+            logging.INFO if added else logging.DEBUG,
+            event,
+            feed=feed,
+            pages=pages,
+            events_added=added,
+            **details,
+        )
+
     async def parked_until(self, feed: str) -> datetime | None:
         """When a feed whose credentials were refused may ask again; None: it may now."""
         async with self._store.reading() as conn:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -177,13 +176,11 @@ class ElementsListener(FeedLoop):
             if events:
                 self._life.work_ready.set()
             if next_url is None:
-                log.log(
-                    # A sweep that found nothing is the daemon idling: no line at info.
-                    logging.INFO if added else logging.DEBUG,
+                self.read_to_the_end(
                     "elements.sweep_done",
-                    feed=feed.name,
+                    feed.name,
                     pages=pages,
-                    events_added=added,
+                    added=added,
                     high_water=sweep_started.isoformat(),
                 )
                 return SweepResult(feed.name, pages, added, complete=True)

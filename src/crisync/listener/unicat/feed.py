@@ -162,14 +162,7 @@ class UnicatListener(FeedLoop):
             self._telemetry.received(self.feed, page_added)
             self._telemetry.beat(self.loop_name)
             if not page.more:
-                log.log(
-                    # A poll that found nothing is the daemon idling: no line at info.
-                    logging.INFO if added else logging.DEBUG,
-                    "unicat.poll_done",
-                    feed=self.feed,
-                    pages=pages,
-                    events_added=added,
-                )
+                self.read_to_the_end("unicat.poll_done", self.feed, pages=pages, added=added)
                 return PollResult(pages, added, complete=True)
             if self._life.stopping.is_set():
                 return PollResult(pages, added, complete=False)

@@ -66,6 +66,10 @@ class PermanentError(CrisyncError):
     """Trying again gives the same answer: bad request, not found, gone, invalid data."""
 
 
+# How a refusal of crisync's credentials is said wherever an API's state is shown.
+REFUSED_CREDENTIALS = "refused the credentials"
+
+
 class CredentialError(PermanentError):
     """The API refused our credentials or rights (401/403): stop talking to it, say why."""
 

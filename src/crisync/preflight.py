@@ -11,7 +11,7 @@ import aiomqtt
 
 from crisync.config.model import Config
 from crisync.daemon import http_session
-from crisync.errors import CredentialError, CrisyncError, MissingContentError
+from crisync.errors import REFUSED_CREDENTIALS, CredentialError, CrisyncError, MissingContentError
 from crisync.handlers.targets import target_checks
 from crisync.listener.sources import source_checks
 from crisync.publisher.mqtt import check_broker
@@ -49,7 +49,7 @@ async def _ask(system: str, check: Callable[[], Awaitable[str]]) -> Answer:
     except MissingContentError as exc:
         return Answer(system, ok=False, message=exc.message, misconfigured=True)
     except CredentialError as exc:
-        refused = f"refused the credentials (HTTP {exc.status}): {exc.message}"
+        refused = f"{REFUSED_CREDENTIALS} (HTTP {exc.status}): {exc.message}"
         return Answer(system, ok=False, message=refused)
     except CrisyncError as exc:
         return Answer(system, ok=False, message=exc.message)

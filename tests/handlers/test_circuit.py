@@ -57,11 +57,11 @@ def test_which_failures_are_the_apis() -> None:
 
 
 def test_server_errors_of_one_object_are_its_own_but_of_two_open_the_circuit() -> None:
-    one = Circuit("pure", frozenset({"elements/publication"}))
+    one = Circuit("pure", frozenset({"elements/publication"}), refusal_pause=300.0)
     assert [one.failed(event("1", n), server_error()) for n in range(8)] == [False] * 8
     assert not one.is_open
 
-    two = Circuit("pure", frozenset({"elements/publication"}))
+    two = Circuit("pure", frozenset({"elements/publication"}), refusal_pause=300.0)
     verdicts = [two.failed(event(str(n % 2 + 1), n // 2), server_error()) for n in range(5)]
     assert verdicts[:4] == [False] * 4
     opened = verdicts[4]
@@ -73,7 +73,7 @@ def test_server_errors_of_one_object_are_its_own_but_of_two_open_the_circuit() -
 
 
 def test_an_answer_between_failures_ends_the_streak_and_closes_the_circuit() -> None:
-    circuit = Circuit("pure", frozenset({"elements/publication"}))
+    circuit = Circuit("pure", frozenset({"elements/publication"}), refusal_pause=300.0)
     for n in range(4):
         assert circuit.failed(event(str(n)), server_error()) is False
     assert circuit.answered() is None  # a success, or a 400: the API answers
@@ -87,7 +87,7 @@ def test_an_answer_between_failures_ends_the_streak_and_closes_the_circuit() -> 
 
 
 def test_one_object_that_cannot_even_connect_opens_it() -> None:
-    circuit = Circuit("pure", frozenset({"elements/publication"}))
+    circuit = Circuit("pure", frozenset({"elements/publication"}), refusal_pause=300.0)
     unreachable = UnreachableError("connection failed: refused", api="pure")
     verdicts = [circuit.failed(event("1", n), unreachable) for n in range(5)]
     assert verdicts[:4] == [False] * 4

@@ -17,7 +17,7 @@ from crisync.handlers.pure.sim import PureSimulator
 from crisync.handlers.pure.target import PureTarget
 from crisync.handlers.routing import route
 from crisync.lifecycle import Lifecycle
-from crisync.state import dead_letters, inbox, mapping, outbox
+from crisync.state import api_circuits, dead_letters, inbox, mapping, outbox
 from crisync.state.store import Store, utc_now
 from crisync.telemetry import Telemetry
 from tests.support.events import enqueue, publication, user
@@ -62,12 +62,19 @@ async def test_a_refused_key_pauses_the_handlers_and_burns_no_attempt(
         await running
     [rejected, *_] = [e for e in logs if e["event"] == "credentials.rejected"]
     assert (rejected["api"], rejected["status"], rejected["pause_seconds"]) == ("pure", 401, 300.0)
-    # One request for each event claimed before the refusal, none tried again.
-    assert 1 <= sum(telemetry.requests.values()) <= 5
+    # The refusal is Pure's state: its circuit opened at once and holds the work back.
+    [opened] = [e for e in logs if e["event"] == "circuit.opened"]
+    assert opened["reason"].startswith("refused the credentials (HTTP 401): ")
+    assert opened["next_probe_in"] > 250  # the next try waits [pure] park_duration
+    # Only the handlers already under way asked; no event was tried again.
+    assert 1 <= sum(telemetry.requests.values()) <= 3
     async with context.store.reading() as conn:
         assert await dead_letters.count(conn) == 0
         pending = await inbox.claim_ready(conn, busy_keys=[], now=utc_now(), limit=10)
+        [said] = await api_circuits.describe_open(conn)
     assert [event.attempts for event in pending] == [0] * 5
+    assert said.startswith("pure refused the credentials (HTTP 401): ")
+    assert said.endswith(" UTC, 5 waiting")
 
 
 async def outcomes(store: Store) -> list[dict[str, object]]:

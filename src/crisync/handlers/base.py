@@ -62,7 +62,7 @@ class Target(ABC):
     @property
     @abstractmethod
     def park_duration(self) -> float:
-        """Seconds the handlers rest after it refused the credentials."""
+        """Seconds between tries after it refused the credentials (its circuit holds its work)."""
 
     @abstractmethod
     async def handle(self, event: InboxEvent) -> HandlerResult:

@@ -18,6 +18,10 @@ write-back):
   drawn with full jitter that grows with each failed probe up to PROBE_CAP. The first
   answer of the API that is not an outage closes the circuit.
 
+A refusal of crisync's credentials (401, 403) opens the circuit at once: it is the API's
+state for every object. Its probe waits the target's `park_duration` (the one policy for
+refused credentials), not the backoff of an outage.
+
 Only an object's own permanent failure, or its retriable failures while the API otherwise
 answers, count toward the target's `max_attempts`.
 """
@@ -30,7 +34,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from crisync.backoff import full_jitter
-from crisync.errors import CrisyncError, RetriableError, UnreachableError
+from crisync.errors import (
+    REFUSED_CREDENTIALS,
+    CredentialError,
+    CrisyncError,
+    RetriableError,
+    UnreachableError,
+)
 from crisync.state.inbox import InboxEvent
 
 # Outage failures in a row that open the circuit: more than the handlers a small
@@ -45,9 +55,17 @@ PROBE_CAP = 60.0
 
 
 def outage_failure(exc: CrisyncError) -> bool:
-    """Whether a failure says the API is out rather than anything about the object."""
+    """Whether a failure says the API is out, or refuses crisync, rather than anything about
+    the object."""
+    if isinstance(exc, CredentialError):
+        return True
     # A 409 and a 429 carry their status: answers, not outages.
     return isinstance(exc, RetriableError) and (exc.status is None or exc.status in OUTAGE_STATUSES)
+
+
+def refusal(exc: CredentialError) -> str:
+    """The reason a circuit opened by refused credentials records (`crisync status` says so)."""
+    return f"{REFUSED_CREDENTIALS} (HTTP {exc.status}): {exc.message}"
 
 
 @dataclass(frozen=True)
@@ -84,6 +102,7 @@ class Circuit:
 
     api: str
     routes: frozenset[str]  # "source/kind" of the events handled through this API
+    refusal_pause: float  # seconds between probes while the API refuses the credentials
     _streak: list[StreakFailure] = field(default_factory=list)
     opened_at: datetime | None = None  # wall clock, for people
     reason: str | None = None
@@ -135,11 +154,11 @@ class Circuit:
                 return True
             self.probe_key = None
             self.probes_failed += 1
-            self.reason = exc.info().message
+            self.reason = self._reason(exc)
             delay = self._schedule_probe(exc)
             return ProbeFailed(self.probes_failed, delay)
         self._streak.append(StreakFailure(event, isinstance(exc, UnreachableError)))
-        if not self._streak_opens():
+        if not isinstance(exc, CredentialError) and not self._streak_opens():
             return False
         # The earlier failures were counted as attempts; an event met twice goes back to
         # the attempts it had the first time.
@@ -150,7 +169,7 @@ class Circuit:
         self._streak.clear()
         self.opened_at = datetime.now(UTC)
         self._opened_monotonic = time.monotonic()
-        self.reason = exc.info().message
+        self.reason = self._reason(exc)
         self._schedule_probe(exc)
         return Opened(self.reason, given_back)
 
@@ -160,17 +179,24 @@ class Circuit:
         objects = {failure.event.object_key for failure in self._streak}
         return len(objects) >= 2 or all(failure.unreachable for failure in self._streak)
 
+    @staticmethod
+    def _reason(exc: CrisyncError) -> str:
+        return refusal(exc) if isinstance(exc, CredentialError) else exc.info().message
+
     def _schedule_probe(self, exc: CrisyncError) -> float:
-        delay = full_jitter(
-            self.probes_failed + 1, base=PROBE_BASE, cap=PROBE_CAP, floor=exc.retry_after
-        )
+        if isinstance(exc, CredentialError):
+            delay = self.refusal_pause  # someone must change the key first: no hurry
+        else:
+            delay = full_jitter(
+                self.probes_failed + 1, base=PROBE_BASE, cap=PROBE_CAP, floor=exc.retry_after
+            )
         self._next_probe = time.monotonic() + delay
         return delay
 
 
-def circuits_for(apis: Iterable[tuple[str, str]]) -> dict[str, Circuit]:
+def circuits_for(apis: Iterable[tuple[str, str]], *, refusal_pause: float) -> dict[str, Circuit]:
     """A circuit per API, from ("source/kind", api) pairs of the routes."""
     routes: dict[str, set[str]] = {}
     for route, api in apis:
         routes.setdefault(api, set()).add(route)
-    return {api: Circuit(api, frozenset(held)) for api, held in routes.items()}
+    return {api: Circuit(api, frozenset(held), refusal_pause) for api, held in routes.items()}

@@ -57,7 +57,7 @@ class Replicated:
 class DispatchSettings:
     workers: int  # handlers at once; each target's client bounds its requests in flight
     max_attempts: int
-    park_duration: float  # seconds every handler rests after a target refused the credentials
+    park_duration: float  # seconds between tries after a target refused the credentials
     topic_prefix: str | None  # None: MQTT is off, no outcomes are kept
     # (source, kind) -> the kinds of that source its mapping refers to (MappingsConfig.referred)
     refers_to: Mapping[tuple[str, str], frozenset[str]] = field(default_factory=dict)
@@ -94,10 +94,10 @@ class Dispatcher:
         self._settings = settings
         self._life = life
         self._busy: dict[str, InboxEvent] = {}  # claimed, by object key
-        self._paused_until = 0.0
         self._last_prune = 0.0
         self._circuits = circuits_for(
-            (f"{source}/{kind}", api) for (source, kind), api in routes.apis.items()
+            ((f"{source}/{kind}", api) for (source, kind), api in routes.apis.items()),
+            refusal_pause=settings.park_duration,
         )
         for api in self._circuits:
             telemetry.api_state(api, None)
@@ -152,7 +152,7 @@ class Dispatcher:
 
     async def _claim(self) -> list[InboxEvent]:
         """Refill the queue once it runs low, with up to PREFETCH keys' newest events."""
-        if len(self._busy) > self._settings.workers or time.monotonic() < self._paused_until:
+        if len(self._busy) > self._settings.workers:
             return []
         free = self._settings.workers * PREFETCH - len(self._busy)
         out = [circuit for circuit in self._circuits.values() if circuit.is_open]
@@ -234,8 +234,6 @@ class Dispatcher:
         if retry_at is not None:
             due = (datetime.fromisoformat(retry_at) - datetime.now(UTC)).total_seconds()
             timeout = min(timeout, max(due, 0.01))
-        if self._paused_until:
-            timeout = min(timeout, max(self._paused_until - time.monotonic(), 0.01))
         for circuit in self._circuits.values():
             # A probe due now found no event ready: it goes with the next retry or new work.
             if circuit.is_open and circuit.probe_key is None and circuit.probe_wait() > 0:
@@ -298,11 +296,11 @@ class Dispatcher:
             result = await handler(event)
             follow_ups = self._routes.follow_ups(event, result)
         except CredentialError as exc:
+            # The API's state, not the object's: its circuit holds its work back.
+            credentials.refused(exc, pause=self._settings.park_duration, object=event.object_key)
             async with self._verdicts:
-                await self._answered(exc.api)
-            pause = self._settings.park_duration
-            self._paused_until = time.monotonic() + pause
-            credentials.refused(exc, pause=pause, object=event.object_key)
+                if not await self._outage_holds(event, exc):
+                    await self._fail(event, attempt, exc.info(), bound)  # an API without a circuit
         except CrisyncError as exc:
             async with self._verdicts:
                 if not await self._outage_holds(event, exc):

@@ -22,7 +22,7 @@ class PureConfig(TargetSection):
     timeout: float = Field(60.0, gt=0)
     max_attempts: int = Field(10, ge=1, description="retriable failures before a dead letter")
     park_duration: float = Field(
-        300.0, gt=0, description="seconds every handler rests after Pure refused the API key"
+        300.0, gt=0, description="seconds between tries after Pure refused the API key"
     )
 
     _check_url = field_validator("url")(http_url)

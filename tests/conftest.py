@@ -23,6 +23,7 @@ from crisync.sim.broker import MosquittoBroker
 from crisync.sim.server import serve
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
+from tests.support.config_file import write_config
 from tests.support.secrets import ELEMENTS_PASSWORD, PURE_API_KEY
 from tests.support.unicat import UNICAT_API_KEY, UNICAT_PROJECT, unicat_mappings, unicat_settings
 
@@ -144,6 +145,22 @@ async def context(config: Config) -> AsyncIterator[PureContext]:
             config.pure,
             config.mappings,
         )
+
+
+@pytest.fixture
+def config_path(
+    tmp_path: Path,
+    config: Config,
+    broker: MosquittoBroker,
+    topic_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
+    """The `config` fixture as an operator's file, its secrets in the environment."""
+    path = tmp_path / "crisync.toml"
+    write_config(path, config, broker, topic_prefix)
+    monkeypatch.setenv("CRISYNC_ELEMENTS_PASSWORD", ELEMENTS_PASSWORD)
+    monkeypatch.setenv("CRISYNC_PURE_API_KEY", PURE_API_KEY)
+    return path
 
 
 @pytest.fixture

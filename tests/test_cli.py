@@ -22,22 +22,6 @@ from crisync.state.inbox import ChangeEvent
 from crisync.state.store import Store, utc_now
 from tests.support.config_file import write_config
 from tests.support.daemon import TEST_SECRETS, daemon_log, start_daemon
-from tests.support.secrets import ELEMENTS_PASSWORD, PURE_API_KEY
-
-
-@pytest.fixture
-def config_path(
-    tmp_path: Path,
-    config: Config,
-    broker: MosquittoBroker,
-    topic_prefix: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Path:
-    path = tmp_path / "crisync.toml"
-    write_config(path, config, broker, topic_prefix)
-    monkeypatch.setenv("CRISYNC_ELEMENTS_PASSWORD", ELEMENTS_PASSWORD)
-    monkeypatch.setenv("CRISYNC_PURE_API_KEY", PURE_API_KEY)
-    return path
 
 
 async def cli(*args: str) -> int:

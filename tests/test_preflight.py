@@ -12,27 +12,9 @@ from crisync.cli import EX_CONFIG, EX_OK, EX_UNAVAILABLE, main
 from crisync.config.model import Config
 from crisync.handlers.pure.sim import PureSimulator
 from crisync.preflight import check_online
-from crisync.sim.broker import MosquittoBroker
 from crisync.sim.server import free_port
-from tests.support.config_file import write_config
-from tests.support.secrets import ELEMENTS_PASSWORD, PURE_API_KEY
 
 PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
-
-
-@pytest.fixture
-def config_path(
-    tmp_path: Path,
-    config: Config,
-    broker: MosquittoBroker,
-    topic_prefix: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Path:
-    path = tmp_path / "crisync.toml"
-    write_config(path, config, broker, topic_prefix)
-    monkeypatch.setenv("CRISYNC_ELEMENTS_PASSWORD", ELEMENTS_PASSWORD)
-    monkeypatch.setenv("CRISYNC_PURE_API_KEY", PURE_API_KEY)
-    return path
 
 
 async def check(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:

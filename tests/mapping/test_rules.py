@@ -275,3 +275,14 @@ def test_the_example_configuration_loads_with_its_mappings(tmp_path: Path) -> No
     assert unicat_record is not None
     assert (unicat_record.target, unicat_record.type) == ("pure", "persons")
     assert config.pure is not None
+
+
+def test_a_kind_read_without_a_mapping_is_refused_before_it_runs(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "")
+    categories = '["users", "publications", "teaching-activities"]'
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path), env={**SECRETS, "CRISYNC_ELEMENTS__CATEGORIES": categories})
+    assert caught.value.problems == [
+        "elements: reads teaching-activity objects, but no mapping says what they become: "
+        "add [mappings.elements.teaching-activity] or stop reading them"
+    ]

@@ -7,22 +7,11 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
-
 from crisync.cli import EX_OK, EX_TEMPFAIL
 from crisync.config.model import Config
-from crisync.sim.broker import MosquittoBroker
 from crisync.state.instance import lock_path
-from tests.support.config_file import write_config
 from tests.support.daemon import daemon_log, daemon_output, start_daemon
 from tests.support.wait import until
-
-
-@pytest.fixture
-def config_path(tmp_path: Path, config: Config, broker: MosquittoBroker, topic_prefix: str) -> Path:
-    path = tmp_path / "crisync.toml"
-    write_config(path, config, broker, topic_prefix)
-    return path
 
 
 async def holding_the_lock(config: Config, config_path: Path) -> asyncio.subprocess.Process:

@@ -16,14 +16,11 @@ from crisync.handlers.pure.context import PureContext
 from crisync.handlers.pure.reconcile import reconcile
 from crisync.handlers.pure.sim import PureSimulator
 from crisync.listener.elements.sim import ElementsSimulator
-from crisync.sim.broker import MosquittoBroker
 from crisync.state import external_persons, mapping
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
 from tests.handlers.pure.helpers import editor_copy, mapped, replicate_next
-from tests.support.config_file import write_config
 from tests.support.events import enqueue, publication, user
-from tests.support.secrets import ELEMENTS_PASSWORD, PURE_API_KEY
 
 
 def pure_counts(pure_sim: PureSimulator) -> dict[str, int]:
@@ -121,21 +118,6 @@ async def test_check_reports_every_kind_of_difference_and_apply_repairs_what_it_
     again = await reconcile(context.store, context.pure, context.mappings, apply=False)
     assert again.missing_in_pure == again.uuid_mismatches == again.unknown_in_mapping == []
     assert again.match_keys_filled == 0
-
-
-@pytest.fixture
-def config_path(
-    tmp_path: Path,
-    config: Config,
-    broker: MosquittoBroker,
-    topic_prefix: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Path:
-    path = tmp_path / "crisync.toml"
-    write_config(path, config, broker, topic_prefix)
-    monkeypatch.setenv("CRISYNC_ELEMENTS_PASSWORD", ELEMENTS_PASSWORD)
-    monkeypatch.setenv("CRISYNC_PURE_API_KEY", PURE_API_KEY)
-    return path
 
 
 async def test_the_command_rebuilds_and_its_check_says_whether_all_is_consistent(

@@ -24,6 +24,7 @@ from crisync.sim.server import serve
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
 from tests.support.config_file import write_config
+from tests.support.mappings import users_created
 from tests.support.secrets import ELEMENTS_PASSWORD, PURE_API_KEY
 from tests.support.unicat import UNICAT_API_KEY, UNICAT_PROJECT, unicat_mappings, unicat_settings
 
@@ -131,6 +132,7 @@ def config(
         mqtt=MqttConfig(
             url=broker.url, topic_prefix=topic_prefix, client_id=f"crisync-{topic_prefix}"
         ),
+        mappings=users_created(),
     )
 
 

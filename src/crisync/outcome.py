@@ -11,7 +11,19 @@ from crisync.state.inbox import InboxEvent
 from crisync.state.store import utc_now
 
 OUTCOME_SCHEMA = "crisync.outcome/1"
-OutcomeAction = Literal["created", "updated", "unchanged", "deleted", "locked", "failed"]
+# adopted: content Pure held already, taken over; linked: found and referred to, never
+# written; skipped: nothing found and the mapping does not create.
+OutcomeAction = Literal[
+    "created",
+    "adopted",
+    "linked",
+    "updated",
+    "unchanged",
+    "locked",
+    "deleted",
+    "skipped",
+    "failed",
+]
 
 
 def topic_level(value: str) -> str:
@@ -36,6 +48,7 @@ def outcome_payload(
     target_uuid: str | None,
     attempts: int,
     error: ErrorInfo | None = None,
+    note: str | None = None,
 ) -> str:
     return object_outcome_payload(
         event.source,
@@ -48,6 +61,7 @@ def outcome_payload(
         target_uuid=target_uuid,
         attempts=attempts,
         error=error,
+        note=note,
     )
 
 
@@ -63,6 +77,7 @@ def object_outcome_payload(
     target_uuid: str | None,
     attempts: int,
     error: ErrorInfo | None = None,
+    note: str | None = None,
 ) -> str:
     """An outcome about any source object, whether or not it passed through the inbox."""
     document: dict[str, Any] = {
@@ -79,6 +94,8 @@ def object_outcome_payload(
         "completed_at": utc_now(),
         "attempts": attempts,
     }
+    if note is not None:
+        document["note"] = note
     if error is not None:
         document["error"] = {
             "class": error.error_class,

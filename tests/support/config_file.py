@@ -12,6 +12,7 @@ from crisync.handlers.pure.config import PureConfig
 from crisync.handlers.pure.sim import PureSimulator
 from crisync.listener.elements.config import ElementsConfig
 from crisync.sim.broker import MosquittoBroker
+from tests.support.mappings import USERS_CREATED_TOML, users_created
 from tests.support.secrets import ELEMENTS_PASSWORD, PURE_API_KEY
 
 
@@ -41,7 +42,7 @@ timeout = {config.pure.timeout}
 url = "{broker.url}"
 topic_prefix = "{prefix}"
 client_id = "daemon-{prefix}"
-""")
+{USERS_CREATED_TOML}""")
 
 
 def write_simulator_config(
@@ -69,6 +70,7 @@ def write_simulator_config(
             **pure_settings,
         ),
         mqtt=MqttConfig(url=broker.url, topic_prefix=prefix),
+        mappings=users_created(),
     )
     write_config(path, config, broker, prefix)
     return config

@@ -21,9 +21,11 @@ def publication(
     *,
     authors: Iterable[tuple[str, str]] = (),
     publication_type: str = "journal-article",
+    scopus_eid: str | None = None,
     **fields: Any,
 ) -> ChangeEvent:
-    """An Elements publication as the listener reads it; authors are (last name, initials)."""
+    """An Elements publication as the listener reads it; authors are (last name, initials);
+    `scopus_eid` gives it a record from Scopus."""
     fields = {
         "title": title,
         "language": "en",
@@ -39,6 +41,8 @@ def publication(
         "attributes": {"type": publication_type},
         "fields": fields,
     }
+    if scopus_eid is not None:
+        payload["record_ids"] = {"scopus": scopus_eid}
     return ChangeEvent(
         "elements:publications",
         "elements",
@@ -50,7 +54,16 @@ def publication(
     )
 
 
-def user(key: str, last_name: str, minute: int = 0, *, first_name: str = "Ada") -> ChangeEvent:
+def user(
+    key: str,
+    last_name: str,
+    minute: int = 0,
+    *,
+    first_name: str = "Ada",
+    proprietary_id: str | None = None,
+) -> ChangeEvent:
+    """An Elements user; `proprietary_id` is the HR employee id Elements keeps."""
+    attributes = {} if proprietary_id is None else {"proprietary-id": proprietary_id}
     return ChangeEvent(
         "elements:users",
         "elements",
@@ -61,6 +74,7 @@ def user(key: str, last_name: str, minute: int = 0, *, first_name: str = "Ada") 
         {
             "id": key,
             "category": "user",
+            "attributes": attributes,
             "fields": {"first-name": first_name, "last-name": last_name},
         },
     )

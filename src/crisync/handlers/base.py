@@ -29,6 +29,8 @@ class HandlerResult:
     follow_ups: tuple[ChangeEvent, ...] = ()
     # The source object is gone and so is (or will be) its link to the target: drop the mapping.
     forget_mapping: bool = False
+    # What a person should know about it (the match rule that found the content, ...).
+    note: str | None = None
 
 
 Handler = Callable[[InboxEvent], Awaitable[HandlerResult]]

@@ -427,6 +427,7 @@ class Dispatcher:
                             target_type=item.result.target_type,
                             target_uuid=item.result.target_uuid,
                             attempts=item.attempt,
+                            note=item.result.note,
                         ),
                     )
                     for item in done
@@ -444,6 +445,7 @@ class Dispatcher:
                 target_type=item.result.target_type,
                 target_uuid=item.result.target_uuid,
                 duration_ms=round(item.duration_ms, 1),
+                **({"note": item.result.note} if item.result.note else {}),
             )
         self._release([item.event for item in done])
 

@@ -31,6 +31,8 @@ from pydantic import (
 from crisync.mapping.expressions import expression_list
 
 DeletePolicy = Literal["unlock", "delete", "ignore"]
+# How a match rule compares the source's value with the target's (crisync.mapping.compare).
+Comparison = Literal["exact", "text", "doi", "orcid", "issn", "email", "scopus"]
 CustomFieldType = Literal["Boolean", "Classification", "Date", "Decimal", "String"]
 # The only fallback a reference knows: the organisation the target names as managing.
 Fallback = Literal["managing-organization"]
@@ -140,6 +142,36 @@ class CustomFieldRule(Rules):
     _expressions = field_validator("from_", mode="before")(expression_list)
 
 
+class MatchRule(Rules):
+    """One way to find the content a source object already has in the target, before creating.
+
+    `from` gives the value in the source object; `identifier` (an identifier's source or
+    type in the target, e.g. the idSource of a Pure PrimaryId) or `property` (a dotted path
+    into the target's content; lists on the way are searched entry by entry) says where the
+    target holds it; `compare` says how both sides are normalised before they are compared.
+    """
+
+    from_: list[str] = Field(alias="from", min_length=1)
+    identifier: str | None = None
+    path: str | None = Field(None, alias="property")
+    compare: Comparison = "exact"
+
+    _expressions = field_validator("from_", mode="before")(expression_list)
+
+    @model_validator(mode="after")
+    def _one_place(self) -> MatchRule:
+        if (self.identifier is None) == (self.path is None):
+            raise ValueError("a match rule names one of identifier or property")
+        if self.path is not None and not all(self.path.split(".")):
+            raise ValueError(f"{self.path!r}: a property path is dot-separated names")
+        return self
+
+    @property
+    def where(self) -> str:
+        """Where the target holds the value, as people read it."""
+        return f"identifier {self.identifier}" if self.identifier else f"{self.path}"
+
+
 class MappingChecker(Protocol):
     """A target's section class: what it can write."""
 
@@ -161,6 +193,10 @@ class ObjectMapping(Rules):
     reference_key: list[str] = []
     properties: dict[str, PropertyRule] = {}
     custom_fields: dict[str, CustomFieldRule] = {}
+    # Existing content is looked for by these rules, in order, before anything is created.
+    match: list[MatchRule] = []
+    # False: only content a match rule finds is taken over; nothing is created.
+    create: bool = True
 
     _expressions = field_validator("reference_key", mode="before")(expression_list)
 
@@ -199,6 +235,17 @@ class ObjectMapping(Rules):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @model_validator(mode="after")
+    def _finds_what_it_does_not_create(self) -> ObjectMapping:
+        if not self.create and not self.match:
+            raise ValueError("create = false needs match rules: nothing could be found")
+        return self
+
+    @property
+    def link_only(self) -> bool:
+        """Found and referred to, never written: no creating, no owned properties."""
+        return not self.create and not self.properties and not self.custom_fields
 
     @property
     def owned_properties(self) -> frozenset[str]:

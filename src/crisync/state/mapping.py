@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, cast
 
 import aiosqlite
 
 from crisync.state.store import fetch_all, fetch_one, utc_now
 
 _COLUMNS = """source, kind, key, target, target_type, target_uuid, target_version, payload_hash,
-              locked, changed_at, match_key"""
+              locked, changed_at, match_key, origin"""
+
+# How a mapping came to its content: crisync created it, or found it there (and took it
+# over, or only refers to it). Found content is never deleted because its source object was.
+Origin = Literal["created", "adopted", "linked"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,7 @@ class MappingRow:
     locked: bool
     changed_at: str
     match_key: str | None = None  # how people lists elsewhere recognise this object
+    origin: Origin = "created"
 
 
 def _row(row: aiosqlite.Row) -> MappingRow:
@@ -40,6 +46,7 @@ def _row(row: aiosqlite.Row) -> MappingRow:
         bool(row[8]),
         row[9],
         row[10],
+        cast("Origin", row[11]),
     )
 
 
@@ -58,6 +65,16 @@ async def kind_of(conn: aiosqlite.Connection, source: str, key: str) -> str | No
         conn, "SELECT kind FROM mapping WHERE source = ? AND key = ? LIMIT 1", (source, key)
     )
     return None if row is None else str(row[0])
+
+
+async def of_target_uuid(conn: aiosqlite.Connection, target: str, uuid: str) -> list[MappingRow]:
+    """The objects replicated to this content (more than one only after a merge in the target)."""
+    rows = await fetch_all(
+        conn,
+        f"SELECT {_COLUMNS} FROM mapping WHERE target = ? AND target_uuid = ?",  # noqa: S608 - fixed column list
+        (target, uuid),
+    )
+    return [_row(row) for row in rows]
 
 
 async def matching(
@@ -88,14 +105,14 @@ async def put(conn: aiosqlite.Connection, *rows: MappingRow) -> None:
     now = utc_now()
     await conn.executemany(
         """INSERT INTO mapping (source, kind, key, target, target_type, target_uuid, target_version,
-                                payload_hash, locked, changed_at, match_key, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                payload_hash, locked, changed_at, match_key, origin, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (source, kind, key) DO UPDATE SET target = excluded.target,
                target_type = excluded.target_type, target_uuid = excluded.target_uuid,
                target_version = excluded.target_version,
                payload_hash = excluded.payload_hash, locked = excluded.locked,
                changed_at = excluded.changed_at, match_key = excluded.match_key,
-               updated_at = excluded.updated_at""",
+               origin = excluded.origin, updated_at = excluded.updated_at""",
         [
             (
                 row.source,
@@ -109,6 +126,7 @@ async def put(conn: aiosqlite.Connection, *rows: MappingRow) -> None:
                 int(row.locked),
                 row.changed_at,
                 row.match_key,
+                row.origin,
                 now,
             )
             for row in rows

@@ -193,7 +193,14 @@ async def test_every_category_can_be_read_with_the_generic_payload(
         events = await inbox.claim_ready(conn, busy_keys=[], now="9999", limit=1000)
     assert {event.kind for event in events} == set(CATEGORY_OF_FEED.values())
     for event in events:
-        assert set(event.payload) == {"id", "category", "attributes", "fields", "records"}
+        assert set(event.payload) == {
+            "id",
+            "category",
+            "attributes",
+            "fields",
+            "records",
+            "record_ids",
+        }
         assert event.feed == f"elements:{_feed_of(event.kind)}"
     grant = next(event for event in events if event.kind == "grant")
     assert grant.payload["fields"]["title"] == sim.title_of(int(grant.key), "grant")

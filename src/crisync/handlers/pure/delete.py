@@ -8,6 +8,9 @@
 - ``delete``: the content is deleted in Pure and the mapping row dropped.
 - ``ignore``: Pure is not touched; the content stays locked and mapped.
 
+Content crisync found in Pure rather than created is never deleted: adopted content is
+unlocked under ``delete`` too, and content a link-only mapping refers to loses its link only.
+
 Every policy ends in the outcome ``deleted``.
 """
 
@@ -28,6 +31,13 @@ async def delete_in_pure(event: InboxEvent, ctx: PureContext) -> HandlerResult:
         known = await mapping.get(conn, event.source, event.kind, event.key)
     rules = mapping_for(event, ctx.mappings)
     policy = rules.on_delete
+    if known is not None and known.origin == "linked":
+        # Found and referred to, never crisync's: only the link goes.
+        return HandlerResult(
+            "deleted", known.target_type, known.target_uuid, mapping=None, forget_mapping=True
+        )
+    if known is not None and known.origin == "adopted" and policy == "delete":
+        policy = "unlock"  # someone else's content first: taken over, never deleted
     if policy == "ignore":
         if known is None:
             return HandlerResult("deleted", None, None, mapping=None)
@@ -57,6 +67,7 @@ async def delete_in_pure(event: InboxEvent, ctx: PureContext) -> HandlerResult:
         payload_hash="",
         locked=False,
         changed_at=event.changed_at,
+        origin=known.origin if known else "created",
     )
     return HandlerResult("deleted", pure_type, uuid, mapping=row)
 

@@ -13,7 +13,7 @@ import copy
 import hashlib
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,10 +21,12 @@ import structlog
 
 from crisync.errors import PermanentError, RetriableError
 from crisync.handlers.pure.types import PURE_TYPES
+from crisync.mapping.compare import normalised
 from crisync.mapping.expressions import first_value, normalise_key, parse_expression
 from crisync.mapping.rules import (
     CustomFieldRule,
     MappingsConfig,
+    MatchRule,
     ObjectMapping,
     PersonsRule,
     PropertyRule,
@@ -32,6 +34,17 @@ from crisync.mapping.rules import (
 from crisync.state.inbox import InboxEvent
 
 log = structlog.get_logger("crisync.handlers.mapping")
+
+
+@dataclass(frozen=True)
+class MatchProbe:
+    """A match rule with the source object's value for it, normalised."""
+
+    rule: MatchRule
+    value: str
+
+    def describe(self) -> str:
+        return f"{self.rule.where} = {self.value}"
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,15 @@ class PureContent:
     # the body lacks. Identifiers and customDefinedFields are merged entry by entry.
     owned: frozenset[str] = frozenset()
     match_key: str | None = None  # how people lists elsewhere recognise this object
+    reference_key: tuple[str, ...] = ()  # expressions into the body giving the match key
+    # How to find content Pure holds already, in order; only those the object has values for.
+    probes: tuple[MatchProbe, ...] = ()
+    create: bool = True  # False: only found content is taken over
+    link_only: bool = False  # found and referred to, never written nor locked
+
+    def match_key_in(self, content: Mapping[str, Any]) -> str | None:
+        """The match key of Pure content: this body, or content found in Pure."""
+        return match_key_at(self.reference_key, content)
 
     @property
     def payload_hash(self) -> str:
@@ -113,9 +135,14 @@ def mapping_for(event: InboxEvent, mappings: MappingsConfig) -> ObjectMapping:
 
 def match_key_of(rules: ObjectMapping, body: Mapping[str, Any]) -> str | None:
     """The object's match key, from its Pure body; None when a part is missing."""
-    if not rules.reference_key:
+    return match_key_at(rules.reference_key, body)
+
+
+def match_key_at(reference_key: Iterable[str], body: Mapping[str, Any]) -> str | None:
+    expressions = list(reference_key)
+    if not expressions:
         return None
-    parts = [parse_expression(text).evaluate(body) for text in rules.reference_key]
+    parts = [parse_expression(text).evaluate(body) for text in expressions]
     return None if any(part is None for part in parts) else normalise_key(parts)
 
 
@@ -147,7 +174,21 @@ async def to_pure(
         body,
         rules.owned_properties,
         match_key_of(rules, body),
+        tuple(rules.reference_key),
+        probes_of(rules, event.payload),
+        create=rules.create,
+        link_only=rules.link_only,
     )
+
+
+def probes_of(rules: ObjectMapping, payload: Mapping[str, Any]) -> tuple[MatchProbe, ...]:
+    """The mapping's match rules the source object has a value for."""
+    probes = []
+    for rule in rules.match:
+        value = normalised(rule.compare, first_value(rule.from_, payload))
+        if value is not None:
+            probes.append(MatchProbe(rule, value))
+    return tuple(probes)
 
 
 class _Builder:

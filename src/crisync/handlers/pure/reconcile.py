@@ -230,6 +230,8 @@ class _TypeScan:
             plan.puts.append((row, replace(row, match_key=match_key)))
 
     def _uncarried(self, row: MappingRow, report: ReconcileReport, plan: _Plan) -> None:
+        if row.origin == "linked":
+            return  # content crisync only refers to carries no PrimaryId of crisync's
         key = object_key(row.source, row.kind, row.key)
         difference = Difference(key, self.pure_type, row.target_uuid, ())
         survivor = self.survivor_of.get(row.target_uuid)

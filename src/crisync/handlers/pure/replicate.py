@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from crisync.errors import PermanentError
@@ -11,17 +11,17 @@ from crisync.handlers.pure.client import (
     PureClient,
     PureConflictError,
     find_by_primary_id,
-    has_primary_id,
     replaying,
 )
 from crisync.handlers.pure.context import PureContext
 from crisync.handlers.pure.delete import delete_in_pure
 from crisync.handlers.pure.mapping import PURE, PureContent, to_pure
+from crisync.handlers.pure.match import AmbiguousMatchError, Found, candidates
 from crisync.handlers.pure.references import PureReferences
 from crisync.outcome import OutcomeAction
 from crisync.state import create_intents, mapping
 from crisync.state.inbox import InboxEvent
-from crisync.state.mapping import MappingRow
+from crisync.state.mapping import MappingRow, Origin
 
 # One re-read after a version conflict; a second conflict is retried later by the dispatcher.
 UPDATE_ATTEMPTS = 2
@@ -46,6 +46,8 @@ async def replicate_to_pure(event: InboxEvent, ctx: PureContext) -> HandlerResul
             api="crisync",
         )
 
+    if known is not None and target.link_only:
+        return HandlerResult("unchanged", known.target_type, known.target_uuid, mapping=None)
     if known is not None and known.payload_hash == target.payload_hash:
         if known.locked:
             # Nothing for Pure; a match key the mapping row lacks is only local knowledge.
@@ -65,33 +67,122 @@ async def replicate_to_pure(event: InboxEvent, ctx: PureContext) -> HandlerResul
             ),
         )
 
-    updated = None
     if known is not None:
-        updated = await _update(ctx.pure, known.target_type, known.target_uuid, target)
-    if updated is None:  # not mapped yet, or deleted in Pure since
-        uuid, version = await _create_once(event, ctx, target)
-        await ctx.pure.lock(target.pure_type, uuid)
-        action: OutcomeAction = "created"
-    else:
-        uuid, version = updated
-        # Content merged in Pure since carries the survivor's lock state, unknown here.
-        if known is None or not known.locked or uuid != known.target_uuid:
-            await ctx.pure.lock(target.pure_type, uuid)
-        action = "updated"
+        written = await _update(ctx.pure, known.target_type, known.target_uuid, target)
+        if written is None:
+            # A 404 is no proof the content is gone (an access definition can hide it).
+            written = await _update_found_by_primary_id(ctx.pure, target)
+        if written is not None:
+            # Content merged in Pure since carries the survivor's lock state, unknown here.
+            if not known.locked or written.uuid != known.target_uuid:
+                await ctx.pure.lock(target.pure_type, written.uuid)
+            return _result("updated", event, target, written, known.origin)
+    return await _first_contact(event, ctx, target)
+
+
+async def _first_contact(event: InboxEvent, ctx: PureContext, target: PureContent) -> HandlerResult:
+    """Take over what Pure holds already for the object; create it only when there is none."""
+    found = await _existing_content(event, ctx, target)
+    if found is not None and target.link_only:
+        return await _link(event, ctx, target, found)
+    if found is not None:
+        written = await _update(ctx.pure, target.pure_type, found.uuid, target)
+        if written is not None:
+            await ctx.pure.lock(target.pure_type, written.uuid)
+            written = replace(written, note=_joined(found.describe(), written.note))
+            return _result("adopted", event, target, written, "adopted")
+        # Gone between the search and the read: nothing to take over after all.
+    if not target.create:
+        note = "no Pure content matches and the mapping does not create (create = false)"
+        return HandlerResult("skipped", None, None, mapping=None, note=note)
+    uuid, version = await _create_once(event, ctx, target)
+    await ctx.pure.lock(target.pure_type, uuid)
+    return _result("created", event, target, Written(uuid, version), "created")
+
+
+async def _link(
+    event: InboxEvent, ctx: PureContext, target: PureContent, found: Found
+) -> HandlerResult:
+    """Refer to the content found, writing nothing; people lists recognise it by its own
+    properties in Pure (its reference key), read once now."""
+    match_key = None
+    if target.reference_key:
+        match_key = target.match_key_in(await ctx.pure.get(target.pure_type, found.uuid))
+    link = Written(found.uuid, None, found.describe())
+    return _result("linked", event, target, link, "linked", match_key=match_key)
+
+
+async def _existing_content(
+    event: InboxEvent, ctx: PureContext, target: PureContent
+) -> Found | None:
+    """The one Pure object the first match rule with hits finds; several: never guessed."""
+    for probe in target.probes:
+        uuids = await candidates(ctx.pure, target.pure_type, probe, ctx.content_index)
+        if not uuids:
+            continue
+        what = f"{event.object_key}: Pure {target.pure_type} with {probe.describe()}"
+        retry = f"then `crisync retry {event.source}/{event.kind}/{event.key}`"
+        if len(uuids) > 1:
+            raise AmbiguousMatchError(
+                f"{what}: {len(uuids)} candidates ({', '.join(uuids)}); crisync does not "
+                f"guess: merge them in Pure or change the match rules, {retry}",
+                uuids,
+            )
+        async with ctx.store.reading() as conn:
+            owners = await mapping.of_target_uuid(conn, PURE, uuids[0])
+        mine = (event.source, event.kind, event.key)
+        others = [row for row in owners if (row.source, row.kind, row.key) != mine]
+        if others:
+            owner = others[0]
+            raise AmbiguousMatchError(
+                f"{what}: {uuids[0]} is already the content of {owner.source} {owner.kind} "
+                f"{owner.key}; merge the two in the source, {retry}",
+                uuids,
+            )
+        return Found(uuids[0], probe)
+    return None
+
+
+@dataclass(frozen=True)
+class Written:
+    """Pure content as crisync left it."""
+
+    uuid: str
+    version: str | None
+    note: str | None = None  # what a person should know about it
+
+
+def _joined(*notes: str | None) -> str | None:
+    return "; ".join(note for note in notes if note) or None
+
+
+def _result(
+    action: OutcomeAction,
+    event: InboxEvent,
+    target: PureContent,
+    written: Written,
+    origin: Origin,
+    *,
+    match_key: str | None = None,
+) -> HandlerResult:
+    """The result, with the mapping row to store: content found only to refer to (linked) is
+    not crisync's to lock, and its match key comes from what Pure holds."""
+    linked = origin == "linked"
     row = MappingRow(
         event.source,
         event.kind,
         event.key,
         PURE,
         target.pure_type,
-        uuid,
-        version,
+        written.uuid,
+        written.version,
         target.payload_hash,
-        locked=True,
+        locked=not linked,
         changed_at=event.changed_at,
-        match_key=target.match_key,
+        match_key=match_key if linked else target.match_key,
+        origin=origin,
     )
-    return HandlerResult(action, target.pure_type, uuid, mapping=row)
+    return HandlerResult(action, target.pure_type, written.uuid, mapping=row, note=written.note)
 
 
 async def _create_once(
@@ -117,13 +208,9 @@ async def _create_once(
     async def find_or_create() -> tuple[str, str | None]:
         nonlocal interrupted
         if interrupted:
-            found = await find_by_primary_id(
-                ctx.pure, target.pure_type, target.id_source, target.primary_id
-            )
-            if found is not None:
-                updated = await _update(ctx.pure, target.pure_type, str(found["uuid"]), target)
-                if updated is not None:
-                    return updated
+            written = await _update_found_by_primary_id(ctx.pure, target)
+            if written is not None:
+                return written.uuid, written.version
         interrupted = True  # a create that fails from here on may have stored the object
         created = await ctx.pure.create(target.pure_type, target.body)
         return str(created["uuid"]), created.get("version")
@@ -131,9 +218,17 @@ async def _create_once(
     return await replaying(find_or_create, f"create {target.pure_type} {target.primary_id}")
 
 
+async def _update_found_by_primary_id(pure: PureClient, target: PureContent) -> Written | None:
+    """Update the content carrying the object's PrimaryId, if Pure shows one."""
+    found = await find_by_primary_id(pure, target.pure_type, target.id_source, target.primary_id)
+    if found is None:
+        return None
+    return await _update(pure, target.pure_type, str(found["uuid"]), target)
+
+
 async def _update(
     pure: PureClient, pure_type: str, uuid: str, target: PureContent
-) -> tuple[str, str | None] | None:
+) -> Written | None:
     """GET → merge what crisync owns → PUT with the version just read; None when Pure has
     no such object any more. A GET of merged content follows Pure's 301 to the survivor,
     whose uuid is what the caller stores. No PUT when Pure holds that content already:
@@ -146,38 +241,65 @@ async def _update(
                 return None
             raise
         wanted = merge_owned(current, target)
+        note = class_kept(current, target)
         if wanted == current:
-            return str(current["uuid"]), current.get("version")
+            return Written(str(current["uuid"]), current.get("version"), note)
         try:
             updated = await pure.update(pure_type, str(current["uuid"]), wanted)
         except PureConflictError:
             if attempt == UPDATE_ATTEMPTS:
                 raise
             continue
-        return str(updated["uuid"]), updated.get("version")
+        return Written(str(updated["uuid"]), updated.get("version"), note)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+# A Pure object's class and the type classification that belongs to it: fixed once created.
+CLASS_PROPERTIES = ("typeDiscriminator", "type")
+
+
+def class_kept(current: dict[str, Any], target: PureContent) -> str | None:
+    """Say so when content found in Pure keeps a class other than the mapping's."""
+    theirs, ours = current.get("typeDiscriminator"), target.body.get("typeDiscriminator")
+    if theirs is None or ours is None or theirs == ours:
+        return None
+    return f"kept Pure's class {theirs} and its type (the mapping makes {ours})"
+
+
+def identifier_key(identifier: Any) -> tuple[str, str, str] | None:
+    """What makes an identifier the same one: its kind, its source or type, its value."""
+    if not isinstance(identifier, dict):
+        return None
+    kind = str(identifier.get("typeDiscriminator"))
+    if kind == "ClassifiedId":
+        uri = (identifier.get("type") or {}).get("uri")
+        return kind, str(uri), str(identifier.get("id"))
+    return kind, str(identifier.get("idSource")), str(identifier.get("value"))
 
 
 def merge_owned(current: dict[str, Any], target: PureContent) -> dict[str, Any]:
     """The current object with crisync's properties replaced; what people edited elsewhere stays.
 
     An owned property the mapping gave no value this time is cleared; custom-defined fields
-    and identifiers are merged entry by entry, so others' entries stay. Of the identifiers
-    only the PrimaryId crisync wrote for this object is crisync's: another source's PrimaryId
-    of the same idSource (HR's source id on a person, say) is never removed.
+    and identifiers are merged entry by entry, so others' entries stay: an identifier is
+    the same one when its kind, source (or type) and value are, and only those crisync
+    writes are replaced. HR's source id on a person is never removed. Content of another
+    class than the mapping's (found in Pure, say) keeps its class and type.
     """
     merged = dict(current)
+    keep_class = class_kept(current, target) is not None
     for name in target.owned - target.body.keys():
         if name in current:
             merged[name] = [] if isinstance(current[name], list) else None
     for name, value in target.body.items():
+        if keep_class and name in CLASS_PROPERTIES:
+            continue
         if name == "identifiers":
+            ours = {identifier_key(identifier) for identifier in value}
             others = [
                 identifier
                 for identifier in current.get("identifiers") or []
-                if not has_primary_id(
-                    {"identifiers": [identifier]}, target.id_source, target.primary_id
-                )
+                if identifier_key(identifier) not in ours
             ]
             merged[name] = others + value
         elif name == "customDefinedFields":

@@ -233,6 +233,12 @@ def _read_object(element: etree._Element, api: str) -> ElementsObject:
         "attributes": dict(element.attrib),
         "fields": fields,
         "records": records,
+        # The object's id in each of its sources, for mappings: `record_ids.scopus`.
+        "record_ids": {
+            str(record["source"]): record["id_at_source"]
+            for record in records
+            if record["source"] and record["id_at_source"]
+        },
     }
     return ElementsObject(category, object_id, _timestamp(stamp), payload)
 

@@ -20,6 +20,7 @@ from crisync.state.migrations import (
     v007_inbox_order,
     v008_target_neutral,
     v009_api_circuits,
+    v010_mapping_origin,
 )
 
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
@@ -35,4 +36,5 @@ MIGRATIONS: list[Migration] = [
     v007_inbox_order.upgrade,
     v008_target_neutral.upgrade,
     v009_api_circuits.upgrade,
+    v010_mapping_origin.upgrade,
 ]

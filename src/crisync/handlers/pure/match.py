@@ -1,0 +1,135 @@
+"""Finding the content Pure holds already for a source object, before crisync creates any.
+
+Pure's search is full-text only (the contract's queries offer `searchString`): crisync
+searches for a match rule's value and then checks each hit's identifier or property
+exactly, normalised as the rule says. When a value's words are so common that the search
+returns more hits than a scan of the whole type costs, the type is scanned once with the
+list operation reconcile uses, and the index it gives answers for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from crisync.errors import PermanentError
+from crisync.handlers.pure.client import PureClient
+from crisync.handlers.pure.mapping import MatchProbe
+from crisync.mapping.compare import normalised
+from crisync.mapping.rules import MatchRule
+
+# Hits of one search read before scanning the whole type instead is cheaper.
+SEARCH_HIT_LIMIT = 2000
+FIRST_PAGE = 100
+LATER_PAGES = 1000  # the contract's largest page
+# How long a scan of a type answers before it is made again: content people add in Pure
+# meanwhile is found once it is older than this.
+INDEX_MAX_AGE = 600.0
+
+
+class AmbiguousMatchError(PermanentError):
+    """More than one Pure object fits: crisync never guesses; the object waits for a person."""
+
+    def __init__(self, message: str, candidates: list[str]) -> None:
+        super().__init__(message, api="crisync")
+        self.candidates = candidates
+
+
+@dataclass(frozen=True)
+class Found:
+    uuid: str
+    probe: MatchProbe
+
+    def describe(self) -> str:
+        return f"matched by {self.probe.describe()}"
+
+
+def values_at(item: dict[str, Any], rule: MatchRule) -> set[str]:
+    """The normalised values a Pure object holds where the rule looks."""
+    raw: list[Any] = []
+    if rule.identifier is not None:
+        for identifier in item.get("identifiers") or []:
+            if not isinstance(identifier, dict):
+                continue
+            kind = identifier.get("typeDiscriminator")
+            if kind == "PrimaryId" and identifier.get("idSource") == rule.identifier:
+                raw.append(identifier.get("value"))
+            elif (
+                kind == "ClassifiedId"
+                and (identifier.get("type") or {}).get("uri") == rule.identifier
+            ):
+                raw.append(identifier.get("id"))
+    else:
+        assert rule.path is not None  # a rule names one of the two
+        raw.extend(_walk(item, rule.path.split(".")))
+    return {value for value in (normalised(rule.compare, v) for v in raw) if value is not None}
+
+
+def _walk(value: Any, path: list[str]) -> Iterator[Any]:
+    """Every value at the path; a list on the way is searched entry by entry."""
+    if isinstance(value, list):
+        for entry in value:
+            yield from _walk(entry, path)
+    elif not path:
+        yield value
+    elif isinstance(value, dict) and path[0] in value:
+        yield from _walk(value[path[0]], path[1:])
+
+
+@dataclass
+class _Scan:
+    made_at: float
+    uuids_by_value: dict[str, list[str]]
+
+
+@dataclass
+class ContentIndex:
+    """Scans of whole types, by (type, rule): for values too common to search for."""
+
+    _scans: dict[tuple[str, str, str], _Scan] = field(default_factory=dict)
+    _scanning: dict[tuple[str, str, str], asyncio.Lock] = field(
+        default_factory=lambda: defaultdict(asyncio.Lock)
+    )
+
+    async def uuids(self, pure: PureClient, pure_type: str, probe: MatchProbe) -> list[str]:
+        key = (pure_type, probe.rule.where, probe.rule.compare)
+        async with self._scanning[key]:
+            scan = self._scans.get(key)
+            if scan is None or time.monotonic() - scan.made_at > INDEX_MAX_AGE:
+                scan = self._scans[key] = await _scan(pure, pure_type, probe.rule)
+        return scan.uuids_by_value.get(probe.value, [])
+
+
+async def _scan(pure: PureClient, pure_type: str, rule: MatchRule) -> _Scan:
+    uuids_by_value: dict[str, list[str]] = defaultdict(list)
+    offset = 0
+    while True:
+        page = await pure.list_page(pure_type, offset=offset, size=LATER_PAGES)
+        for item in page.items:
+            for value in values_at(item, rule):
+                uuids_by_value[value].append(str(item["uuid"]))
+        if not page.more_after(offset):
+            return _Scan(time.monotonic(), dict(uuids_by_value))
+        offset += len(page.items)
+
+
+async def candidates(
+    pure: PureClient, pure_type: str, probe: MatchProbe, index: ContentIndex
+) -> list[str]:
+    """The uuids of the Pure objects holding the probe's value where its rule looks."""
+    found: list[str] = []
+    offset, size = 0, FIRST_PAGE
+    while True:
+        page = await pure.search(pure_type, probe.value, offset=offset, size=size)
+        if page.count > SEARCH_HIT_LIMIT:
+            return await index.uuids(pure, pure_type, probe)
+        found.extend(
+            str(item["uuid"]) for item in page.items if probe.value in values_at(item, probe.rule)
+        )
+        if not page.more_after(offset):
+            return list(dict.fromkeys(found))
+        offset, size = offset + len(page.items), LATER_PAGES

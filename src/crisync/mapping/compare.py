@@ -1,0 +1,60 @@
+"""Comparing identifying values the way people write them: a DOI with or without its
+resolver, an ORCID as a URL, an ISSN without its hyphen, a Scopus EID or its number."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from typing import Any
+
+from crisync.mapping.rules import Comparison
+
+_DOI_PREFIX = re.compile(r"^(?:https?://(?:dx\.)?doi\.org/|doi:\s*)", re.IGNORECASE)
+_ORCID = re.compile(r"(\d{4}-?\d{4}-?\d{4}-?\d{3}[\dX])$", re.IGNORECASE)
+_ISSN = re.compile(r"^(\d{4})-?(\d{3}[\dX])$", re.IGNORECASE)
+_SCOPUS_EID = re.compile(r"^2-s2\.0-(\d+)$")
+
+
+def _text(value: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", value).casefold().split())
+
+
+def _doi(value: str) -> str | None:
+    bare = _DOI_PREFIX.sub("", value.strip()).strip().casefold()
+    return bare if bare.startswith("10.") and "/" in bare else None
+
+
+def _orcid(value: str) -> str | None:
+    found = _ORCID.search(value.strip())
+    return found.group(1).replace("-", "").upper() if found else None
+
+
+def _issn(value: str) -> str | None:
+    found = _ISSN.match(value.strip())
+    return f"{found.group(1)}-{found.group(2).upper()}" if found else None
+
+
+def _scopus(value: str) -> str | None:
+    text = value.strip()
+    eid = _SCOPUS_EID.match(text)
+    number = eid.group(1) if eid else text
+    return number if number.isdigit() else None
+
+
+NORMALISERS: dict[Comparison, Callable[[str], str | None]] = {
+    "exact": lambda value: value.strip() or None,
+    "text": lambda value: _text(value) or None,
+    "doi": _doi,
+    "orcid": _orcid,
+    "issn": _issn,
+    "email": lambda value: _text(value) if "@" in value else None,
+    "scopus": _scopus,
+}
+
+
+def normalised(comparison: Comparison, value: Any) -> str | None:
+    """The value as compared, or None when it is not one (a malformed DOI matches nothing)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    return NORMALISERS[comparison](str(value))

@@ -1,0 +1,26 @@
+"""The mapping most tests run with: a site where crisync creates Elements users as Pure persons.
+
+The built-in mapping links users to the persons HR synchronises into Pure and creates none
+(a link-only mapping, tested in tests/handlers/pure/test_first_contact.py); the pipeline's
+tests need persons crisync writes, as a site without HR synchronisation would configure.
+"""
+
+from __future__ import annotations
+
+import tomllib
+
+from crisync.mapping.rules import MappingsConfig
+
+USERS_CREATED_TOML = """
+[mappings.elements.user]
+pure_type = "persons"
+reference_key = ["name.lastName", "name.firstName|initials"]
+
+[mappings.elements.user.properties]
+"name.firstName" = { from = "fields.first-name" }
+"name.lastName" = { from = "fields.last-name", required = true }
+"""
+
+
+def users_created() -> MappingsConfig:
+    return MappingsConfig.model_validate(tomllib.loads(USERS_CREATED_TOML)["mappings"])

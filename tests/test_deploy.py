@@ -14,7 +14,7 @@ import typing
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel, SecretStr, TypeAdapter
+from pydantic import SecretStr, TypeAdapter
 
 from crisync.cli import main
 from crisync.config.load import SECRETS
@@ -23,7 +23,7 @@ from crisync.daemon import Lifecycle, run_daemon
 from crisync.sim.broker import MosquittoBroker
 from crisync.state import mapping
 from crisync.state.store import Store
-from tests.support.example import EXAMPLE, SHIPPED_OFF, switched_on
+from tests.support.example import EXAMPLE, SHIPPED_OFF, config_tables, switched_on
 from tests.support.mqtt import subscribed
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
@@ -164,18 +164,6 @@ def test_check_config_names_a_missing_secret_and_exits_78(
     assert "elements.password: missing" in capsys.readouterr().err
 
 
-def _sections(model: type[BaseModel], prefix: str = "") -> dict[str, type[BaseModel]]:
-    """Every TOML table the configuration knows, by dotted name, nested ones included."""
-    tables: dict[str, type[BaseModel]] = {}
-    for name, field in model.model_fields.items():
-        for candidate in (field.annotation, *typing.get_args(field.annotation)):
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                dotted = f"{prefix}{name}"
-                tables[dotted] = candidate
-                tables.update(_sections(candidate, dotted + "."))
-    return tables
-
-
 def _is_secret(annotation: object) -> bool:
     if annotation is SecretStr:
         return True
@@ -185,7 +173,7 @@ def _is_secret(annotation: object) -> bool:
 def test_the_example_documents_every_option_with_a_comment() -> None:
     """Every key of every table, set or commented out, each under a comment of its own."""
     documented: set[tuple[str, str]] = set()
-    tables = _sections(Config)
+    tables = config_tables(Config)
     section = ""
     previous = ""
     # The commented-out sections' options as they read once switched on.
@@ -212,7 +200,7 @@ def test_the_example_documents_every_option_with_a_comment() -> None:
         for name, field in model.model_fields.items()
         if f"{section}.{name}" not in tables
         and not _is_secret(field.annotation)
-        # Mapping rules are data with a grammar of their own, documented in the README:
+        # Mapping rules are data with a grammar of their own, documented in docs/mappings.md:
         # the [mappings.<source>.<kind>] tables, and what crisync derives from them.
         and not section.startswith("mappings.")
         and not (section == "mappings" and (name == "sources" or field.exclude))
@@ -222,7 +210,7 @@ def test_the_example_documents_every_option_with_a_comment() -> None:
 
 def test_the_example_shows_the_defaults() -> None:
     """A value in the example differs from the default only where there is no default."""
-    tables = _sections(Config)
+    tables = config_tables(Config)
     for section, values in tomllib.loads(switched_on(*SHIPPED_OFF)).items():
         for key, value in values.items():
             if section == "mappings" and key not in tables[section].model_fields:
@@ -236,7 +224,7 @@ def test_the_example_shows_the_defaults() -> None:
 async def test_sqlite3_backs_up_the_state_database_while_the_daemon_writes(
     tmp_path: Path, config: Config, broker: MosquittoBroker, topic_prefix: str
 ) -> None:
-    """What README "Operations" tells operators to do, against a running daemon."""
+    """What docs/operations.md tells operators to do, against a running daemon."""
     sqlite3_cli = shutil.which("sqlite3")
     if sqlite3_cli is None:
         pytest.skip("the sqlite3 command is not installed (Debian: apt-get install sqlite3)")

@@ -11,10 +11,13 @@ import pytest
 import structlog
 
 from crisync.logs import configure_logging
+from tests.support.docs import PAGES, first_column, prose
 
 ROOT = Path(__file__).parent.parent
 EVENT_NAME = re.compile(r"[a-z_]+(\.[a-z_]+)+")
 LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical", "log"}
+# `crisync.toml`, `state.db`: names in the pages that look like events but are files
+FILE_NAME = re.compile(r"\.(toml|db|py|json|ya?ml|md|service|conf|lock)$")
 
 
 @pytest.fixture
@@ -53,33 +56,75 @@ def test_a_terminal_gets_readable_lines(capsys: pytest.CaptureFixture[str]) -> N
     assert not line.startswith("{")
 
 
+def _log_calls(tree: ast.AST) -> Iterator[tuple[ast.Call, ast.expr]]:
+    """Every call of a logger method in a module, with the argument that names the event."""
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in LOG_METHODS
+        ):
+            event = node.args[1:2] if node.func.attr == "log" else node.args[:1]
+            yield from ((node, arg) for arg in event)
+
+
+def _called(call: ast.Call) -> str | None:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+
+
 def event_names() -> set[str]:
-    """Every literal event name the code logs."""
-    names = set()
+    """Every literal event name the code logs, directly or through a helper that takes the
+    event's name as a parameter and logs it (e.g. `FeedLoop.read_to_the_end`)."""
+    trees = []
     for path in (ROOT / "src" / "crisync").rglob("*.py"):
         source = path.read_text(encoding="utf-8")
-        if "structlog" not in source:
-            continue  # logs nothing (and parsing the simulators takes long)
-        for node in ast.walk(ast.parse(source)):
-            if not (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr in LOG_METHODS
+        if "structlog" in source:  # the others log nothing (and the simulators parse slowly)
+            trees.append(ast.parse(source))
+    helpers: dict[str, int] = {}  # a helper's name → where its event name goes
+    for tree in trees:
+        for function in ast.walk(tree):
+            if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                params = [a.arg for a in function.args.args if a.arg not in ("self", "cls")]
+                for _, arg in _log_calls(function):
+                    if isinstance(arg, ast.Name) and arg.id in params:
+                        helpers[function.name] = params.index(arg.id)
+    names = set()
+    for tree in trees:
+        literals = [arg for _, arg in _log_calls(tree)]
+        for call in ast.walk(tree):
+            if (
+                isinstance(call, ast.Call)
+                and (where := helpers.get(_called(call) or "")) is not None
             ):
-                continue
-            event = node.args[1:2] if node.func.attr == "log" else node.args[:1]
-            names.update(
-                arg.value
-                for arg in event
-                if isinstance(arg, ast.Constant)
-                and isinstance(arg.value, str)
-                and EVENT_NAME.fullmatch(arg.value)
-            )
+                literals.extend(call.args[where : where + 1])
+        names.update(
+            arg.value
+            for arg in literals
+            if isinstance(arg, ast.Constant)
+            and isinstance(arg.value, str)
+            and EVENT_NAME.fullmatch(arg.value)
+        )
     return names
 
 
-def test_every_event_name_is_documented_in_the_readme() -> None:
+def test_the_tables_of_log_events_list_every_event_the_code_logs_and_no_other() -> None:
     names = event_names()
-    assert {"object.replicated", "mqtt.connected", "command.done"} <= names
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert sorted(name for name in names if f"`{name}`" not in readme) == []
+    assert {"object.replicated", "elements.sweep_done", "unicat.poll_done"} <= names
+    listed = first_column("event")
+    assert (sorted(names - listed), sorted(listed - names)) == ([], [])
+
+
+def test_every_event_the_pages_name_is_one_the_code_logs() -> None:
+    names = event_names()
+    namespaces = {name.partition(".")[0] for name in names}
+    named = {
+        (page.name, mention)
+        for page in PAGES
+        if page.name != "architecture.md"  # the code's map names code: `credentials.refused`
+        for mention in re.findall(r"`([a-z_]+\.[a-z_.]+)`", prose(page))
+        if mention.partition(".")[0] in namespaces
+        and EVENT_NAME.fullmatch(mention)
+        and not FILE_NAME.search(mention)
+    }
+    assert sorted((page, mention) for page, mention in named if mention not in names) == []

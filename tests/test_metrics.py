@@ -14,7 +14,9 @@ from crisync.state import cursors, dead_letters, inbox, outbox
 from crisync.state.cursors import Cursor
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
+from tests.support.docs import first_column
 from tests.support.events import claim_one, enqueue, publication, user
+from tests.support.metrics import crisync_families
 
 
 async def get(url: str) -> tuple[int, str]:
@@ -124,3 +126,13 @@ async def test_a_port_already_taken_is_a_clear_error(store: Store) -> None:
         with pytest.raises(MetricsUnavailableError, match=f"127.0.0.1:{config.port}"):
             async with serve_metrics(config, store, Telemetry()):
                 pass
+
+
+def test_the_table_of_metrics_lists_every_family_exported_and_no_other() -> None:
+    """A counter as its samples are named (`_total`), a histogram by its family's name."""
+    exported = {
+        name + ("_total" if kind == "counter" else "") for name, kind in crisync_families().items()
+    }
+    assert "crisync_api_available" in exported
+    listed = {name for name in first_column("metric") if name.startswith("crisync_")}
+    assert (sorted(exported - listed), sorted(listed - exported)) == ([], [])

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
+
+from pydantic import BaseModel
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "crisync.toml.example"
 # The sections the example ships commented out (with Unicat's mapping): "every section on".
@@ -21,3 +24,15 @@ def switched_on(*tables: str) -> str:
             end = len(text)
         text = text[:start] + re.sub(r"(?m)^# ?", "", text[start:end]) + text[end:]
     return text
+
+
+def config_tables(model: type[BaseModel], prefix: str = "") -> dict[str, type[BaseModel]]:
+    """Every TOML table the configuration knows, by dotted name, nested ones included."""
+    tables: dict[str, type[BaseModel]] = {}
+    for name, field in model.model_fields.items():
+        for candidate in (field.annotation, *typing.get_args(field.annotation)):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                dotted = f"{prefix}{name}"
+                tables[dotted] = candidate
+                tables.update(config_tables(candidate, dotted + "."))
+    return tables

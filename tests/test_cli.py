@@ -20,13 +20,9 @@ from crisync.sim.server import free_port
 from crisync.state import dead_letters, inbox
 from crisync.state.inbox import ChangeEvent
 from crisync.state.store import Store, utc_now
+from tests.support.cli import cli
 from tests.support.config_file import write_config
 from tests.support.daemon import TEST_SECRETS, daemon_log, start_daemon
-
-
-async def cli(*args: str) -> int:
-    """The command as a user runs it; in a thread, since it runs its own event loop."""
-    return await asyncio.to_thread(main, list(args))
 
 
 async def status(config_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:

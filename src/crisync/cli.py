@@ -125,14 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     reconcile.add_argument(
         "--check", action="store_true", help="only report; exit 1 when there are differences"
     )
-    resync = with_config(
-        "resync",
-        "fetch one object again and queue it for replication",
-        "fetch one object from its source again and queue it for replication",
-    )
-    resync.add_argument("source", metavar="SOURCE", help="the source's name, e.g. elements")
-    resync.add_argument("kind", metavar="KIND", help="e.g. publication, user")
-    resync.add_argument("key", metavar="KEY", help="the object's id in the source, e.g. 1042")
+    _replication_commands(with_config)
 
     demo = commands.add_parser(
         "demo", help="replicate simulated Elements data into a simulated Pure"
@@ -186,6 +179,45 @@ def _elements_sim_options(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--read-only", action="store_true", help="the API account may not modify data (403)"
     )
+
+
+def _replication_commands(with_config: Callable[..., argparse.ArgumentParser]) -> None:
+    """The commands that read the sources and Pure for one object or all: resync, plan, show."""
+    resync = with_config(
+        "resync",
+        "fetch objects again and queue them for replication",
+        "fetch one object (SOURCE KIND KEY) from its source again and queue it for "
+        "replication; --all [SOURCE [KIND]]: every mapped object, e.g. after a mapping "
+        "changed (unchanged ones cost Pure nothing)",
+    )
+    resync.add_argument(
+        "--all", action="store_true", help="every mapped object (of SOURCE, of KIND)"
+    )
+    resync.add_argument("source", nargs="?", metavar="SOURCE", help="e.g. elements")
+    resync.add_argument("kind", nargs="?", metavar="KIND", help="e.g. publication, user")
+    resync.add_argument("key", nargs="?", metavar="KEY", help="the object's id, e.g. 1042")
+
+    plan = with_config(
+        "plan",
+        "show what `once` would do to each object in Pure; write nothing",
+        "read the sources from the stored cursors and Pure, and show what `crisync once` "
+        "would do to each object: create, adopt, update (with the changes), unchanged, "
+        "link, skip, ambiguous, failing. Nothing is written: not to Pure, not to the "
+        "sources, not to the state database.",
+    )
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+    plan.add_argument("source", nargs="?", metavar="SOURCE", help="only this source's objects")
+    plan.add_argument("kind", nargs="?", metavar="KIND", help="only this kind")
+    plan.add_argument("key", nargs="?", metavar="KEY", help="only this object (read alone)")
+    show = with_config(
+        "show",
+        "one object: as read, as mapped, as Pure holds it, and the difference",
+        "fetch one object from its source and show it as crisync read it, what crisync "
+        "would write to Pure, the Pure content it matches, and the difference; writes nothing",
+    )
+    show.add_argument("source", metavar="SOURCE", help="e.g. elements")
+    show.add_argument("kind", metavar="KIND", help="e.g. publication")
+    show.add_argument("key", metavar="KEY", help="e.g. 1042")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,7 +357,9 @@ def _state_commands(
         "status": lambda: _status(loaded, as_json=args.json, every_dead_letter=args.all),
         "retry": lambda: _retry(loaded, None if args.all else args.key),
         "reconcile": lambda: _reconcile(loaded, check=args.check),
-        "resync": lambda: _resync(loaded, args.source, args.kind, args.key),
+        "resync": lambda: _resync(loaded, args),
+        "plan": lambda: _plan(loaded, args),
+        "show": lambda: _plan(loaded, args, show=True),
     }
     factory = factories.get(args.command)
     return {} if factory is None else {args.command: factory()}
@@ -371,30 +405,59 @@ async def _reconcile(loaded: LoadedConfig, *, check: bool) -> int:
     return EX_SOFTWARE if check and not consistent else EX_OK
 
 
-async def _resync(loaded: LoadedConfig, source: str, kind: str, key: str) -> int:
-    from crisync.daemon import http_session, resync_event
+async def _resync(loaded: LoadedConfig, args: argparse.Namespace) -> int:
+    from crisync.daemon import http_session
     from crisync.lifecycle import Lifecycle
-    from crisync.listener.base import SourceContext, queue_resync
+    from crisync.listener.base import SourceContext
     from crisync.listener.sources import open_sources
+    from crisync.resync import resync_all, resync_one
     from crisync.state.store import Store
     from crisync.telemetry import Telemetry
 
+    if args.all == (args.key is not None):
+        print("crisync: resync SOURCE KIND KEY, or resync --all [SOURCE [KIND]]", file=sys.stderr)
+        return EX_USAGE
     config = loaded.config
     async with Store.open(config.state.path) as store, http_session() as session:
         context = SourceContext(store, session, Lifecycle(), Telemetry())
+        sources = open_sources(config, context)
         try:
-            event = await resync_event(open_sources(config, context), source, kind, key)
+            if args.all:
+                print(
+                    await resync_all(
+                        store, sources, args.source, args.kind, progress=_print_progress
+                    )
+                )
+            else:
+                print(await resync_one(store, sources, args.source, args.kind, args.key))
         except CrisyncError as exc:
             # The message names its API already.
-            print(f"crisync: resync of {source}/{kind}/{key}: {exc.message}", file=sys.stderr)
+            print(f"crisync: resync: {exc.message}", file=sys.stderr)
             if exc.status == 404:
                 return EX_NOINPUT
             return EX_USAGE if exc.api == "crisync" else EX_UNAVAILABLE
-        await queue_resync(store, event)
-    print(
-        f"queued {source}/{kind}/{key} (changed {event.changed_at.isoformat()}) for replication; "
-        "a running daemon takes it within seconds, else run `crisync once`"
-    )
+    return EX_OK
+
+
+def _print_progress(done: int, total: int) -> None:
+    print(f"resync: {done}/{total} fetched", file=sys.stderr)
+
+
+async def _plan(loaded: LoadedConfig, args: argparse.Namespace, *, show: bool = False) -> int:
+    from crisync.plan import make_plan, render_object
+
+    configure_logging(loaded.config.daemon.log_format, "warning")  # the plan is the output
+    try:
+        plan = await make_plan(loaded.config, source=args.source, kind=args.kind, key=args.key)
+    except CrisyncError as exc:
+        print(f"crisync: plan: {exc.message}", file=sys.stderr)
+        return EX_USAGE if exc.api == "crisync" else EX_UNAVAILABLE
+    if show:
+        print("\n\n".join(render_object(planned) for planned in plan.objects))
+    elif args.json:
+        print(json.dumps(plan.as_json(), indent=2, ensure_ascii=False))
+    else:
+        print(plan.render())
     return EX_OK
 
 

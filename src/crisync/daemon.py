@@ -8,7 +8,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import structlog
@@ -57,6 +57,19 @@ async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
 SourceFactory = Callable[[Config, SourceContext], list[Source]]
 
 
+class TargetFactory(Protocol):
+    """The configured targets, given the resources they share (`crisync plan` plugs in its own)."""
+
+    def __call__(
+        self,
+        config: Config,
+        *,
+        store: Store,
+        session: aiohttp.ClientSession,
+        telemetry: Telemetry,
+    ) -> dict[str, Target]: ...
+
+
 @dataclass(frozen=True)
 class Running:
     """What the loops share: entered once in run_daemon, passed down explicitly."""
@@ -74,6 +87,7 @@ async def run_daemon(
     lifecycle: Lifecycle | None = None,
     telemetry: Telemetry | None = None,
     sources: SourceFactory = open_sources,
+    targets: TargetFactory = open_targets,
 ) -> RunSummary:
     """`crisync run` (until SIGTERM) or `crisync once` (one sweep, drained)."""
     life = lifecycle or Lifecycle()
@@ -89,7 +103,7 @@ async def run_daemon(
             config,
             context,
             sources(config, context),
-            open_targets(config, store=store, session=session, telemetry=telemetry),
+            targets(config, store=store, session=session, telemetry=telemetry),
         )
         if config.metrics is not None:
             await resources.enter_async_context(serve_metrics(config.metrics, store, telemetry))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from crisync.outcome import OutcomeAction
 from crisync.state.inbox import ChangeEvent, InboxEvent
@@ -34,6 +34,23 @@ class HandlerResult:
 
 
 Handler = Callable[[InboxEvent], Awaitable[HandlerResult]]
+
+
+@dataclass(frozen=True)
+class PlannedContent:
+    """What a plan would do to one piece of content, without what the target manages itself."""
+
+    before: dict[str, Any] | None  # None: it does not exist yet
+    after: dict[str, Any] | None  # None: it would be deleted
+
+    def changes(self) -> dict[str, dict[str, Any]]:
+        """The top-level properties that change: {name: {"target": now, "crisync": then}}."""
+        before, after = self.before or {}, self.after or {}
+        return {
+            name: {"target": before.get(name), "crisync": after.get(name)}
+            for name in sorted(before.keys() | after.keys())
+            if before.get(name) != after.get(name)
+        }
 
 
 class ReconcileReport(Protocol):
@@ -69,6 +86,11 @@ class Target(ABC):
     @abstractmethod
     async def handle(self, event: InboxEvent) -> HandlerResult:
         """Create, take over or update the object's content, or apply its deletion."""
+
+    def planned(self, target_type: str, target_uuid: str) -> PlannedContent | None:
+        """Opened for a plan: the content as the target holds it and as its writes would
+        leave it; None when nothing would be written to it (or not opened for a plan)."""
+        return None
 
     @abstractmethod
     async def reconcile(self, *, apply: bool) -> ReconcileReport:

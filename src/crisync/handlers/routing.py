@@ -33,6 +33,10 @@ class Source(Protocol):
     ) -> tuple[ChangeEvent, ...]: ...
 
 
+# What tells a source its object has content in the target now: made, taken over or found.
+FIRST_CONTACT = frozenset({"created", "adopted", "linked"})
+
+
 @dataclass(frozen=True)
 class Routes:
     handlers: Mapping[tuple[str, str], Handler]
@@ -48,9 +52,9 @@ class Routes:
     def follow_ups(self, event: InboxEvent, result: HandlerResult) -> tuple[ChangeEvent, ...]:
         """What the result calls for: its own follow-ups, and the source's after a create."""
         after = self.after_create.get(event.source)
-        if after is None or result.action != "created" or result.target_type is None:
+        if after is None or result.action not in FIRST_CONTACT or result.target_type is None:
             return result.follow_ups
-        assert result.target_uuid is not None  # created content has a uuid
+        assert result.target_uuid is not None  # content found or created has a uuid
         return result.follow_ups + after(event, result.target_type, result.target_uuid)
 
 

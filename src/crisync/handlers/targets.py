@@ -17,12 +17,23 @@ from crisync.telemetry import Telemetry
 
 
 def open_targets(
-    config: Config, *, store: Store, session: aiohttp.ClientSession, telemetry: Telemetry
+    config: Config,
+    *,
+    store: Store,
+    session: aiohttp.ClientSession,
+    telemetry: Telemetry,
+    planning: bool = False,
 ) -> dict[str, Target]:
+    """The configured targets; `planning`: each reads as it would and writes nothing."""
     targets: dict[str, Target] = {}
     if config.pure is not None:
         targets[PureTarget.name] = PureTarget.open(
-            config.pure, config.mappings, store=store, session=session, telemetry=telemetry
+            config.pure,
+            config.mappings,
+            store=store,
+            session=session,
+            telemetry=telemetry,
+            planning=planning,
         )
     return targets
 

@@ -59,6 +59,7 @@ class SourceContext:
     life: Lifecycle
     telemetry: Telemetry
     topic_prefix: str | None = None  # MQTT on: the prefix of a source's own retained topics
+    planning: bool = False  # `crisync plan`: read the source, never write to it
 
 
 class Source(ABC):

@@ -174,6 +174,16 @@ async def pending_count(conn: aiosqlite.Connection, *, routes: Iterable[str] | N
     return int(row[0]) if row else 0
 
 
+async def pending_objects(conn: aiosqlite.Connection) -> list[tuple[str, str, str]]:
+    """(source, kind, key) of every object with a pending event."""
+    rows = await fetch_all(
+        conn,
+        """SELECT source, kind, key FROM inbox WHERE state = 'pending'
+           GROUP BY source, kind, key ORDER BY MIN(id)""",
+    )
+    return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
 async def pending_by_feed(conn: aiosqlite.Connection) -> dict[str, int]:
     """Pending events per feed (feeds without any are left out)."""
     rows = await fetch_all(

@@ -101,6 +101,20 @@ async def of_target_type(
     return [_row(row) for row in rows]
 
 
+async def keys(
+    conn: aiosqlite.Connection, source: str | None = None, kind: str | None = None
+) -> list[tuple[str, str, str]]:
+    """(source, kind, key) of the mapped objects, of a source and a kind when given."""
+    rows = await fetch_all(
+        conn,
+        """SELECT source, kind, key FROM mapping
+           WHERE (? IS NULL OR source = ?) AND (? IS NULL OR kind = ?)
+           ORDER BY source, kind, key""",
+        (source, source, kind, kind),
+    )
+    return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
 async def put(conn: aiosqlite.Connection, *rows: MappingRow) -> None:
     now = utc_now()
     await conn.executemany(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import aiohttp
 
-from crisync.handlers.base import HandlerResult, Target
+from crisync.handlers.base import HandlerResult, PlannedContent, Target
 from crisync.handlers.pure.client import PureClient
 from crisync.handlers.pure.config import PureConfig
 from crisync.handlers.pure.context import PureContext
+from crisync.handlers.pure.planning import PlanningPureClient
 from crisync.handlers.pure.reconcile import ReconcileReport, reconcile
 from crisync.handlers.pure.replicate import replicate_to_pure
 from crisync.mapping.rules import MappingsConfig
@@ -31,8 +32,10 @@ class PureTarget(Target):
         store: Store,
         session: aiohttp.ClientSession,
         telemetry: Telemetry,
+        planning: bool = False,
     ) -> PureTarget:
-        client = PureClient(session, config, telemetry=telemetry)
+        client_type = PlanningPureClient if planning else PureClient
+        client = client_type(session, config, telemetry=telemetry)
         return cls(PureContext(store, client, config, mappings))
 
     @property
@@ -51,6 +54,12 @@ class PureTarget(Target):
 
     async def handle(self, event: InboxEvent) -> HandlerResult:
         return await replicate_to_pure(event, self.context)
+
+    def planned(self, target_type: str, target_uuid: str) -> PlannedContent | None:
+        client = self.context.pure
+        if not isinstance(client, PlanningPureClient):
+            return None
+        return client.planned(target_type, target_uuid)
 
     async def reconcile(self, *, apply: bool) -> ReconcileReport:
         ctx = self.context

@@ -6,7 +6,7 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 
-from crisync.errors import PermanentError
+from crisync.errors import NotFoundError, PermanentError
 from crisync.handlers.base import Handler
 from crisync.listener.base import Loop, Source, SourceContext
 from crisync.listener.elements.client import ElementsClient
@@ -39,7 +39,9 @@ class ElementsSource(Source):
         self._context = context
         # One client for every request to Elements, so the gap between requests holds for all.
         self.client = ElementsClient(context.session, config, telemetry=context.telemetry)
-        self.writeback = ElementsWriteback(config, self.client) if config.writeback else None
+        # A plan writes nothing back: the write-back is left out of it.
+        writing = config.writeback and not context.planning
+        self.writeback = ElementsWriteback(config, self.client) if writing else None
 
     def kinds(self) -> frozenset[str]:
         return self.config.kinds()
@@ -79,7 +81,7 @@ class ElementsSource(Source):
         page, _ = await self.client.get_feed(url)
         found = next((o for o in page.objects if o.category == kind and o.id == key), None)
         if found is None:
-            raise PermanentError(
+            raise NotFoundError(
                 f"Elements answered without {kind} {key}", api="elements", status=404
             )
         # A feed name of its own per request: the inbox drops repeats of (feed, key,

@@ -1,0 +1,126 @@
+"""`crisync plan` and `crisync show`: what `once` would do, with nothing written anywhere."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from crisync.config.model import Config
+from crisync.daemon import run_daemon
+from crisync.handlers.pure.sim import PureSimulator
+from crisync.listener.elements.sim import ElementsSimulator
+from crisync.plan import PLANNED_ACTION, make_plan
+from crisync.sim.broker import MosquittoBroker
+from tests.support.daemon import daemon_log, daemon_output, start_daemon
+from tests.support.mqtt import subscribed
+
+WRITES = frozenset({"create", "update", "lock", "unlock", "delete"})
+
+
+def pure_writes(pure_sim: PureSimulator) -> int:
+    return sum(n for (_, op), n in pure_sim.request_counts.items() if op in WRITES)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def once_actions(config: Config, broker: MosquittoBroker, prefix: str) -> dict[str, str]:
+    """What `once` did, object by object, as its outcomes say, in the plan's words."""
+    async with subscribed(broker.port, f"{prefix}/outcomes/#") as received:
+        await run_daemon(config, once=True)
+        await received.wait_for(lambda r: len(r.outcomes()) > 0)
+    return {
+        f"{o['source']}/{o['kind']}/{o['key']}": PLANNED_ACTION[o["action"]]
+        for o in received.outcomes()
+    }
+
+
+async def test_a_plan_writes_nothing_and_once_then_does_what_it_said(
+    config: Config,
+    pure_sim: PureSimulator,
+    elements_sim: ElementsSimulator,
+    broker: MosquittoBroker,
+    topic_prefix: str,
+) -> None:
+    plan = await make_plan(config)
+    assert pure_writes(pure_sim) == 0
+    assert {op for _, op in pure_sim.request_counts} <= {"get", "search", "list"}
+    assert not config.state.path.exists()  # not even created
+    users, publications = elements_sim.object_ids("user"), elements_sim.object_ids("publication")
+    assert plan.summary == {"create": len(users) + len(publications)}
+
+    done = await once_actions(config, broker, topic_prefix)
+    assert done == {planned.object_key: planned.action for planned in plan.objects}
+
+
+async def test_a_plan_over_a_state_in_use_shows_the_update_and_leaves_every_byte(
+    config: Config,
+    pure_sim: PureSimulator,
+    elements_sim: ElementsSimulator,
+    broker: MosquittoBroker,
+    topic_prefix: str,
+) -> None:
+    await run_daemon(config, once=True)
+    publication = elements_sim.object_ids("publication")[0]
+    elements_sim.advance(120)  # past the feed's lookback: only the change is read again
+    elements_sim.touch("publication", publication, title="On larger crystals")
+    before, writes = digest(config.state.path), pure_writes(pure_sim)
+
+    plan = await make_plan(config)
+    assert digest(config.state.path) == before
+    assert pure_writes(pure_sim) == writes
+    (planned,) = [p for p in plan.objects if p.object_key == f"elements/publication/{publication}"]
+    assert planned.action == "update"
+    assert planned.changes["title"]["crisync"] == {"value": "On larger crystals"}
+    assert planned.changes["title"]["target"] != planned.changes["title"]["crisync"]
+
+    done = await once_actions(config, broker, topic_prefix)
+    assert done == {p.object_key: p.action for p in plan.objects}
+
+
+async def test_a_plan_names_an_ambiguous_match_with_its_candidates(
+    config: Config, pure_sim: PureSimulator, elements_sim: ElementsSimulator
+) -> None:
+    # Two research outputs in Pure with the DOI a publication comes to have in Elements.
+    # (Its DOI is given by the mapping: the simulator's publications carry none of their own.)
+    mappings = config.mappings.model_validate(
+        {
+            **config.mappings.model_dump(by_alias=True, exclude={"declared"}),
+        }
+    )
+    del mappings  # the built-in publication mapping reads fields.doi
+    pytest.skip("needs DOIs in the Elements simulator")
+
+
+async def command_output(config_path: Path, *arguments: str) -> str:
+    """A command run as an operator runs it, in a process of its own; what it printed."""
+    process = await start_daemon(config_path, *arguments)
+    assert await process.wait() == 0, daemon_log(config_path).read_text()
+    return daemon_output(config_path).read_text()
+
+
+async def test_plan_json_gives_a_summary_and_every_object(
+    config_path: Path, pure_sim: PureSimulator
+) -> None:
+    document = json.loads(await command_output(config_path, "plan", "--json"))
+    assert set(document) == {"summary", "objects"}
+    assert sum(document["summary"].values()) == len(document["objects"])
+    assert {o["action"] for o in document["objects"]} == {"create"}
+    assert pure_writes(pure_sim) == 0
+
+
+async def test_show_prints_the_object_as_read_and_as_it_would_be_written(
+    config_path: Path, pure_sim: PureSimulator, elements_sim: ElementsSimulator
+) -> None:
+    publication = elements_sim.object_ids("publication")[0]
+    title = elements_sim.title_of(publication)
+    out = await command_output(config_path, "show", "elements", "publication", str(publication))
+    assert out.startswith(f"elements/publication/{publication}: create research-outputs new-")
+    assert "As crisync read it from elements:" in out
+    assert "In the target now:\n  nothing yet" in out
+    assert out.count(title) >= 2  # as read, and as it would be written
+    assert pure_writes(pure_sim) == 0

@@ -22,6 +22,9 @@ simulator would hide client bugs:
   (users) and a change to a user affects the publications they authored;
 - users may lack a proprietary-id (the document's full-detail example has none), dates may
   be partial and optional fields may be missing; object ids have gaps;
+- most publications have a DOI, written the various ways records write them (upper case,
+  ``https://doi.org/...``, ``doi:...``); some also hold a Scopus record; two users share a
+  name (with usernames and e-mail addresses of their own);
 - ATOM wrapping (which clients must ignore) is present and noisy, and full-detail objects
   carry an XML comment among their children, as in the document.
 
@@ -250,8 +253,6 @@ class _Item(_Recorded):
 
 
 _Any = _User | _Publication | _Item
-
-
 # A list query's category, affected-since and modified-since.
 _ListQuery = tuple[str, datetime | None, datetime | None]
 
@@ -1369,13 +1370,13 @@ class ElementsSimulator:
             )
             _native(_sub(record, _api("native")), obj)
             if isinstance(obj, _Publication) and obj.scopus_id is not None:
-                _source, source_id, _importable, display_name = _SCOPUS_SOURCE
+                source_name, source_id, _, display_name = _SCOPUS_SOURCE
                 scopus = _sub(
                     records,
                     _api("record"),
                     format="native",
                     source_id=str(source_id),
-                    source_name=_source,
+                    source_name=source_name,
                     source_display_name=display_name,
                     id_at_source=obj.scopus_id,
                 )

@@ -37,6 +37,7 @@ HR_ID_SOURCE = "synchronisedUnifiedPerson"
 SCOPUS_ID_SOURCE = "Scopus"
 OUTPUT_SHARE = 0.9  # of the publications with a DOI or Scopus record, those already in Pure
 
+_NAMESAKES_SHOWN = 5  # in a large world most names are shared
 _UNIVERSITY = "Simulated University"
 _ORGANISATION_TYPES = "/dk/atira/pure/organisation/organisationtypes/organisation"
 _OUTPUT_TYPES = "/dk/atira/pure/researchoutput/researchoutputtypes"
@@ -112,8 +113,10 @@ class SiteSummary:
         lines.extend(
             f"  namesakes: {n.first_name} {n.last_name} (HR ids {', '.join(n.hr_ids)}; "
             f"Elements users {', '.join(map(str, n.elements_user_ids)) or 'none'})"
-            for n in self.namesakes
+            for n in self.namesakes[:_NAMESAKES_SHOWN]
         )
+        if len(self.namesakes) > _NAMESAKES_SHOWN:
+            lines.append(f"  ... and {len(self.namesakes) - _NAMESAKES_SHOWN} more namesakes")
         return lines
 
 
@@ -155,14 +158,15 @@ class _Site:
                 self._summary.outputs[publication.id] = uuid
         self._duplicate_import(publications, named)
         self._manual_entries()
+        users_by_name: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
+        for user in users:
+            users_by_name[(user.first_name, user.last_name)].append(user.id)
         self._summary.namesakes = tuple(
             Namesakes(
                 first_name=first,
                 last_name=last,
                 hr_ids=tuple(hr_ids),
-                elements_user_ids=tuple(
-                    u.id for u in users if (u.first_name, u.last_name) == (first, last)
-                ),
+                elements_user_ids=tuple(users_by_name[(first, last)]),
             )
             for (first, last), hr_ids in sorted(self._hr_ids.items())
             if len(hr_ids) > 1

@@ -515,6 +515,13 @@ async def test_users_include_namesakes_with_their_own_logins(seed: int) -> None:
     assert again.publications() == sim.publications()
 
 
+def test_no_two_users_share_a_proprietary_id() -> None:
+    # A thousand users draw ids from a range where some draws repeat.
+    ids = [u.proprietary_id for u in ElementsSimulator(objects=5000).users() if u.proprietary_id]
+    assert len(ids) > 700
+    assert len(set(ids)) == len(ids)
+
+
 async def test_patch_sets_a_doi() -> None:
     sim = ElementsSimulator(objects=10, start=START)
     publication = sim.object_ids("publication")[0]

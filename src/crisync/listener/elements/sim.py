@@ -426,6 +426,7 @@ class ElementsSimulator:
         # Kept alongside _users so that seeding 100k objects stays linear.
         self._user_ids: list[int] = []
         self._usernames: set[str] = set()
+        self._proprietary_ids: set[str] = set()
         self._publications: dict[int, _Publication] = {}
         self._items: dict[str, dict[int, _Item]] = {category: {} for category in _ITEM_TYPES}
         self._deletions: list[_Deletion] = []
@@ -684,6 +685,14 @@ class ElementsSimulator:
         return object_id
 
     def _add_user(self, user: _User) -> None:
+        if user.proprietary_id is not None:
+            # An HR employee id is one person's: a drawn one that is taken moves to the next
+            # free one (drawing again would change every user drawn after it).
+            number = int(user.proprietary_id)
+            while f"{number:07d}" in self._proprietary_ids:
+                number += 1
+            user.proprietary_id = f"{number:07d}"
+            self._proprietary_ids.add(user.proprietary_id)
         self._users[user.id] = user
         self._user_ids.append(user.id)
         self._usernames.add(user.username)

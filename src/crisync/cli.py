@@ -146,12 +146,22 @@ def _parser() -> argparse.ArgumentParser:
         one = simulators.add_parser(name, help=f"the {name.capitalize()} API simulator")
         one.add_argument("--port", type=int, required=True)
         one.add_argument(
-            "--objects", type=int, default=50, help="seeded objects (organisations for Pure)"
+            "--objects",
+            type=int,
+            default=50,
+            help="seeded objects (for Pure: organisations, and the world --populate reads)",
         )
         one.add_argument("--seed", type=int, default=1)
         one.add_argument("--latency-ms", type=int, default=0)
         if name == "elements":
             _elements_sim_options(one)
+        else:
+            one.add_argument(
+                "--populate",
+                action="store_true",
+                help="start as a site's Pure: HR persons, research outputs, ... of the "
+                "Elements world the same --objects and --seed make",
+            )
     unicat = simulators.add_parser("unicat", help="the Unicat API simulator")
     unicat.add_argument("--port", type=int, required=True)
     unicat.add_argument("--project", required=True, metavar="GID", help="the project gid (a UUID)")
@@ -261,6 +271,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             seed=args.seed,
             latency_ms=args.latency_ms,
             elements=elements,
+            populate=args.simulator == "pure" and args.populate,
         )
     if args.command == "demo":
         from crisync.demo import run_demo

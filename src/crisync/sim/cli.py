@@ -12,6 +12,7 @@ from crisync.handlers.pure.sim import PureSimulator
 from crisync.listener.elements.sim import API_NS, API_NS_HTTPS, ElementsSimulator
 from crisync.listener.unicat.sim import UnicatSimulator
 from crisync.sim.server import serve
+from crisync.sim.site import populate_site
 
 ELEMENTS_USER = "crisync"
 ELEMENTS_PASSWORD = "crisync-secret"  # noqa: S105 - the simulator's published demo password
@@ -38,7 +39,9 @@ def run_simulator(
     seed: int,
     latency_ms: int,
     elements: ElementsSimOptions | None = None,
+    populate: bool = False,
 ) -> int:
+    """`populate` (Pure only): start with the content a site's Pure holds (see sim.site)."""
     asyncio.run(
         _serve_until_stopped(
             name,
@@ -47,6 +50,7 @@ def run_simulator(
             seed=seed,
             latency_ms=latency_ms,
             elements=elements or ElementsSimOptions(),
+            populate=populate,
         )
     )
     return 0
@@ -95,6 +99,7 @@ async def _serve_until_stopped(
     seed: int,
     latency_ms: int,
     elements: ElementsSimOptions,
+    populate: bool,
 ) -> None:
     async with _stop_signals() as stopped:
         if name == "elements":
@@ -107,7 +112,7 @@ async def _serve_until_stopped(
                 options=elements,
             )
         else:
-            await _serve_pure(stopped, port, objects, seed, latency_ms)
+            await _serve_pure(stopped, port, objects, seed, latency_ms, populate=populate)
 
 
 async def _serve_elements(
@@ -143,7 +148,13 @@ async def _serve_elements(
 
 
 async def _serve_pure(
-    stopped: asyncio.Event, port: int, objects: int, seed: int, latency_ms: int
+    stopped: asyncio.Event,
+    port: int,
+    objects: int,
+    seed: int,
+    latency_ms: int,
+    *,
+    populate: bool,
 ) -> None:
     pure = PureSimulator(
         api_key=PURE_API_KEY,
@@ -151,9 +162,19 @@ async def _serve_pure(
         latency_ms=latency_ms,
         organizations=max(1, min(objects, 20)),
     )
+    # The world `crisync sim elements` serves with the same --objects and --seed.
+    site = (
+        populate_site(pure, ElementsSimulator(objects=objects, seed=seed), seed=seed)
+        if populate
+        else None
+    )
     async with serve(pure.app(), port) as origin:
         print(f"Pure API simulator: {origin}/ws/api")
         print(f"  api-key {PURE_API_KEY!r}; organisations:")
         for uuid in pure.organization_uuids:
             print(f"    {uuid}")
+        if site is not None:
+            print(f"  populated as a site's Pure from Elements --objects {objects} --seed {seed}:")
+            for line in site.lines():
+                print(line)
         await stopped.wait()

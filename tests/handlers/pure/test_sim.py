@@ -752,3 +752,63 @@ async def test_paths_outside_the_contract_are_problem_404s_and_405s(
     response, problem = await call(api, "PATCH", "/persons")
     assert_problem(response, problem, 405)
     assert "PUT" in response.headers["Allow"]
+
+
+async def test_seeded_content_is_stored_as_its_origin_made_it(
+    sim: PureSimulator, api: tuple[aiohttp.ClientSession, str]
+) -> None:
+    org = sim.organization_uuids[0]
+    seeded = sim.seed("persons", person(org, "0012345", "Hopper"), by="hr-sync")
+    assert (seeded["createdBy"], seeded["modifiedBy"]) == ("hr-sync", "hr-sync")
+    assert seeded["systemName"] == "Person"
+    assert not sim.is_locked("persons", seeded["uuid"])
+    response, read = await call(api, "GET", f"/persons/{seeded['uuid']}")
+    assert response.status == 200
+    assert read == seeded
+    assert PureContract.load().validate_request_body("PUT", "/persons/{uuid}", read) == []
+    # Locked content, as a synchronisation that locks what it writes leaves it.
+    locked = sim.seed("persons", person(org, "0012346"), by="hr-sync", locked=True)
+    assert sim.is_locked("persons", locked["uuid"])
+    response, problem = await call(api, "POST", f"/persons/{locked['uuid']}/actions/lock")
+    assert_problem(response, problem, 409)
+    # The returned object is a copy: changing it changes nothing stored.
+    seeded["name"]["lastName"] = "Changed"
+    assert sim.objects("persons")[seeded["uuid"]]["name"]["lastName"] == "Hopper"
+
+
+def test_seeding_is_validated_like_a_create(sim: PureSimulator) -> None:
+    org = sim.organization_uuids[0]
+    with pytest.raises(ValueError, match="title"):
+        sim.seed("research-outputs", {**output(org), "title": None}, by="scopus-import")
+    with pytest.raises(ValueError, match="unknownReference"):
+        sim.seed("persons", person(MISSING), by="hr-sync")
+    assert sim.objects("research-outputs") == {}
+    assert sim.objects("persons") == {}
+
+
+async def test_search_finds_identifiers_as_words_like_a_full_text_search(
+    sim: PureSimulator, api: tuple[aiohttp.ClientSession, str]
+) -> None:
+    org = sim.organization_uuids[0]
+
+    def doi_output(doi: str) -> dict[str, Any]:
+        versions = [{"typeDiscriminator": "DoiElectronicVersion", "doi": doi}]
+        return sim.seed("research-outputs", output(org, electronicVersions=versions), by="x")
+
+    linked = doi_output("https://doi.org/10.1016/J.JCP.2019.17")
+    neighbour = doi_output("10.1016/j.jcp.2020.18")
+    other = doi_output("10.1371/journal.pone.4")
+    hr = sim.seed("persons", person(org, "0012345"), by="hr-sync")
+
+    async def hits(content_type: str, text: str) -> list[str]:
+        _, page = await call(api, "POST", f"/{content_type}/search", {"searchString": text})
+        return [item["uuid"] for item in page["items"]]
+
+    # A DOI is words: found in any written form, first; every DOI shares some of its words
+    # ("10" at least), so a search is no filter: the others follow, by words matched.
+    ranked = [linked["uuid"], neighbour["uuid"], other["uuid"]]
+    for written in ("10.1016/j.jcp.2019.17", "doi:10.1016/j.jcp.2019.17"):
+        assert await hits("research-outputs", written) == ranked
+    assert (await hits("research-outputs", "10.1371/journal.pone.4"))[0] == other["uuid"]
+    assert await hits("persons", "0012345") == [hr["uuid"]]
+    assert await hits("persons", "001234") == []  # a value is one word, matched whole

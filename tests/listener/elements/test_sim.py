@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -15,6 +17,7 @@ import pytest
 from lxml import etree
 from yarl import URL
 
+from crisync.listener.elements.atom import parse_feed
 from crisync.listener.elements.sim import API_NS_HTTPS, ElementsSimulator
 from crisync.sim.server import serve
 
@@ -78,6 +81,19 @@ async def walk(session: aiohttp.ClientSession, first: str) -> list[etree._Elemen
         found.extend(api_objects(root))
         target = next_href(root)
     pytest.fail("next links did not end")
+
+
+async def payloads(session: aiohttp.ClientSession, first: str) -> list[dict[str, Any]]:
+    """Every object reached from `first`, as the client's parser reads it."""
+    found: list[dict[str, Any]] = []
+    target: str | None = first
+    while target is not None:
+        response, body = await fetch(session, target)
+        assert response.status == 200, body
+        page = parse_feed(body)
+        found.extend(obj.payload for obj in page.objects)
+        target = page.next_url
+    return found
 
 
 def query(**params: str) -> str:
@@ -437,6 +453,91 @@ async def test_same_seed_gives_the_same_feed() -> None:
     assert first != other
 
 
+async def test_most_publications_have_a_doi_written_as_records_write_them() -> None:
+    sim = ElementsSimulator(objects=250, start=START)
+    async with running(sim) as (session, base):
+        found = await payloads(session, f"{base}/publications?detail=full&per-page=25")
+        first = next(p.id for p in sim.publications() if p.doi)
+        _, body = await fetch(session, f"{base}/publications/{first}")
+    fields = [payload["fields"] for payload in found]
+    written = [f["doi"] for f in fields if "doi" in f]
+    assert 0.75 < len(written) / len(fields) < 0.95
+    forms = Counter(
+        "link" if doi.startswith("https://doi.org/10.")
+        else "prefixed" if doi.startswith("doi:10.")
+        else "upper" if doi != doi.lower()
+        else "bare"
+        for doi in written
+    )  # fmt: skip
+    assert set(forms) == {"bare", "upper", "link", "prefixed"}
+    assert forms["bare"] > len(written) / 2
+    field = etree.fromstring(body).find(".//api:native/api:field[@name='doi']", NS)
+    assert field is not None
+    assert (field.get("type"), field.get("display-name")) == ("text", "DOI")
+    # What a client reads is what the simulator says it holds; each DOI is its publication's.
+    snapshots = {p.doi_as_written: p.doi for p in sim.publications() if p.doi}
+    assert sorted(snapshots) == sorted(written)
+    assert len(set(snapshots.values())) == len(written)
+    assert all(bare == bare.lower() and bare.startswith("10.") for bare in snapshots.values())
+
+
+async def test_some_publications_also_hold_a_scopus_record() -> None:
+    sim = ElementsSimulator(objects=100, start=START)
+    async with running(sim) as (session, base):
+        records = await payloads(session, f"{base}/publications?detail=full&per-page=25")
+    scopus = [r["id_at_source"] for p in records for r in p["records"] if r["source"] == "scopus"]
+    assert 0.2 < len(scopus) / len(records) < 0.6
+    assert all(re.fullmatch(r"2-s2\.0-[0-9]{11}", str(i)) for i in scopus)
+    assert len(set(scopus)) == len(scopus)
+    # The manual record stays first: it is the one clients read fields from and patch.
+    assert all(p["records"][0]["source"] == "manual" for p in records)
+    assert sorted(scopus) == sorted(p.scopus_id for p in sim.publications() if p.scopus_id)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+async def test_users_include_namesakes_with_their_own_logins(seed: int) -> None:
+    sim = ElementsSimulator(objects=50, seed=seed, start=START)
+    async with running(sim) as (session, base):
+        users = await walk(session, f"{base}/users?detail=full")
+    names = Counter(
+        (u.findtext("api:last-name", namespaces=NS), u.findtext("api:first-name", namespaces=NS))
+        for u in users
+        if u.get("proprietary-id")
+    )
+    assert max(names.values()) >= 2  # namesakes both known to HR
+    for attribute in ("username", "proprietary-id"):
+        values = [u.get(attribute) for u in users if u.get(attribute)]
+        assert len(set(values)) == len(values)
+    emails = [u.findtext("api:email-address", namespaces=NS) for u in users]
+    assert len(set(emails)) == len(emails)
+    again = ElementsSimulator(objects=50, seed=seed, start=START)
+    assert again.users() == sim.users()
+    assert again.publications() == sim.publications()
+
+
+def test_no_two_users_share_a_proprietary_id() -> None:
+    # A thousand users draw ids from a range where some draws repeat.
+    ids = [u.proprietary_id for u in ElementsSimulator(objects=5000).users() if u.proprietary_id]
+    assert len(ids) > 700
+    assert len(set(ids)) == len(ids)
+
+
+async def test_patch_sets_a_doi() -> None:
+    sim = ElementsSimulator(objects=10, start=START)
+    publication = sim.object_ids("publication")[0]
+    record = sim.record_of("publication", publication)
+    async with running(sim) as (session, base):
+        target = f"{base}/publication/records/manual/{record}"
+        response, _ = await patch(session, target, update("doi", "set", "doi:10.1/X.2"))
+        _, body = await fetch(session, f"{base}/publications/{publication}")
+    assert response.status == 303
+    doi = etree.fromstring(body).findtext(".//api:field[@name='doi']/api:text", namespaces=NS)
+    assert doi == "doi:10.1/X.2"
+    assert [(p.doi, p.doi_as_written) for p in sim.publications() if p.id == publication] == [
+        ("10.1/x.2", "doi:10.1/X.2")
+    ]
+
+
 async def test_requests_are_recorded_and_latency_applies() -> None:
     sim = ElementsSimulator(objects=4, latency_ms=150, start=START)
     async with running(sim) as (session, base):
@@ -544,7 +645,7 @@ async def test_sources_and_types_describe_what_may_be_patched() -> None:
         s.get("name"): s.findtext("api:importable", namespaces=NS)
         for s in etree.fromstring(sources).iterfind(".//api:data-source", NS)
     }
-    assert importable == {"manual": "true", "c-inst-1": "true", "wos": "false"}
+    assert importable == {"manual": "true", "c-inst-1": "true", "wos": "false", "scopus": "false"}
     by_type = {
         t.get("name"): {
             f.findtext("api:name", namespaces=NS): {

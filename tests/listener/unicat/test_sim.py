@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,7 +10,7 @@ import aiohttp
 import pytest
 
 from crisync.listener.unicat.sim import UnicatSimulator
-from crisync.sim.server import free_port
+from tests.support.simulator_process import simulator_process
 from tests.support.unicat import UNICAT_API_KEY, UNICAT_PROJECT
 
 
@@ -300,36 +299,14 @@ async def test_faults_are_injected_as_envelopes_or_as_a_proxy_page(
 
 
 async def test_the_cli_serves_the_simulator() -> None:
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "crisync",
-        "sim",
-        "unicat",
-        "--port",
-        str(port),
-        "--project",
-        UNICAT_PROJECT,
-        "--api-key",
-        UNICAT_API_KEY,
-        "--records",
-        "5",
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert process.stdout is not None
-        banner = await asyncio.wait_for(process.stdout.readline(), timeout=20)
-        assert f"127.0.0.1:{port}" in banner.decode()
-        async with aiohttp.ClientSession() as session:
-            api = Api(session, f"http://127.0.0.1:{port}")
-            await api.auth()
-            items = await api.sync_all()
+    options = ("--project", UNICAT_PROJECT, "--api-key", UNICAT_API_KEY, "--records", "5")
+    async with simulator_process("unicat", *options) as run, aiohttp.ClientSession() as session:
+        assert f"127.0.0.1:{run.port}" in run.banner
+        api = Api(session, f"http://127.0.0.1:{run.port}")
+        await api.auth()
+        items = await api.sync_all()
         assert sum(i["data_type"] == "records" and i["action"] == "INSERT" for i in items) == 6
-    finally:
-        process.terminate()
-        await process.wait()
-    assert process.returncode == 0
+    assert run.returncode == 0
 
 
 def test_the_vendor_sdk_works_against_the_simulator_unchanged(sim: UnicatSimulator) -> None:

@@ -260,6 +260,20 @@ class PureSimulator:
             if referring:
                 self._touch(stored, by=EDITOR)
 
+    def seed(
+        self, content_type: str, body: Mapping[str, Any], *, by: str, locked: bool = False
+    ) -> dict[str, Any]:
+        """Store content another system put into Pure (HR's synchronisation, a Scopus import,
+        an editor): valid as a create must be, `createdBy` naming `by`. Returns a copy."""
+        kind = self._types[content_type]
+        violations = self._violations(kind, "PUT", "", body, None)
+        if violations:
+            raise ValueError(f"seeded {content_type} breaks the contract: {violations}")
+        stored = self._insert(kind, copy.deepcopy(dict(body)), by=by)
+        if locked:
+            self._locked.add((content_type, stored["uuid"]))
+        return copy.deepcopy(stored)
+
     def edit(self, content_type: str, uuid: str, changes: dict[str, Any]) -> None:
         """Change an object as an editor in Pure would: merged in, new version.
 
@@ -469,7 +483,6 @@ class PureSimulator:
         stored["modifiedDate"] = _now()
 
     def _seed_organization(self, number: int) -> str:
-        kind = self._types["organizations"]
         body = {
             "name": {"en_GB": f"Simulated Organization {number}"},
             "type": {
@@ -477,10 +490,7 @@ class PureSimulator:
             },
             "lifecycle": {"startDate": "2000-01-01"},
         }
-        violations = self._violations(kind, "PUT", "", body, None)
-        if violations:
-            raise RuntimeError(f"seed organization breaks the contract: {violations}")
-        return str(self._insert(kind, body, by=EDITOR)["uuid"])
+        return str(self.seed("organizations", body, by=EDITOR)["uuid"])
 
     def _check_custom_fields(
         self, fields: Mapping[str, Mapping[str, str]]

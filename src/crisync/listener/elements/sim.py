@@ -22,6 +22,9 @@ simulator would hide client bugs:
   (users) and a change to a user affects the publications they authored;
 - users may lack a proprietary-id (the document's full-detail example has none), dates may
   be partial and optional fields may be missing; object ids have gaps;
+- most publications have a DOI, written the various ways records write them (upper case,
+  ``https://doi.org/...``, ``doi:...``); some also hold a Scopus record; two users share a
+  name (with usernames and e-mail addresses of their own);
 - ATOM wrapping (which clients must ignore) is present and noisy, and full-detail objects
   carry an XML comment among their children, as in the document.
 
@@ -101,13 +104,16 @@ _ITEM_TYPES: dict[str, tuple[tuple[int, str], ...]] = {
     "teaching-activity": ((1, "course-taught"),),
 }
 
-# Data sources: (name, id, importable, display name). Only "manual" holds records here.
+# Data sources: (name, id, importable, display name). "manual" holds every object's first
+# record, the one write-back patches; some publications also hold a Scopus record.
 _SOURCES = (
     ("manual", 1, True, "Manual"),
     ("c-inst-1", 2147483646, True, "Local Source 1"),
     ("wos", 3, False, "Web of Science"),
+    ("scopus", 4, False, "Scopus"),
 )
 _RECORD_SOURCE = "manual"
+_SCOPUS_SOURCE = _SOURCES[3]
 # Record fields by category: (name, field type, update operations), as /{cat}/types lists them.
 _SET_CLEAR = ("set", "clear")
 _FIELDS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
@@ -118,6 +124,7 @@ _FIELDS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
         ("language", "text", _SET_CLEAR),
         ("notes", "text", _SET_CLEAR),
         ("keywords", "keyword-list", ("set", "clear", "add", "remove")),
+        ("doi", "text", _SET_CLEAR),
     ),
     "user": (),
 }
@@ -181,6 +188,11 @@ _TITLE_TEMPLATES = (
 _PUBLICATION_TYPES = ((5, "journal-article"), (4, "conference"), (2, "book"), (3, "chapter"))
 _PUBLICATION_TYPE_WEIGHTS = (6, 2, 1, 1)
 _LANGUAGES = ("en", "en", "en", "en", "en", "en", "en", "de", "fr", "")
+# DOIs: registrant prefixes and journal codes of real publishers, so that DOIs share words.
+_DOI_PREFIXES = ("10.1016", "10.1038", "10.1103", "10.1371", "10.1093", "10.1007", "10.1002")
+_DOI_CODES = ("j.jcp", "s41586", "physrevb", "journal.pone", "mnras", "s00220", "adma")
+_DOI_SHARE = 0.85
+_SCOPUS_SHARE = 0.4
 
 
 @dataclass(kw_only=True)
@@ -231,6 +243,8 @@ class _Publication(_Recorded):
     authors: list[tuple[str, str]]  # (last name, initials) as recorded at the source
     published: tuple[int, int | None, int | None] | None  # year, month, day
     language: str | None
+    doi: str | None = None  # as the record writes it: "10.x/y", "doi:10.x/y", upper case, ...
+    scopus_id: str | None = None  # the Scopus record's id-at-source, "2-s2.0-" and 11 digits
 
 
 @dataclass(kw_only=True)
@@ -241,6 +255,34 @@ class _Item(_Recorded):
 _Any = _User | _Publication | _Item
 # A list query's category, affected-since and modified-since.
 _ListQuery = tuple[str, datetime | None, datetime | None]
+
+
+@dataclass(frozen=True)
+class UserSnapshot:
+    """A user as the simulator holds it now, for building a matching Pure (the site)."""
+
+    id: int
+    proprietary_id: str | None
+    first_name: str
+    last_name: str
+    initials: str
+    email: str
+    faculty: str | None
+
+
+@dataclass(frozen=True)
+class PublicationSnapshot:
+    """A publication as the simulator holds it now, for building a matching Pure."""
+
+    id: int
+    type_name: str
+    title: str
+    year: int | None
+    language: str | None
+    author_ids: tuple[int, ...]
+    doi: str | None  # bare and in lower case: "10.1016/j.jcp.2019.17"
+    doi_as_written: str | None  # as the manual record writes it: "doi:10.1016/...", ...
+    scopus_id: str | None  # id-at-source of its Scopus record: "2-s2.0-" and 11 digits
 
 
 @dataclass(frozen=True)
@@ -368,6 +410,7 @@ class ElementsSimulator:
         # publications exactly as they were.
         self._item_rng = random.Random(f"items-{seed}")  # noqa: S311
         self._fault_rng = random.Random(f"faults-{seed}")  # noqa: S311
+        self._identifier_rng = random.Random(f"identifiers-{seed}")  # noqa: S311
         self._latency = latency_ms / 1000
         self._username = username
         self._password = password
@@ -383,6 +426,7 @@ class ElementsSimulator:
         # Kept alongside _users so that seeding 100k objects stays linear.
         self._user_ids: list[int] = []
         self._usernames: set[str] = set()
+        self._proprietary_ids: set[str] = set()
         self._publications: dict[int, _Publication] = {}
         self._items: dict[str, dict[int, _Item]] = {category: {} for category in _ITEM_TYPES}
         self._deletions: list[_Deletion] = []
@@ -460,6 +504,36 @@ class ElementsSimulator:
 
     def object_ids(self, category: str) -> list[int]:
         return sorted(self._store(category))
+
+    def users(self) -> list[UserSnapshot]:
+        return [
+            UserSnapshot(
+                id=user.id,
+                proprietary_id=user.proprietary_id,
+                first_name=user.first_name,
+                last_name=user.last_name,
+                initials=user.initials,
+                email=user.email,
+                faculty=user.faculty,
+            )
+            for user in self._users.values()
+        ]
+
+    def publications(self) -> list[PublicationSnapshot]:
+        return [
+            PublicationSnapshot(
+                id=publication.id,
+                type_name=publication.type_name,
+                title=publication.title,
+                year=publication.published[0] if publication.published else None,
+                language=publication.language,
+                author_ids=tuple(publication.author_ids),
+                doi=None if publication.doi is None else _bare_doi(publication.doi),
+                doi_as_written=publication.doi,
+                scopus_id=publication.scopus_id,
+            )
+            for publication in self._publications.values()
+        ]
 
     def title_of(self, object_id: int, category: str = "publication") -> str:
         return self._recorded(category, object_id).title
@@ -611,20 +685,32 @@ class ElementsSimulator:
         return object_id
 
     def _add_user(self, user: _User) -> None:
+        if user.proprietary_id is not None:
+            # An HR employee id is one person's: a drawn one that is taken moves to the next
+            # free one (drawing again would change every user drawn after it).
+            number = int(user.proprietary_id)
+            while f"{number:07d}" in self._proprietary_ids:
+                number += 1
+            user.proprietary_id = f"{number:07d}"
+            self._proprietary_ids.add(user.proprietary_id)
         self._users[user.id] = user
         self._user_ids.append(user.id)
         self._usernames.add(user.username)
+
+    def _login(self, first: str, last: str) -> tuple[str, str]:
+        """A username no user has yet, and the e-mail local part that goes with it."""
+        stem = (_ascii(first)[:1] + _ascii(last))[:10]
+        username, n = stem, 1
+        while username in self._usernames:
+            n += 1
+            username = f"{stem}{n}"
+        return username, f"{_ascii(first)[:1]}.{_ascii(last)}{username[len(stem) :]}"
 
     def _new_user(self, modified: datetime) -> _User:
         rng = self._rng
         first = rng.choice(_FIRST_NAMES)
         last = rng.choice(_LAST_NAMES)
-        taken = self._usernames
-        stem = (_ascii(first)[:1] + _ascii(last))[:10]
-        username, n = stem, 1
-        while username in taken:
-            n += 1
-            username = f"{stem}{n}"
+        username, email_local = self._login(first, last)
         object_id = self._allocate_id("user")
         return _User(
             category="user",
@@ -637,7 +723,7 @@ class ElementsSimulator:
             title=rng.choice(_TITLE_WORDS),
             first_name=first,
             last_name=last,
-            email_local=f"{_ascii(first)[:1]}.{_ascii(last)}",
+            email_local=email_local,
             cid=f"CID{rng.randint(10000, 99999)}" if rng.random() < 0.7 else None,
             faculty=rng.choice(_FACULTIES) if rng.random() < 0.5 else None,
         )
@@ -666,7 +752,7 @@ class ElementsSimulator:
         else:
             published = None
         language = rng.choice(_LANGUAGES) or None
-        return _Publication(
+        publication = _Publication(
             category="publication",
             id=self._allocate_id("publication"),
             created=_ms(
@@ -683,6 +769,23 @@ class ElementsSimulator:
             published=published,
             language=language,
         )
+        # From their own stream, so that the seeded data is what it was before DOIs.
+        self._identify(publication)
+        return publication
+
+    def _identify(self, publication: _Publication) -> None:
+        """Most publications get a DOI, written as records write them; some a Scopus record."""
+        rng = self._identifier_rng
+        if rng.random() < _DOI_SHARE:
+            year = publication.published[0] if publication.published else rng.randint(1998, 2024)
+            doi = f"{rng.choice(_DOI_PREFIXES)}/{rng.choice(_DOI_CODES)}.{year}.{publication.id}"
+            publication.doi = rng.choices(
+                (doi, doi.upper(), f"https://doi.org/{doi}", f"doi:{doi}"), (7, 1, 1, 1)
+            )[0]
+        if rng.random() < _SCOPUS_SHARE:
+            # Unique by the object id; 11 digits for any id below ten million.
+            scopus = 84_000_000_000 + publication.id * 1000 + rng.randrange(1000)
+            publication.scopus_id = f"2-s2.0-{scopus}"
 
     def _seed(self, objects: int) -> None:
         if objects == 0:
@@ -700,6 +803,7 @@ class ElementsSimulator:
         for _ in range(n_users):
             user = self._new_user(rng.choice(pool))
             self._add_user(user)
+        self._make_namesakes()
         for _ in range(objects - n_users):
             publication = self._new_publication(rng.choice(pool))
             self._publications[publication.id] = publication
@@ -710,6 +814,25 @@ class ElementsSimulator:
                 user = self._users[user_id]
                 user.affected = max(user.affected, publication.modified)
                 publication.affected = max(publication.affected, user.modified)
+
+    def _make_namesakes(self) -> None:
+        """Give one user another's name, as every directory of staff has namesakes.
+
+        Both hold a proprietary-id where at least two users do, so that both are HR persons.
+        """
+        with_ids = [i for i in self._user_ids if self._users[i].proprietary_id is not None]
+        candidates = with_ids if len(with_ids) >= 2 else self._user_ids
+        if len(candidates) < 2:
+            return
+        original, namesake = (
+            self._users[i] for i in sorted(self._identifier_rng.sample(candidates, 2))
+        )
+        self._usernames.discard(namesake.username)
+        namesake.first_name, namesake.last_name = original.first_name, original.last_name
+        namesake.username, namesake.email_local = self._login(
+            namesake.first_name, namesake.last_name
+        )
+        self._usernames.add(namesake.username)
 
     def _new_item(self, category: str, modified: datetime) -> _Item:
         rng = self._item_rng
@@ -1089,16 +1212,7 @@ class ElementsSimulator:
             },
         )
         for name, value in changes:
-            if name == "title":
-                if value is None:
-                    raise _ApiError("argument fault", "The title field is mandatory.")
-                obj.title = value
-            elif name == "notes":
-                obj.notes = value
-            elif name == "language" and isinstance(obj, _Publication):
-                obj.language = value
-            else:
-                raise _ApiError("argument fault", f"The simulator cannot update {name}.")
+            _set_text(obj, name, value)
         self._changed(obj)
         self.patches.append((category, obj.id, body))
         if self._patch_redirect:
@@ -1264,6 +1378,18 @@ class ElementsSimulator:
                 id_at_source=obj.record_id,
             )
             _native(_sub(record, _api("native")), obj)
+            if isinstance(obj, _Publication) and obj.scopus_id is not None:
+                source_name, source_id, _, display_name = _SCOPUS_SOURCE
+                scopus = _sub(
+                    records,
+                    _api("record"),
+                    format="native",
+                    source_id=str(source_id),
+                    source_name=source_name,
+                    source_display_name=display_name,
+                    id_at_source=obj.scopus_id,
+                )
+                _scopus_native(_sub(scopus, _api("native")), obj)
         _sub(element, _api("relationships"), href=f"{href}/relationships")
         return element
 
@@ -1304,9 +1430,40 @@ class ElementsSimulator:
         return response
 
 
-def _text_field(native: etree._Element, name: str, value: str) -> None:
-    item = _sub(native, _api("field"), name=name, type="text", display_name=name.capitalize())
+def _text_field(
+    native: etree._Element, name: str, value: str, display_name: str | None = None
+) -> None:
+    item = _sub(
+        native,
+        _api("field"),
+        name=name,
+        type="text",
+        display_name=display_name or name.capitalize(),
+    )
     _sub(item, _api("text"), value)
+
+
+def _set_text(obj: _Recorded, name: str, value: str | None) -> None:
+    """Set (or, with None, clear) a text field of the object's manual record."""
+    if name == "title":
+        if value is None:
+            raise _ApiError("argument fault", "The title field is mandatory.")
+        obj.title = value
+    elif name == "notes":
+        obj.notes = value
+    elif name == "language" and isinstance(obj, _Publication):
+        obj.language = value
+    elif name == "doi" and isinstance(obj, _Publication):
+        obj.doi = value
+    else:
+        raise _ApiError("argument fault", f"The simulator cannot update {name}.")
+
+
+def _scopus_native(native: etree._Element, publication: _Publication) -> None:
+    """What a Scopus record holds here: the title, and the DOI as Scopus writes it (bare)."""
+    _text_field(native, "title", publication.title)
+    if publication.doi is not None:
+        _text_field(native, "doi", _bare_doi(publication.doi), "DOI")
 
 
 def _date_field(
@@ -1344,6 +1501,16 @@ def _native(native: etree._Element, obj: _Publication | _Item) -> None:
         _date_field(native, "publication-date", "Publication date", obj.published)
     if obj.language is not None:
         _text_field(native, "language", obj.language)
+    if obj.doi is not None:
+        _text_field(native, "doi", obj.doi, "DOI")
+
+
+def _bare_doi(written: str) -> str:
+    """A DOI without the "https://doi.org/" or "doi:" in front, in lower case."""
+    lowered = written.strip().lower()
+    for prefix in ("https://doi.org/", "http://dx.doi.org/", "doi:"):
+        lowered = lowered.removeprefix(prefix)
+    return lowered
 
 
 def _version(text: str) -> tuple[int, ...]:

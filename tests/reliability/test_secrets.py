@@ -31,6 +31,7 @@ import pytest
 from crisync.config.load import EX_CONFIG, SECRETS
 from crisync.config.model import CommandsConfig, Config, DaemonConfig, MetricsConfig, MqttConfig
 from crisync.handlers.pure.sim import PureSimulator
+from crisync.listener.elements.config import WritebackConfig
 from crisync.listener.elements.sim import ElementsSimulator
 from crisync.listener.unicat.sim import UnicatSimulator
 from crisync.sim.broker import MosquittoBroker
@@ -361,6 +362,9 @@ async def replication(
         )
 
     await life.received.wait_for(changed, within=30)
+    # Write-backs came back through the feed and cost Pure nothing: its only updates are
+    # of the publications changed in Elements.
+    assert pure.request_counts[("research-outputs", "update")] == len(touched)
     life.snapshot_state("while running")
     assert await stop(daemon) == 0, life.log.read_text()[-3000:]
     results = life.received.documents(f"{life.prefix}/cmd/result")
@@ -578,9 +582,13 @@ async def test_no_secret_appears_in_logs_messages_state_or_errors(
     settings = config.model_copy(
         update={
             "daemon": DaemonConfig(shutdown_timeout=10, log_level="debug"),
-            # No write-back yet: each write-back changes the Elements object, which comes
-            # back through the feed and is replicated again (to be looked into).
-            "elements": config.elements.model_copy(update={"park_duration": 1.0}),
+            # With write-back: the Pure uuid goes back to Elements, with its credentials.
+            "elements": config.elements.model_copy(
+                update={
+                    "park_duration": 1.0,
+                    "writeback": {"publications": WritebackConfig(source="manual", field="notes")},
+                }
+            ),
             "unicat": unicat_settings(unicat_url),
             "mappings": unicat_mappings(pure_sim.organization_uuids[0]),
             "pure": config.pure.model_copy(update={"concurrency": 8}),

@@ -10,15 +10,12 @@ from crisync.errors import PermanentError
 from crisync.handlers.base import Handler
 from crisync.listener.base import Loop, Source, SourceContext
 from crisync.listener.elements.client import ElementsClient
-from crisync.listener.elements.config import CATEGORY_OF_FEED, ElementsConfig
+from crisync.listener.elements.config import CATEGORY_OF_FEED, FEED_OF_CATEGORY, ElementsConfig
 from crisync.listener.elements.feed import ElementsListener
 from crisync.listener.elements.writeback import WRITEBACK_SOURCE, ElementsWriteback
 from crisync.state.inbox import ChangeEvent, InboxEvent
 from crisync.state.store import utc_now
 from crisync.telemetry import Telemetry
-
-# Elements category → its resource (the plural the listener reads it from).
-FEED_OF_CATEGORY = {category: feed for feed, category in CATEGORY_OF_FEED.items()}
 
 
 async def check_elements(
@@ -39,7 +36,9 @@ class ElementsSource(Source):
         self._context = context
         # One client for every request to Elements, so the gap between requests holds for all.
         self.client = ElementsClient(context.session, config, telemetry=context.telemetry)
-        self.writeback = ElementsWriteback(config, self.client) if config.writeback else None
+        self.writeback = (
+            ElementsWriteback(config, self.client, context.store) if config.writeback else None
+        )
 
     def kinds(self) -> frozenset[str]:
         return self.config.kinds()

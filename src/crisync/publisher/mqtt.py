@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import aiomqtt
@@ -48,7 +48,10 @@ class Inbound(Protocol):
     @property
     def topics(self) -> Sequence[str]: ...
 
-    def deliver(self, topic: str, payload: bytes, *, retained: bool) -> None: ...
+    def deliver(
+        self, topic: str, payload: bytes, *, retained: bool, acknowledge: Callable[[], None]
+    ) -> None:
+        """Take a message; `acknowledge` once it is safe (its PUBACK goes to the broker)."""
 
 
 # One message to publish: topic, payload, retain.
@@ -140,6 +143,9 @@ class Publisher:
         )
         # A whole batch in flight is the plan, not a backlog worth warning about.
         client.pending_calls_threshold = BATCH + 2
+        # A command is acknowledged once carried out, not on receipt: aiomqtt 2.5 leaves
+        # manual acknowledgement to the paho client it wraps.
+        client._client.manual_ack_set(True)
         return client
 
     async def run(self) -> None:
@@ -211,11 +217,13 @@ class Publisher:
             topic = str(message.topic)
             payload = message.payload
             body = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
+            acknowledge = _acknowledgement(client, message)
             if self._inbound is not None and topic in self._inbound.topics:
-                self._inbound.deliver(topic, body, retained=message.retain)
+                self._inbound.deliver(topic, body, retained=message.retain, acknowledge=acknowledge)
             else:
                 # A persistent session keeps subscriptions of an earlier configuration.
                 log.warning("mqtt.unexpected_message", topic=topic)
+                acknowledge()
 
     async def _republish_retained(self, client: aiomqtt.Client) -> int:
         async with self._store.reading() as conn:
@@ -292,6 +300,17 @@ class Publisher:
             for waiter in waiters:
                 waiter.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
+
+
+def _acknowledgement(client: aiomqtt.Client, message: aiomqtt.Message) -> Callable[[], None]:
+    """The message's PUBACK, sent when called. On this connection only: after a reconnect,
+    the broker delivers an unacknowledged message again."""
+    paho = client._client
+
+    def acknowledge() -> None:
+        paho.ack(message.mid, message.qos)
+
+    return acknowledge
 
 
 def _raise_first(results: Sequence[BaseException | None]) -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -21,7 +23,6 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from crisync.backoff import full_jitter
 from crisync.config.model import MqttConfig
 from crisync.lifecycle import Lifecycle
 from crisync.state import outbox
@@ -33,9 +34,13 @@ log = structlog.get_logger("crisync.publisher")
 BATCH = 100
 IDLE_WAKE = 1.0
 CONNECT_TIMEOUT = 10.0
-# Reconnect delays: full jitter, doubling from RECONNECT_BASE up to RECONNECT_CAP seconds.
+# Reconnect delays: full jitter under a ceiling that is the time the broker has been out of
+# reach so far, at least RECONNECT_BASE and at most RECONNECT_CAP seconds.
 RECONNECT_BASE = 1.0
 RECONNECT_CAP = 30.0
+# A connection that lasted this long ends an outage: the next one starts from the base again.
+# One lost sooner (a broker that drops crisync at once) continues the outage before it.
+STABLE_CONNECTION = 10.0
 
 
 def status_topic(prefix: str) -> str:
@@ -83,6 +88,35 @@ async def check_broker(config: MqttConfig) -> str:
         else aiomqtt.ProtocolVersion.V311,
     ):
         return f"connected to {config.host}:{config.port} with MQTT {config.protocol}"
+
+
+class ReconnectDelays:
+    """How long to wait before the next connection attempt.
+
+    The ceiling grows with the outage, not with the number of attempts: attempts refused
+    at once would otherwise raise it to the cap within seconds, and a broker back after
+    three seconds could wait fourteen more. Waiting at most as long as the outage has
+    lasted so far, crisync is back within about twice the outage (or the base).
+    """
+
+    def __init__(self, *, base: float, cap: float, stable_after: float) -> None:
+        self._base = base
+        self._cap = cap
+        self._stable_after = stable_after
+        self._out_since: float | None = None
+        self._connected_at: float | None = None
+
+    def connected(self) -> None:
+        self._connected_at = time.monotonic()
+
+    def next_delay(self) -> float:
+        """Seconds to wait, after a failed attempt or a lost connection."""
+        now = time.monotonic()
+        lasted = None if self._connected_at is None else now - self._connected_at
+        if self._out_since is None or (lasted is not None and lasted >= self._stable_after):
+            self._out_since = now
+        self._connected_at = None
+        return random.uniform(0, min(self._cap, max(self._base, now - self._out_since)))  # noqa: S311 - jitter, not secrecy
 
 
 class Publisher:
@@ -154,17 +188,18 @@ class Publisher:
         When the writers are done but the broker cannot be reached, the outcomes stay
         in the outbox for the next start.
         """
-        attempt = 0
+        delays = ReconnectDelays(
+            base=RECONNECT_BASE, cap=RECONNECT_CAP, stable_after=STABLE_CONNECTION
+        )
         while True:
             try:
                 async with await self._client() as client:
-                    attempt = 0
+                    delays.connected()
                     await self._connected(client)
                     _raise_first(await self._publish_all(client, [(self._status, "offline", True)]))
                     log.info("mqtt.offline_published")
                     return
             except aiomqtt.MqttError as exc:
-                attempt += 1
                 if self._writers_done.is_set():
                     async with self._store.reading() as conn:
                         left = await outbox.depth(conn)
@@ -172,7 +207,7 @@ class Publisher:
                     return
                 # Retrying a broker that is down is this loop's work: it is alive.
                 self._telemetry.beat(self.loop_name)
-                delay = full_jitter(attempt, base=RECONNECT_BASE, cap=RECONNECT_CAP)
+                delay = delays.next_delay()
                 if isinstance(exc, MqttConnectError):
                     # The broker answered but refused us: credentials, client id or ACL.
                     log.error(  # noqa: TRY400 - a refusal is a known state; a traceback adds nothing

@@ -418,3 +418,37 @@ async def test_reconnect_waits_about_as_long_as_the_outage_and_afresh_after_a_go
     assert len(first_outage) > 2
     assert max(first_outage) <= outage + 0.1  # never longer than the outage so far
     assert second_outage_first_delay <= base  # a good connection ended the first outage
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+async def test_two_crisyncs_with_one_client_id_are_told_loudly(
+    tmp_path: Path, broker: MosquittoBroker, topic_prefix: str, protocol: str
+) -> None:
+    client_id = f"twin-{topic_prefix}"
+    config = MqttConfig(
+        url=broker.url, topic_prefix=topic_prefix, client_id=client_id, protocol=protocol
+    )
+    done = asyncio.Event()
+    telemetries = [Telemetry(), Telemetry()]
+    with capture_logs() as logs:
+        async with (
+            Store.open(tmp_path / "one.db") as one,
+            Store.open(tmp_path / "other.db") as other,
+            asyncio.TaskGroup() as group,
+        ):
+            for store, telemetry in zip((one, other), telemetries, strict=True):
+                life = Lifecycle(outbox_closed=done, outbox_ready=asyncio.Event())
+                group.create_task(Publisher(config, store, life=life, telemetry=telemetry).run())
+            await until(
+                lambda: any(entry["event"] == "mqtt.client_id_in_use" for entry in logs),
+                within=10,
+            )
+            done.set()
+    clash = next(entry for entry in logs if entry["event"] == "mqtt.client_id_in_use")
+    assert clash["log_level"] == "error"
+    assert clash["client_id"] == client_id
+    assert "a second crisync with this configuration" in clash["detail"]
+    # mosquitto 2.0 closes the connection without MQTT 5's "session taken over" reason.
+    assert "letting crisync straight back in" in clash["evidence"]
+    said = [line for telemetry in telemetries for line in telemetry.unavailable()]
+    assert any(f"client id {client_id!r} is in use" in line for line in said)

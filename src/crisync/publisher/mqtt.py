@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import ssl
-import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import aiomqtt
@@ -25,6 +24,7 @@ from paho.mqtt.properties import Properties
 
 from crisync.config.model import MqttConfig
 from crisync.lifecycle import Lifecycle
+from crisync.publisher.connection import ConnectionHistory
 from crisync.state import outbox
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
@@ -34,12 +34,10 @@ log = structlog.get_logger("crisync.publisher")
 BATCH = 100
 IDLE_WAKE = 1.0
 CONNECT_TIMEOUT = 10.0
-# Reconnect delays: full jitter under a ceiling that is the time the broker has been out of
-# reach so far, at least RECONNECT_BASE and at most RECONNECT_CAP seconds.
+# Reconnect delays (see connection.py): at least RECONNECT_BASE, at most RECONNECT_CAP
+# seconds, and a connection that lasted STABLE_CONNECTION ends an outage.
 RECONNECT_BASE = 1.0
 RECONNECT_CAP = 30.0
-# A connection that lasted this long ends an outage: the next one starts from the base again.
-# One lost sooner (a broker that drops crisync at once) continues the outage before it.
 STABLE_CONNECTION = 10.0
 
 
@@ -88,35 +86,6 @@ async def check_broker(config: MqttConfig) -> str:
         else aiomqtt.ProtocolVersion.V311,
     ):
         return f"connected to {config.host}:{config.port} with MQTT {config.protocol}"
-
-
-class ReconnectDelays:
-    """How long to wait before the next connection attempt.
-
-    The ceiling grows with the outage, not with the number of attempts: attempts refused
-    at once would otherwise raise it to the cap within seconds, and a broker back after
-    three seconds could wait fourteen more. Waiting at most as long as the outage has
-    lasted so far, crisync is back within about twice the outage (or the base).
-    """
-
-    def __init__(self, *, base: float, cap: float, stable_after: float) -> None:
-        self._base = base
-        self._cap = cap
-        self._stable_after = stable_after
-        self._out_since: float | None = None
-        self._connected_at: float | None = None
-
-    def connected(self) -> None:
-        self._connected_at = time.monotonic()
-
-    def next_delay(self) -> float:
-        """Seconds to wait, after a failed attempt or a lost connection."""
-        now = time.monotonic()
-        lasted = None if self._connected_at is None else now - self._connected_at
-        if self._out_since is None or (lasted is not None and lasted >= self._stable_after):
-            self._out_since = now
-        self._connected_at = None
-        return random.uniform(0, min(self._cap, max(self._base, now - self._out_since)))  # noqa: S311 - jitter, not secrecy
 
 
 class Publisher:
@@ -188,14 +157,14 @@ class Publisher:
         When the writers are done but the broker cannot be reached, the outcomes stay
         in the outbox for the next start.
         """
-        delays = ReconnectDelays(
+        history = ConnectionHistory(
             base=RECONNECT_BASE, cap=RECONNECT_CAP, stable_after=STABLE_CONNECTION
         )
         while True:
             try:
                 async with await self._client() as client:
-                    delays.connected()
-                    await self._connected(client)
+                    history.connected()
+                    await self._connected(client, history)
                     _raise_first(await self._publish_all(client, [(self._status, "offline", True)]))
                     log.info("mqtt.offline_published")
                     return
@@ -207,8 +176,11 @@ class Publisher:
                     return
                 # Retrying a broker that is down is this loop's work: it is alive.
                 self._telemetry.beat(self.loop_name)
-                delay = delays.next_delay()
-                if isinstance(exc, MqttConnectError):
+                setback = history.failed(exc)
+                delay = setback.delay
+                if setback.clash is not None:
+                    self._clashed(setback.clash, delay)
+                elif isinstance(exc, MqttConnectError):
                     # The broker answered but refused us: credentials, client id or ACL.
                     log.error(  # noqa: TRY400 - a refusal is a known state; a traceback adds nothing
                         "mqtt.connect_refused", error=str(exc), retry_in=round(delay, 2)
@@ -220,7 +192,26 @@ class Publisher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._writers_done.wait(), timeout=delay)
 
-    async def _connected(self, client: aiomqtt.Client) -> None:
+    def _clashed(self, evidence: str, delay: float) -> None:
+        """Another client uses crisync's client id: said loudly, and in /healthz."""
+        client_id = self._config.client_id
+        log.error(
+            "mqtt.client_id_in_use",
+            client_id=client_id,
+            evidence=evidence,
+            detail=(
+                "another MQTT client connects with the same [mqtt] client_id, and the broker "
+                "keeps one connection per client id: most likely a second crisync with this "
+                "configuration; give each crisync a client_id of its own"
+            ),
+            retry_in=round(delay, 2),
+        )
+        since = datetime.now(UTC).strftime("%H:%M")
+        self._telemetry.api_state(
+            "mqtt", f"since {since}: client id {client_id!r} is in use by another client"
+        )
+
+    async def _connected(self, client: aiomqtt.Client, history: ConnectionHistory) -> None:
         """One connection's work: subscribe, announce, restore the retained state, drain."""
         if self._inbound is not None:
             # Before `online`, so that `online` means commands are heard.
@@ -237,10 +228,18 @@ class Publisher:
         try:
             async with asyncio.TaskGroup() as group:
                 receiver = group.create_task(self._receive(client), name="mqtt-receive")
+                settling = group.create_task(self._settle(history), name="mqtt-settle")
                 await self._drain_until_done(client)
                 receiver.cancel()
+                settling.cancel()
         except* aiomqtt.MqttError as failures:
             raise failures.exceptions[0] from None
+
+    async def _settle(self, history: ConnectionHistory) -> None:
+        """Once the connection has lasted, a client id clash said before is over."""
+        await asyncio.sleep(history.until_stable())
+        if self._telemetry.api_outages.get("mqtt"):
+            self._telemetry.api_state("mqtt", None)
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         """Hand on what arrives; raises MqttError when the connection drops.

@@ -422,11 +422,21 @@ async def test_reconnect_waits_about_as_long_as_the_outage_and_afresh_after_a_go
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 async def test_two_crisyncs_with_one_client_id_are_told_loudly(
-    tmp_path: Path, broker: MosquittoBroker, topic_prefix: str, protocol: str
+    tmp_path: Path,
+    broker: MosquittoBroker,
+    topic_prefix: str,
+    protocol: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # A connect or publish the broker cut short waits out its timeout: shortened here.
+    monkeypatch.setattr(publisher_module, "CONNECT_TIMEOUT", 0.5)
     client_id = f"twin-{topic_prefix}"
     config = MqttConfig(
-        url=broker.url, topic_prefix=topic_prefix, client_id=client_id, protocol=protocol
+        url=broker.url,
+        topic_prefix=topic_prefix,
+        client_id=client_id,
+        protocol=protocol,
+        publish_timeout=0.5,
     )
     done = asyncio.Event()
     telemetries = [Telemetry(), Telemetry()]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from crisync import daemon
-from crisync.cli import EX_DATAERR, EX_SOFTWARE, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE, main
+from crisync.cli import EX_DATAERR, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE, main
 from crisync.config.model import Config
 from crisync.daemon import run_daemon
 from crisync.handlers.pure.sim import PureSimulator
@@ -77,7 +77,7 @@ def test_status_on_a_fresh_machine_says_there_is_no_state_yet(
     assert "no state database" in capsys.readouterr().out
 
 
-def test_an_unexpected_failure_exits_1_with_its_traceback_in_the_log(
+def test_a_failed_loop_exits_70_with_one_line_in_the_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async def exploding_feeds(running: object, *, once: bool) -> None:
@@ -87,12 +87,16 @@ def test_an_unexpected_failure_exits_1_with_its_traceback_in_the_log(
     monkeypatch.setattr(daemon, "_feeds", exploding_feeds)
     path = tmp_path / "crisync.toml"
     path.write_text(f'[state]\npath = "{tmp_path / "state.db"}"\n[daemon]\nlog_format = "json"\n')
-    assert main(["run", "--config", str(path)]) == EX_SOFTWARE
-    log = capsys.readouterr().err
-    crashed = next(json.loads(line) for line in log.splitlines() if "crisync.crashed" in line)
-    assert crashed["level"] == "error"
-    assert "Traceback" in crashed["exception"]
-    assert "RuntimeError: listener exploded" in crashed["exception"]
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--config", str(path)])
+    assert exited.value.code == daemon.EX_LOOP_FAILED == 70
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    (failed,) = [line for line in lines if line["event"] == "daemon.loop_failed"]
+    assert failed["level"] == "error"
+    assert (failed["error_class"], failed["error"]) == ("RuntimeError", "listener exploded")
+    assert failed["where"].endswith("in exploding_feeds")
+    assert not any("exception" in line for line in lines)  # no traceback
+    assert "crisync.crashed" not in {line["event"] for line in lines}
 
 
 @pytest.mark.parametrize(

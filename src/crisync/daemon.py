@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import os
 import signal
+import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import structlog
@@ -33,6 +35,8 @@ from crisync.telemetry import Telemetry
 
 log = structlog.get_logger("crisync.daemon")
 
+_E = TypeVar("_E", bound=BaseException)
+
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -44,6 +48,22 @@ class RunSummary:
 
 class ShutdownDeadlineExceededError(Exception):
     """In-flight work did not finish within daemon.shutdown_timeout."""
+
+
+# A loop of the daemon failed: a bug (EX_SOFTWARE of sysexits.h). systemd restarts it.
+EX_LOOP_FAILED = 70
+
+
+class LoopFailedError(SystemExit):
+    """A loop ended with an exception nothing expected: the daemon exits EX_LOOP_FAILED.
+
+    An exit, not an error for the command line to report: `daemon.loop_failed` has said
+    what failed, in one line, where the TaskGroup would have given a group's traceback.
+    """
+
+    def __init__(self, failure: BaseException) -> None:
+        super().__init__(EX_LOOP_FAILED)
+        self.failure = failure
 
 
 @contextlib.asynccontextmanager
@@ -117,15 +137,39 @@ async def run_daemon(
             # Every loop that wrote met the same full disk: one of them says so, without a
             # group's traceback. What they were writing was rolled back, to be done again.
             raise _first_leaf(full) from None
+        except* Exception as failed:  # noqa: BLE001 - any bug in a loop ends the daemon so
+            failure = _first_leaf(failed)
+            log.error(  # noqa: TRY400 - one line, where a group's traceback would say no more
+                "daemon.loop_failed",
+                error_class=type(failure).__name__,
+                error=str(failure),
+                where=_innermost_frame(failure),
+                exit_code=EX_LOOP_FAILED,
+            )
+            raise LoopFailedError(failure) from None
     log.info("daemon.stopped")
     return RunSummary(unavailable, telemetry.outcomes["failed"])
 
 
-def _first_leaf(group: BaseExceptionGroup[StateDiskFullError]) -> StateDiskFullError:
-    first: StateDiskFullError | BaseExceptionGroup[StateDiskFullError] = group
+def _first_leaf(group: BaseExceptionGroup[_E]) -> _E:
+    first: _E | BaseExceptionGroup[_E] = group
     while isinstance(first, BaseExceptionGroup):
         first = first.exceptions[0]
     return first
+
+
+def _innermost_frame(failure: BaseException) -> str:
+    """Where the failure was raised, in crisync's code if it passed there: file:line in function."""
+    package = Path(__file__).parent
+    frames = traceback.extract_tb(failure.__traceback__)
+    ours = [frame for frame in frames if Path(frame.filename).is_relative_to(package)]
+    if not (ours or frames):
+        return "unknown"
+    frame = (ours or frames)[-1]
+    place = Path(frame.filename)
+    if place.is_relative_to(package):
+        place = place.relative_to(package.parent)
+    return f"{place}:{frame.lineno} in {frame.name}"
 
 
 async def _run_loops(running: Running, *, once: bool) -> tuple[str, ...]:

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -168,18 +169,30 @@ async def test_resync_without_an_action_says_it_is_not_available(store: Store) -
     assert "not available" in result.message
 
 
-@contextlib.asynccontextmanager
-async def crisync_connected(
-    broker: MosquittoBroker, store: Store, prefix: str, protocol: str
-) -> AsyncIterator[None]:
-    """The publisher and the commands loop as the daemon runs them, until the block ends."""
+@dataclass(frozen=True)
+class Connected:
+    """The publisher and the commands loop as the daemon builds them."""
+
+    commands: Commands
+    publisher: Publisher
+    until: asyncio.Event  # the commands loop ends
+    writers_done: asyncio.Event  # then the publisher drains and ends
+
+
+def connected(
+    broker: MosquittoBroker,
+    store: Store,
+    prefix: str,
+    protocol: str = "3.1.1",
+    resync: ResyncAction | None = None,
+) -> Connected:
     outbox_ready, until, writers_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
     commands = Commands(
         CommandsConfig(),
         store,
         topic_prefix=prefix,
         life=Lifecycle(outbox_ready=outbox_ready, handlers_done=until),
-        resync=None,
+        resync=resync,
     )
     config = MqttConfig(
         url=broker.url,
@@ -194,15 +207,28 @@ async def crisync_connected(
         telemetry=Telemetry(),
         inbound=commands,
     )
+    return Connected(commands, publisher, until, writers_done)
+
+
+@contextlib.asynccontextmanager
+async def crisync_connected(
+    broker: MosquittoBroker,
+    store: Store,
+    prefix: str,
+    protocol: str = "3.1.1",
+    resync: ResyncAction | None = None,
+) -> AsyncIterator[None]:
+    """The publisher and the commands loop as the daemon runs them, until the block ends."""
+    parts = connected(broker, store, prefix, protocol, resync)
     async with asyncio.TaskGroup() as group:
-        commands_loop = group.create_task(commands.run())
-        group.create_task(publisher.run())
+        commands_loop = group.create_task(parts.commands.run())
+        group.create_task(parts.publisher.run())
         try:
             yield
         finally:
-            until.set()
+            parts.until.set()
             await commands_loop
-            writers_done.set()
+            parts.writers_done.set()
 
 
 def last_status(received: Received, prefix: str) -> bytes | None:
@@ -275,3 +301,37 @@ async def test_commands_left_when_crisync_stops_are_answered_not_carried_out(
     assert "stopping" in answer["message"]
     async with store.reading() as conn:
         assert await dead_letters.count(conn) == 1
+
+
+async def test_a_command_crisync_died_before_carrying_out_is_delivered_again(
+    store: Store, broker: MosquittoBroker, topic_prefix: str
+) -> None:
+    taken = asyncio.Event()
+
+    async def dies_meanwhile(source: str, kind: str, key: str) -> str:
+        taken.set()
+        await asyncio.Event().wait()  # crisync dies here: the task is cancelled
+        raise AssertionError("unreachable")
+
+    asked: list[tuple[str, str, str]] = []
+
+    async def resync(source: str, kind: str, key: str) -> str:
+        asked.append((source, kind, key))
+        return f"{source}/{kind}/{key} queued for replication"
+
+    body = {"source": "elements", "kind": "publication", "key": "1042", "request_id": "r"}
+    async with subscribed(broker.port, f"{topic_prefix}/#") as received:
+        dying = connected(broker, store, topic_prefix, resync=dies_meanwhile)
+        first_life = asyncio.gather(dying.commands.run(), dying.publisher.run())
+        await received.wait_for(lambda r: last_status(r, topic_prefix) == b"online")
+        await send_command(broker.port, f"{topic_prefix}/cmd/resync", body)
+        await asyncio.wait_for(taken.wait(), 10)
+        first_life.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first_life
+
+        async with crisync_connected(broker, store, topic_prefix, resync=resync):
+            await received.wait_for(lambda r: answered(r, topic_prefix, "r"))
+    assert asked == [("elements", "publication", "1042")]
+    (answer,) = received.documents(f"{topic_prefix}/cmd/result")
+    assert answer["ok"]

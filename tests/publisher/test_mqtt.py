@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -372,3 +373,92 @@ async def test_a_refused_password_is_reported_and_every_outcome_stays(
         assert await depth(store) == 3
     refused = next(entry for entry in logs if entry["event"] == "mqtt.connect_refused")
     assert "not authorized" in refused["error"].lower()
+
+
+async def test_reconnect_waits_about_as_long_as_the_outage_and_afresh_after_a_good_connection(
+    tmp_path: Path,
+    own_broker: MosquittoBroker,
+    topic_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base, outage = 0.1, 1.5
+    monkeypatch.setattr(publisher_module, "RECONNECT_BASE", base)
+    # Counted in attempts, delays would reach this cap within the outage.
+    monkeypatch.setattr(publisher_module, "RECONNECT_CAP", 10.0)
+    monkeypatch.setattr(publisher_module, "STABLE_CONNECTION", 0.5)
+
+    def connections(logs: list[dict[str, Any]]) -> int:
+        return sum(entry["event"] == "mqtt.connected" for entry in logs)
+
+    def disconnects(logs: list[dict[str, Any]]) -> list[float]:
+        """The delay each lost connection or failed attempt waited."""
+        return [entry["retry_in"] for entry in logs if entry["event"] == "mqtt.disconnected"]
+
+    async with Store.open(tmp_path / "state.db") as store:
+        done = asyncio.Event()
+        with capture_logs() as logs:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(publisher_for(own_broker.url, store, topic_prefix, done).run())
+                await until(lambda: connections(logs) == 1)
+                await asyncio.sleep(0.6)  # a good connection
+                own_broker.stop()
+                await asyncio.sleep(outage)
+                own_broker.start()
+                back = time.monotonic()
+                await until(lambda: connections(logs) == 2, within=outage + 1)
+                first_outage = disconnects(logs)
+                await asyncio.sleep(0.6)
+                seen = len(logs)
+                own_broker.stop()
+                await until(lambda: disconnects(logs[seen:]) != [])
+                second_outage_first_delay = disconnects(logs[seen:])[0]
+                own_broker.start()
+                done.set()
+    assert time.monotonic() - back < outage + 1  # not the cap
+    assert len(first_outage) > 2
+    assert max(first_outage) <= outage + 0.1  # never longer than the outage so far
+    assert second_outage_first_delay <= base  # a good connection ended the first outage
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+async def test_two_crisyncs_with_one_client_id_are_told_loudly(
+    tmp_path: Path,
+    broker: MosquittoBroker,
+    topic_prefix: str,
+    protocol: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A connect or publish the broker cut short waits out its timeout: shortened here.
+    monkeypatch.setattr(publisher_module, "CONNECT_TIMEOUT", 0.5)
+    client_id = f"twin-{topic_prefix}"
+    config = MqttConfig(
+        url=broker.url,
+        topic_prefix=topic_prefix,
+        client_id=client_id,
+        protocol=protocol,
+        publish_timeout=0.5,
+    )
+    done = asyncio.Event()
+    telemetries = [Telemetry(), Telemetry()]
+    with capture_logs() as logs:
+        async with (
+            Store.open(tmp_path / "one.db") as one,
+            Store.open(tmp_path / "other.db") as other,
+            asyncio.TaskGroup() as group,
+        ):
+            for store, telemetry in zip((one, other), telemetries, strict=True):
+                life = Lifecycle(outbox_closed=done, outbox_ready=asyncio.Event())
+                group.create_task(Publisher(config, store, life=life, telemetry=telemetry).run())
+            await until(
+                lambda: any(entry["event"] == "mqtt.client_id_in_use" for entry in logs),
+                within=10,
+            )
+            done.set()
+    clash = next(entry for entry in logs if entry["event"] == "mqtt.client_id_in_use")
+    assert clash["log_level"] == "error"
+    assert clash["client_id"] == client_id
+    assert "a second crisync with this configuration" in clash["detail"]
+    # mosquitto 2.0 closes the connection without MQTT 5's "session taken over" reason.
+    assert "letting crisync straight back in" in clash["evidence"]
+    said = [line for telemetry in telemetries for line in telemetry.unavailable()]
+    assert any(f"client id {client_id!r} is in use" in line for line in said)

@@ -10,12 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from crisync.handlers.pure.sim import PureSimulator
+from crisync.listener.elements.config import WritebackConfig
 from crisync.listener.elements.sim import ElementsSimulator
 from crisync.sim.broker import MosquittoBroker
 from crisync.sim.server import serve
 from tests.reliability.conftest import Scale
 from tests.support.config_file import write_simulator_config
-from tests.support.convergence import converged, tally
+from tests.support.convergence import converged, not_written_back, tally
 from tests.support.daemon import daemon_log, start_daemon
 from tests.support.mqtt import subscribed
 from tests.support.secrets import ELEMENTS_PASSWORD, PURE_API_KEY
@@ -36,7 +37,14 @@ async def test_kill_9_at_random_points_loses_and_duplicates_nothing(
     config_path = tmp_path / "crisync.toml"
     async with serve(elements.app()) as elements_origin, serve(pure.app()) as pure_origin:
         write_simulator_config(
-            config_path, elements_origin, pure_origin, pure, own_broker, PREFIX, concurrency=8
+            config_path,
+            elements_origin,
+            pure_origin,
+            pure,
+            own_broker,
+            PREFIX,
+            writeback={"publications": WritebackConfig(source="manual", field="notes")},
+            concurrency=8,
         )
         async with subscribed(own_broker.port, f"{PREFIX}/outcomes/#") as received:
             for _ in range(scale.kills):
@@ -64,6 +72,7 @@ async def test_kill_9_at_random_points_loses_and_duplicates_nothing(
                     step=1,
                 )
                 converged_after = time.monotonic() - started
+                await until(lambda: not_written_back(elements, pure) == 0, within=30, step=1)
             except TimeoutError:
                 report(
                     f"not converged after {time.monotonic() - started:.0f}s: "
@@ -79,7 +88,7 @@ async def test_kill_9_at_random_points_loses_and_duplicates_nothing(
     left = tally(elements, pure)
     report(
         f"objects={scale.objects} kills={scale.kills} lost={left.lost} "
-        f"duplicates={left.duplicated} unlocked={left.unlocked} converged=yes "
+        f"duplicates={left.duplicated} unlocked={left.unlocked} converged=yes written_back=all "
         f"final_run_converged_in={converged_after:.1f}s "
         f"longest_recovery={max(recoveries, default=0):.1f}s (start to first outcome)"
     )

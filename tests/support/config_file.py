@@ -10,7 +10,7 @@ from typing import Any
 from crisync.config.model import Config, MqttConfig
 from crisync.handlers.pure.config import PureConfig
 from crisync.handlers.pure.sim import PureSimulator
-from crisync.listener.elements.config import ElementsConfig
+from crisync.listener.elements.config import ElementsCategory, ElementsConfig, WritebackConfig
 from crisync.sim.broker import MosquittoBroker
 from tests.support.mappings import USERS_CREATED_TOML, users_created
 from tests.support.secrets import ELEMENTS_PASSWORD, PURE_API_KEY
@@ -43,6 +43,13 @@ url = "{broker.url}"
 topic_prefix = "{prefix}"
 client_id = "daemon-{prefix}"
 {USERS_CREATED_TOML}""")
+    with path.open("a") as file:
+        for feed, writeback in config.elements.writeback.items():
+            file.write(f"""
+[elements.writeback.{feed}]
+source = "{writeback.source}"
+field = "{writeback.field}"
+""")
 
 
 def write_simulator_config(
@@ -52,16 +59,19 @@ def write_simulator_config(
     pure: PureSimulator,
     broker: MosquittoBroker,
     prefix: str,
+    writeback: dict[ElementsCategory, WritebackConfig] | None = None,
     **pure_settings: Any,
 ) -> Config:
     """The file for a daemon of the simulators' origins, with its state database beside it;
-    `pure_settings` are more [pure] settings, e.g. concurrency."""
+    `writeback` as [elements] writeback says, `pure_settings` are more [pure] settings,
+    e.g. concurrency."""
     config = Config(
         state={"path": path.with_name("state.db")},
         elements=ElementsConfig(
             url=f"{elements_origin}/secure-api/v5.5",
             username="crisync",
             password=ELEMENTS_PASSWORD,
+            writeback=writeback or {},
         ),
         pure=PureConfig(
             url=f"{pure_origin}/ws/api",

@@ -24,6 +24,23 @@ def primary_ids(pure: PureSimulator, pure_type: str) -> Counter[str]:
     )
 
 
+def not_written_back(elements: ElementsSimulator, pure: PureSimulator) -> int:
+    """Publications whose notes do not hold their research output's uuid (conferences have
+    no notes field in the simulator: nothing is written back to them)."""
+    uuids = {
+        identifier["value"]: uuid
+        for uuid, obj in pure.objects("research-outputs").items()
+        for identifier in obj.get("identifiers") or []
+        if identifier.get("typeDiscriminator") == "PrimaryId"
+    }
+    return sum(
+        elements.notes_of("publication", p)
+        != uuids.get(primary_id_of("elements", "publication", str(p)))
+        for p in elements.object_ids("publication")
+        if elements.type_of("publication", p) != "conference"
+    )
+
+
 def converged(
     elements: ElementsSimulator,
     pure: PureSimulator,

@@ -6,6 +6,12 @@ object replicated again. Either may carry a `request_id`, echoed in the answer. 
 publisher's connection receives them (QoS 1, in its persistent session, so commands sent
 while crisync is away wait for it); this loop carries them out one at a time and queues
 each answer in the outbox.
+
+A command is acknowledged to the broker only once it was carried out and its answer
+committed: until then the broker keeps it in the session, and delivers it again at the
+next connect if crisync died in between. So a command is carried out at least once, and
+twice only when crisync died, or the connection dropped, after it was taken and before its
+acknowledgement reached the broker (retry and resync may run twice without harm).
 """
 
 from __future__ import annotations
@@ -59,11 +65,17 @@ class ResyncBody(_Body):
     key: str = Field(min_length=1)
 
 
+def _nothing_to_acknowledge() -> None:
+    """A command that did not come from the broker."""
+
+
 @dataclass(frozen=True)
 class Command:
     name: CommandName
     payload: bytes
     retained: bool
+    # Tells the broker the command is done with: called once its answer is committed.
+    acknowledge: Callable[[], None] = _nothing_to_acknowledge
 
 
 @dataclass(frozen=True)
@@ -117,11 +129,19 @@ class Commands:
     def topics(self) -> list[str]:
         return list(self._names)
 
-    def deliver(self, topic: str, payload: bytes, *, retained: bool) -> None:
-        command = Command(self._names[topic], payload, retained)
+    def deliver(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retained: bool,
+        acknowledge: Callable[[], None] = _nothing_to_acknowledge,
+    ) -> None:
+        command = Command(self._names[topic], payload, retained, acknowledge)
         if self._closed:
             # The outbox is closed too: the operator learns it from the log alone.
             _log(CommandResult(command.name, _request_id(payload), False, STOPPING))
+            command.acknowledge()
             return
         self._queue.put_nowait(command)
 
@@ -134,13 +154,16 @@ class Commands:
                 next_command = asyncio.create_task(self._queue.get(), name="commands-next")
                 await asyncio.wait({next_command, until}, return_when=asyncio.FIRST_COMPLETED)
                 if next_command.done():
-                    await self.carry_out(next_command.result())
+                    command = next_command.result()
+                    await self.carry_out(command)
+                    command.acknowledge()
             if next_command is not None:
                 next_command.cancel()  # before the queue is emptied, so it takes nothing
             # Taken off the connection but not carried out: say so, then close.
             while not self._queue.empty():
                 command = self._queue.get_nowait()
                 await self._answer(command, _request_id(command.payload), False, STOPPING)
+                command.acknowledge()
         finally:
             self._closed = True
             for waiter in (until, next_command):

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import aiomqtt
@@ -21,9 +22,9 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from crisync.backoff import full_jitter
 from crisync.config.model import MqttConfig
 from crisync.lifecycle import Lifecycle
+from crisync.publisher.connection import ConnectionHistory
 from crisync.state import outbox
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
@@ -33,9 +34,11 @@ log = structlog.get_logger("crisync.publisher")
 BATCH = 100
 IDLE_WAKE = 1.0
 CONNECT_TIMEOUT = 10.0
-# Reconnect delays: full jitter, doubling from RECONNECT_BASE up to RECONNECT_CAP seconds.
+# Reconnect delays (see connection.py): at least RECONNECT_BASE, at most RECONNECT_CAP
+# seconds, and a connection that lasted STABLE_CONNECTION ends an outage.
 RECONNECT_BASE = 1.0
 RECONNECT_CAP = 30.0
+STABLE_CONNECTION = 10.0
 
 
 def status_topic(prefix: str) -> str:
@@ -48,7 +51,10 @@ class Inbound(Protocol):
     @property
     def topics(self) -> Sequence[str]: ...
 
-    def deliver(self, topic: str, payload: bytes, *, retained: bool) -> None: ...
+    def deliver(
+        self, topic: str, payload: bytes, *, retained: bool, acknowledge: Callable[[], None]
+    ) -> None:
+        """Take a message; `acknowledge` once it is safe (its PUBACK goes to the broker)."""
 
 
 # One message to publish: topic, payload, retain.
@@ -140,6 +146,9 @@ class Publisher:
         )
         # A whole batch in flight is the plan, not a backlog worth warning about.
         client.pending_calls_threshold = BATCH + 2
+        # A command is acknowledged once carried out, not on receipt: aiomqtt 2.5 leaves
+        # manual acknowledgement to the paho client it wraps.
+        client._client.manual_ack_set(True)
         return client
 
     async def run(self) -> None:
@@ -148,17 +157,18 @@ class Publisher:
         When the writers are done but the broker cannot be reached, the outcomes stay
         in the outbox for the next start.
         """
-        attempt = 0
+        history = ConnectionHistory(
+            base=RECONNECT_BASE, cap=RECONNECT_CAP, stable_after=STABLE_CONNECTION
+        )
         while True:
             try:
                 async with await self._client() as client:
-                    attempt = 0
-                    await self._connected(client)
+                    history.connected()
+                    await self._connected(client, history)
                     _raise_first(await self._publish_all(client, [(self._status, "offline", True)]))
                     log.info("mqtt.offline_published")
                     return
             except aiomqtt.MqttError as exc:
-                attempt += 1
                 if self._writers_done.is_set():
                     async with self._store.reading() as conn:
                         left = await outbox.depth(conn)
@@ -166,8 +176,11 @@ class Publisher:
                     return
                 # Retrying a broker that is down is this loop's work: it is alive.
                 self._telemetry.beat(self.loop_name)
-                delay = full_jitter(attempt, base=RECONNECT_BASE, cap=RECONNECT_CAP)
-                if isinstance(exc, MqttConnectError):
+                setback = history.failed(exc)
+                delay = setback.delay
+                if setback.clash is not None:
+                    self._clashed(setback.clash, delay)
+                elif isinstance(exc, MqttConnectError):
                     # The broker answered but refused us: credentials, client id or ACL.
                     log.error(  # noqa: TRY400 - a refusal is a known state; a traceback adds nothing
                         "mqtt.connect_refused", error=str(exc), retry_in=round(delay, 2)
@@ -179,7 +192,26 @@ class Publisher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._writers_done.wait(), timeout=delay)
 
-    async def _connected(self, client: aiomqtt.Client) -> None:
+    def _clashed(self, evidence: str, delay: float) -> None:
+        """Another client uses crisync's client id: said loudly, and in /healthz."""
+        client_id = self._config.client_id
+        log.error(
+            "mqtt.client_id_in_use",
+            client_id=client_id,
+            evidence=evidence,
+            detail=(
+                "another MQTT client connects with the same [mqtt] client_id, and the broker "
+                "keeps one connection per client id: most likely a second crisync with this "
+                "configuration; give each crisync a client_id of its own"
+            ),
+            retry_in=round(delay, 2),
+        )
+        since = datetime.now(UTC).strftime("%H:%M")
+        self._telemetry.api_state(
+            "mqtt", f"since {since}: client id {client_id!r} is in use by another client"
+        )
+
+    async def _connected(self, client: aiomqtt.Client, history: ConnectionHistory) -> None:
         """One connection's work: subscribe, announce, restore the retained state, drain."""
         if self._inbound is not None:
             # Before `online`, so that `online` means commands are heard.
@@ -196,10 +228,18 @@ class Publisher:
         try:
             async with asyncio.TaskGroup() as group:
                 receiver = group.create_task(self._receive(client), name="mqtt-receive")
+                settling = group.create_task(self._settle(history), name="mqtt-settle")
                 await self._drain_until_done(client)
                 receiver.cancel()
+                settling.cancel()
         except* aiomqtt.MqttError as failures:
             raise failures.exceptions[0] from None
+
+    async def _settle(self, history: ConnectionHistory) -> None:
+        """Once the connection has lasted, a client id clash said before is over."""
+        await asyncio.sleep(history.until_stable())
+        if self._telemetry.api_outages.get("mqtt"):
+            self._telemetry.api_state("mqtt", None)
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         """Hand on what arrives; raises MqttError when the connection drops.
@@ -211,11 +251,13 @@ class Publisher:
             topic = str(message.topic)
             payload = message.payload
             body = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
+            acknowledge = _acknowledgement(client, message)
             if self._inbound is not None and topic in self._inbound.topics:
-                self._inbound.deliver(topic, body, retained=message.retain)
+                self._inbound.deliver(topic, body, retained=message.retain, acknowledge=acknowledge)
             else:
                 # A persistent session keeps subscriptions of an earlier configuration.
                 log.warning("mqtt.unexpected_message", topic=topic)
+                acknowledge()
 
     async def _republish_retained(self, client: aiomqtt.Client) -> int:
         async with self._store.reading() as conn:
@@ -292,6 +334,17 @@ class Publisher:
             for waiter in waiters:
                 waiter.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
+
+
+def _acknowledgement(client: aiomqtt.Client, message: aiomqtt.Message) -> Callable[[], None]:
+    """The message's PUBACK, sent when called. On this connection only: after a reconnect,
+    the broker delivers an unacknowledged message again."""
+    paho = client._client
+
+    def acknowledge() -> None:
+        paho.ack(message.mid, message.qos)
+
+    return acknowledge
 
 
 def _raise_first(results: Sequence[BaseException | None]) -> None:

@@ -53,14 +53,22 @@ def object_key(source: str, kind: str, key: str) -> str:
 
 
 async def add_events(
-    conn: aiosqlite.Connection, events: Iterable[ChangeEvent], observed_at: str
+    conn: aiosqlite.Connection,
+    events: Iterable[ChangeEvent],
+    observed_at: str,
+    *,
+    done: bool = False,
 ) -> int:
-    """Insert what is new; returns how many rows were added (repeats are dropped)."""
+    """Insert what is new; returns how many rows were added (repeats are dropped).
+
+    `done`: events that need no work (crisync's own change, which its feed will bring
+    back); kept, like every done event, only so that the feed's copy is dropped as a repeat.
+    """
     before = conn.total_changes
     await conn.executemany(
         """INSERT OR IGNORE INTO inbox
-               (feed, source, kind, key, action, changed_at, observed_at, payload)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+               (feed, source, kind, key, action, changed_at, observed_at, payload, state)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         [
             (
                 e.feed,
@@ -70,7 +78,8 @@ async def add_events(
                 e.action,
                 iso_utc(e.changed_at),
                 observed_at,
-                json.dumps(e.payload, separators=(",", ":"), sort_keys=True),
+                "{}" if done else json.dumps(e.payload, separators=(",", ":"), sort_keys=True),
+                "done" if done else "pending",
             )
             for e in events
         ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -82,6 +83,22 @@ async def quiet_since(conn: aiosqlite.Connection, feed: str, before: str) -> lis
         (feed, before),
     )
     return [_job(row) for row in rows]
+
+
+async def finished_before(conn: aiosqlite.Connection, feed: str, before: str) -> list[Job]:
+    """Finished jobs of a feed whose last change (on the local clock) came before `before`."""
+    rows = await fetch_all(
+        conn,
+        f"""SELECT {COLUMNS} FROM jobs
+            WHERE feed = ? AND status NOT IN ('queued', 'processing') AND progressed_at < ?
+            ORDER BY progressed_at""",  # noqa: S608 - a constant column list
+        (feed, before),
+    )
+    return [_job(row) for row in rows]
+
+
+async def delete(conn: aiosqlite.Connection, tokens: Sequence[str]) -> None:
+    await conn.executemany("DELETE FROM jobs WHERE token = ?", [(token,) for token in tokens])
 
 
 async def all_jobs(conn: aiosqlite.Connection) -> list[Job]:

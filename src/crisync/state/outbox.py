@@ -46,6 +46,17 @@ async def add_all(
         )
 
 
+async def clear_retained(conn: aiosqlite.Connection, topics: Sequence[str]) -> None:
+    """Queue an empty retained message on each topic, which makes the broker forget the one
+    it keeps, and forget the topics here: nothing publishes them again after a reconnect."""
+    now = utc_now()
+    await conn.executemany(
+        "INSERT INTO outbox (topic, payload, retain, created_at) VALUES (?, '', 1, ?)",
+        [(topic, now) for topic in topics],
+    )
+    await conn.executemany("DELETE FROM retained WHERE topic = ?", [(topic,) for topic in topics])
+
+
 async def retained_messages(conn: aiosqlite.Connection) -> list[tuple[str, str]]:
     """(topic, payload) of the latest retained message of every topic."""
     rows = await fetch_all(conn, "SELECT topic, payload FROM retained ORDER BY topic")

@@ -15,7 +15,7 @@ from crisync.listener.elements.client import ElementsClient
 from crisync.listener.elements.sim import ElementsSimulator
 from crisync.listener.elements.writeback import UPDATE_NAMESPACE, ElementsWriteback, update_record
 from crisync.state import dead_letters, mapping
-from crisync.state.store import Store
+from crisync.state.store import Store, fetch_all
 from crisync.telemetry import Telemetry
 from tests.support.elements import elements_settings, served, simulator
 
@@ -31,11 +31,14 @@ def with_writeback(
 
 
 def writeback_for(
-    config: Config, session: aiohttp.ClientSession, writeback: dict[str, dict[str, str]]
+    config: Config,
+    session: aiohttp.ClientSession,
+    writeback: dict[str, dict[str, str]],
+    store: Store,
 ) -> ElementsWriteback:
     settings = elements_settings(config, writeback=writeback)
     client = ElementsClient(session, settings, telemetry=Telemetry())
-    return ElementsWriteback(settings, client)
+    return ElementsWriteback(settings, client, store)
 
 
 def type_requests(sim: ElementsSimulator) -> int:
@@ -54,12 +57,15 @@ def type_requests(sim: ElementsSimulator) -> int:
 async def test_a_misconfiguration_is_reported_once_at_start(
     config: Config,
     session: aiohttp.ClientSession,
+    store: Store,
     elements_sim: ElementsSimulator,
     source: str,
     field: str,
     problem: str,
 ) -> None:
-    writeback = writeback_for(config, session, {"publications": {"source": source, "field": field}})
+    writeback = writeback_for(
+        config, session, {"publications": {"source": source, "field": field}}, store
+    )
     with capture_logs() as logs:
         await writeback.verify()
     (reported,) = [e for e in logs if e["event"] == "elements.writeback_misconfigured"]
@@ -73,9 +79,9 @@ async def test_a_misconfiguration_is_reported_once_at_start(
 
 
 async def test_a_check_elements_cannot_answer_at_start_is_made_before_the_first_write(
-    config: Config, session: aiohttp.ClientSession, elements_sim: ElementsSimulator
+    config: Config, session: aiohttp.ClientSession, store: Store, elements_sim: ElementsSimulator
 ) -> None:
-    writeback = writeback_for(config, session, NOTES)
+    writeback = writeback_for(config, session, NOTES, store)
     elements_sim.fail_next(504, "database timeout")
     with capture_logs() as logs:
         await writeback.verify()
@@ -88,9 +94,9 @@ async def test_a_check_elements_cannot_answer_at_start_is_made_before_the_first_
 
 
 async def test_refused_credentials_at_start_are_no_misconfiguration(
-    config: Config, session: aiohttp.ClientSession, elements_sim: ElementsSimulator
+    config: Config, session: aiohttp.ClientSession, store: Store, elements_sim: ElementsSimulator
 ) -> None:
-    writeback = writeback_for(config, session, NOTES)
+    writeback = writeback_for(config, session, NOTES, store)
     elements_sim.fail_next(401, "invalid credentials")
     with capture_logs() as logs:
         await writeback.verify()
@@ -141,6 +147,58 @@ async def test_each_created_publication_gets_its_pure_uuid_written_back(
     await run_daemon(configured, once=True)
     assert len(elements_sim.patches) == len(written)
     assert pure_sim.request_counts[("research-outputs", "create")] == 0
+
+
+async def test_a_write_back_coming_back_through_the_feed_costs_pure_nothing(
+    config: Config, elements_sim: ElementsSimulator, pure_sim: PureSimulator
+) -> None:
+    configured = with_writeback(config, NOTES)
+    await run_daemon(configured, once=True)
+    written = {str(object_id) for _, object_id, _ in elements_sim.patches}
+    assert written
+    research_outputs = len(elements_sim.object_ids("publication"))
+    assert pure_sim.request_counts[("research-outputs", "create")] == research_outputs
+    assert pure_sim.request_counts[("research-outputs", "lock")] == research_outputs
+
+    # The feed reads every written publication again, newer by the write-back alone.
+    elements_sim.advance(5)
+    pure_sim.request_counts.clear()
+    with capture_logs() as logs:
+        await run_daemon(configured, once=True)
+    replicated_again = {
+        entry["key"]
+        for entry in logs
+        if entry["event"] == "object.replicated"
+        and (entry["source"], entry["kind"]) == ("elements", "publication")
+    }
+    assert not replicated_again & written  # recognised as crisync's own change
+    assert not pure_sim.request_counts  # Pure saw create and lock, then nothing
+
+
+async def test_a_write_back_that_is_not_the_only_change_comes_through(
+    config: Config, session: aiohttp.ClientSession, store: Store, elements_sim: ElementsSimulator
+) -> None:
+    writeback = writeback_for(config, session, NOTES, store)
+    client = ElementsClient(session, elements_settings(config), telemetry=Telemetry())
+    written = [
+        p
+        for p in elements_sim.object_ids("publication")
+        if elements_sim.type_of("publication", p) != "conference"
+    ]
+    alone, edited = [(await client.get_object("publications", str(p))).obj for p in written[:2]]
+    assert alone is not None
+    assert edited is not None
+    elements_sim.touch("publication", written[1], title="Edited while crisync replicated it")
+
+    with capture_logs() as logs:
+        for read in (alone, edited):
+            assert await writeback.write("publication", read.payload, "6a1d-uuid")
+    async with store.reading() as conn:
+        known = await fetch_all(conn, "SELECT key, state FROM inbox")
+    # The echo of the other one will be replicated.
+    assert [tuple(row) for row in known] == [(str(written[0]), "done")]
+    (not_alone,) = [e for e in logs if e["event"] == "elements.writeback_not_alone"]
+    assert not_alone["id"] == str(written[1])
 
 
 async def test_a_refused_write_back_is_a_dead_letter_and_pure_replication_goes_on(

@@ -10,11 +10,17 @@ import aiohttp
 import pytest
 import structlog
 
+from crisync.config.model import MqttConfig
 from crisync.handlers.pure.sim import PureSimulator
+from crisync.lifecycle import Lifecycle
 from crisync.listener.unicat.feed import UnicatListener
 from crisync.listener.unicat.sim import UnicatSimulator
+from crisync.publisher.mqtt import Publisher
+from crisync.sim.broker import MosquittoBroker
 from crisync.state import jobs, outbox
 from crisync.state.store import Store
+from crisync.telemetry import Telemetry
+from tests.support.mqtt import retained_on, subscribed
 from tests.support.unicat import listener_for, unicat_settings
 
 PREFIX = "crisync"
@@ -175,3 +181,55 @@ async def test_without_mqtt_jobs_are_tracked_but_nothing_is_queued_to_publish(
     assert (await job(store, token)).status == "rejected"
     async with store.reading() as conn:
         assert await outbox.depth(conn) == 0
+
+
+async def drained_to(broker: MosquittoBroker, store: Store, prefix: str) -> None:
+    """Everything in the outbox published, as the daemon's publisher does at its end."""
+    config = MqttConfig(url=broker.url, topic_prefix=prefix, client_id=f"daemon-{prefix}")
+    writers_done = asyncio.Event()
+    writers_done.set()
+    life = Lifecycle(outbox_ready=asyncio.Event(), outbox_closed=writers_done)
+    await Publisher(config, store, life=life, telemetry=Telemetry()).run()
+
+
+async def test_a_finished_job_is_cleared_from_the_broker_and_forgotten_after_a_while(
+    session: aiohttp.ClientSession,
+    store: Store,
+    unicat_url: str,
+    pure_sim: PureSimulator,
+    unicat_sim: UnicatSimulator,
+    broker: MosquittoBroker,
+    topic_prefix: str,
+) -> None:
+    listener = listener_with(
+        session, store, unicat_url, pure_sim, topic_prefix=topic_prefix, job_retain_for=0.5
+    )
+    unicat_sim.reject_next_job("no")
+    rejected = unicat_sim.save_as_new([unicat_sim.definition_gid("person")])
+    done = unicat_sim.save_as_new([unicat_sim.definition_gid("person")])
+    await listener.poll()
+    await listener.poll()
+    assert (await job(store, done)).status == "done"
+    await drained_to(broker, store, topic_prefix)
+    kept = await retained_on(broker.port, f"{topic_prefix}/jobs/#", 2)
+    assert {topic for topic, _ in kept} == {
+        f"{topic_prefix}/jobs/{rejected}",
+        f"{topic_prefix}/jobs/{done}",
+    }
+
+    await listener.poll()  # within job_retain_for: kept
+    async with store.reading() as conn:
+        assert len(await jobs.all_jobs(conn)) == 2
+    await asyncio.sleep(0.5)
+    with structlog.testing.capture_logs() as logs:
+        await listener.poll()
+    (forgotten,) = [entry for entry in logs if entry["event"] == "unicat.jobs_forgotten"]
+    assert set(forgotten["tokens"]) == {rejected, done}
+    await drained_to(broker, store, topic_prefix)
+
+    async with subscribed(broker.port, f"{topic_prefix}/jobs/#") as received:
+        await asyncio.sleep(0.3)  # a retained message comes at once with the subscription
+    assert received.messages == []
+    async with store.reading() as conn:
+        assert await jobs.all_jobs(conn) == []
+        assert await outbox.retained_messages(conn) == []

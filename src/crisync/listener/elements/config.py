@@ -30,6 +30,10 @@ CATEGORY_OF_FEED: dict[ElementsCategory, str] = {
     "teaching-activities": "teaching-activity",
     "users": "user",
 }
+# Category → its resource (the plural the listener reads it from).
+FEED_OF_CATEGORY: dict[str, ElementsCategory] = {
+    category: feed for feed, category in CATEGORY_OF_FEED.items()
+}
 DEFAULT_CATEGORIES: tuple[ElementsCategory, ...] = ("users", "publications")
 # The API refuses larger pages: 25 objects with full detail, 1000 references.
 MAX_PER_PAGE = {"full": 25, "ref": 1000}

@@ -10,15 +10,12 @@ from crisync.errors import NotFoundError, PermanentError
 from crisync.handlers.base import Handler
 from crisync.listener.base import Loop, Source, SourceContext
 from crisync.listener.elements.client import ElementsClient
-from crisync.listener.elements.config import CATEGORY_OF_FEED, ElementsConfig
+from crisync.listener.elements.config import CATEGORY_OF_FEED, FEED_OF_CATEGORY, ElementsConfig
 from crisync.listener.elements.feed import ElementsListener
 from crisync.listener.elements.writeback import WRITEBACK_SOURCE, ElementsWriteback
 from crisync.state.inbox import ChangeEvent, InboxEvent
 from crisync.state.store import utc_now
 from crisync.telemetry import Telemetry
-
-# Elements category → its resource (the plural the listener reads it from).
-FEED_OF_CATEGORY = {category: feed for feed, category in CATEGORY_OF_FEED.items()}
 
 
 async def check_elements(
@@ -41,7 +38,7 @@ class ElementsSource(Source):
         self.client = ElementsClient(context.session, config, telemetry=context.telemetry)
         # A plan writes nothing back: the write-back is left out of it.
         writing = config.writeback and not context.planning
-        self.writeback = ElementsWriteback(config, self.client) if writing else None
+        self.writeback = ElementsWriteback(config, self.client, context.store) if writing else None
 
     def kinds(self) -> frozenset[str]:
         return self.config.kinds()

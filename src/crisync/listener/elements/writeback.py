@@ -8,6 +8,12 @@ source importable?) and `/{cat}/types` (which types have the field, as text that
 The write-back is an event of its own (source ``elements-writeback``), queued by the
 dispatcher in the transaction that records the create, so a crash between the two loses
 neither; its handler is declared by the Elements source.
+
+A write-back changes the object, and its feed brings the change back. crisync recognises
+its own change: when Elements' answer to the PATCH shows the object as crisync read it
+but for the written field, the new timestamp is recorded in the inbox as done, so the
+feed's copy is dropped as a repeat and the target hears nothing of it. When the answer
+shows more (someone edited the object meanwhile), the change comes through as any other.
 """
 
 from __future__ import annotations
@@ -22,10 +28,18 @@ from lxml import etree
 
 from crisync.errors import CredentialError, CrisyncError, PermanentError
 from crisync.handlers.base import HandlerResult
-from crisync.listener.elements.atom import parse_sources, parse_types
+from crisync.listener.elements.atom import FeedPage, parse_sources, parse_types
 from crisync.listener.elements.client import ElementsClient
-from crisync.listener.elements.config import CATEGORY_OF_FEED, ElementsConfig, WritebackConfig
+from crisync.listener.elements.config import (
+    CATEGORY_OF_FEED,
+    FEED_OF_CATEGORY,
+    ElementsConfig,
+    WritebackConfig,
+)
+from crisync.listener.elements.feed import Feed
+from crisync.state import inbox
 from crisync.state.inbox import ChangeEvent, InboxEvent
+from crisync.state.store import Store, utc_now
 
 log = structlog.get_logger("crisync.listener.elements.writeback")
 
@@ -33,6 +47,8 @@ log = structlog.get_logger("crisync.listener.elements.writeback")
 UPDATE_NAMESPACE = "http://www.symplectic.co.uk/publications/api"
 # The source of write-back events: a handler of the Elements source takes them.
 WRITEBACK_SOURCE = "elements-writeback"
+# What every change of an object changes: left out when its write-back's answer is compared.
+STAMPS = frozenset({"last-modified-when", "last-affected-when"})
 
 
 @dataclass(frozen=True)
@@ -61,8 +77,9 @@ def update_record(field: str, value: str) -> bytes:
 class ElementsWriteback:
     """The configured write-backs, checked and cached; PATCHes through the shared client."""
 
-    def __init__(self, config: ElementsConfig, client: ElementsClient) -> None:
+    def __init__(self, config: ElementsConfig, client: ElementsClient, store: Store) -> None:
         self._client = client
+        self._store = store
         self._wanted: dict[str, WritebackConfig] = {
             CATEGORY_OF_FEED[feed]: settings for feed, settings in config.writeback.items()
         }
@@ -184,10 +201,38 @@ class ElementsWriteback:
             return _skipped(category, payload, f"it has no record from {target.source}")
         if object_type is not None and object_type not in target.types:
             return _skipped(category, payload, f"its type {object_type} lacks {target.field}")
-        await self._client.patch_record(
+        answer = await self._client.patch_record(
             category, target.source, str(record["id_at_source"]), update_record(target.field, value)
         )
+        await self._recognise_echo(category, payload, target.field, answer)
         return True
+
+    async def _recognise_echo(
+        self, category: str, payload: dict[str, Any], field: str, answer: FeedPage
+    ) -> None:
+        """Record the object's new timestamp as done when the write-back is its only change."""
+        written = next((o for o in answer.objects if o.id == payload.get("id")), None)
+        if written is None or "fields" not in payload:
+            return  # nothing to compare (an answer without the object, an older event)
+        if _compared(written.payload, field) != _compared(payload, field):
+            log.info(
+                "elements.writeback_not_alone",
+                category=category,
+                id=written.id,
+                detail="the object changed besides the write-back: replicated again",
+            )
+            return
+        echo = ChangeEvent(
+            Feed(FEED_OF_CATEGORY[category]).name,
+            "elements",
+            category,
+            written.id,
+            "upsert",
+            written.changed_at,
+            {},
+        )
+        async with self._store.transaction() as conn:
+            await inbox.add_events(conn, [echo], utc_now(), done=True)
 
     def follow_ups(
         self, event: InboxEvent, target_type: str, target_uuid: str
@@ -207,6 +252,7 @@ class ElementsWriteback:
                     "id": event.key,
                     "category": event.kind,
                     "attributes": event.payload.get("attributes") or {},
+                    "fields": event.payload.get("fields") or {},
                     "records": event.payload.get("records") or [],
                     # The outcome and the queued event keep their documented key.
                     "pure": {"type": target_type, "uuid": target_uuid},
@@ -226,3 +272,18 @@ class ElementsWriteback:
 def _skipped(category: str, payload: dict[str, Any], reason: str) -> bool:
     log.info("elements.writeback_skipped", category=category, id=payload.get("id"), reason=reason)
     return False
+
+
+def _compared(payload: dict[str, Any], field: str) -> dict[str, Any]:
+    """What a write-back of `field` leaves as it was."""
+    return {
+        "attributes": {
+            name: value
+            for name, value in (payload.get("attributes") or {}).items()
+            if name not in STAMPS
+        },
+        "fields": {
+            name: value for name, value in (payload.get("fields") or {}).items() if name != field
+        },
+        "records": payload.get("records") or [],
+    }

@@ -46,6 +46,11 @@ class UnicatConfig(SourceSection):
     job_stall_after: float = Field(
         900.0, gt=0, description="seconds without progress before a job counts as stalled"
     )
+    job_retain_for: float = Field(
+        86400.0,
+        gt=0,
+        description="seconds a finished job stays on its retained topic and in the jobs table",
+    )
     park_duration: float = Field(
         300.0, gt=0, description="seconds the feed rests after Unicat refused the API key"
     )

@@ -96,6 +96,7 @@ class UnicatListener(FeedLoop):
             self.feed,
             topic_prefix=context.topic_prefix,
             stall_after=config.job_stall_after,
+            retain_for=config.job_retain_for,
             outbox_ready=context.life.outbox_ready,
         )
         self._fetch_slots = asyncio.Semaphore(config.fetch_concurrency)
@@ -131,7 +132,9 @@ class UnicatListener(FeedLoop):
             await self.failed(self.feed, exc, restart=lambda cursor: cursor)
             result = PollResult(0, 0, complete=False)
         async with self._store.transaction() as conn:
-            await self._jobs.mark_stalled(conn, datetime.now(UTC))
+            now = datetime.now(UTC)
+            await self._jobs.mark_stalled(conn, now)
+            await self._jobs.forget_finished(conn, now)
         self._telemetry.beat(self.loop_name)
         return result
 

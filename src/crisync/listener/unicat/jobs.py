@@ -16,6 +16,12 @@ null). A job without progress for ``job_stall_after`` seconds, counted on crisyn
 clock, is reported once with ``"stalled": true``; its next event clears that. A rejected
 job is also a failure: an outcome with action ``failed`` on
 ``{prefix}/outcomes/unicat/jobs/{token}``.
+
+A finished job (done or rejected) is forgotten ``job_retain_for`` seconds after it
+finished, on crisync's clock: an empty retained message clears its topic at the broker,
+and its rows go from the jobs and retained tables, so neither grows with every job ever
+run and a reconnect republishes only recent ones. (Should Unicat replay the whole stream,
+after error 1006, a forgotten job comes back and is forgotten again after that time.)
 """
 
 from __future__ import annotations
@@ -118,11 +124,13 @@ class JobTracker:
         *,
         topic_prefix: str | None,
         stall_after: float,
+        retain_for: float,
         outbox_ready: asyncio.Event,
     ) -> None:
         self._feed = feed
         self._prefix = topic_prefix
         self._stall_after = timedelta(seconds=stall_after)
+        self._retain_for = timedelta(seconds=retain_for)
         self._outbox_ready = outbox_ready
 
     async def apply(
@@ -185,6 +193,22 @@ class JobTracker:
             )
             await self._publish(conn, job)
         return stalled
+
+    async def forget_finished(self, conn: aiosqlite.Connection, now: datetime) -> list[str]:
+        """Clear the retained topic and drop the row of each job finished `retain_for` ago."""
+        tokens = [
+            job.token
+            for job in await jobs.finished_before(conn, self._feed, iso_utc(now - self._retain_for))
+        ]
+        if not tokens:
+            return []
+        await jobs.delete(conn, tokens)
+        if self._prefix is not None:
+            topics = [job_topic(self._prefix, token) for token in tokens]
+            await outbox.clear_retained(conn, topics)
+            self._outbox_ready.set()
+        log.info("unicat.jobs_forgotten", tokens=tokens)
+        return tokens
 
     async def _publish(self, conn: aiosqlite.Connection, job: Job) -> None:
         if self._prefix is None:

@@ -241,7 +241,7 @@ async def test_health_metrics_and_a_retry_command_while_running(
     running = config.model_copy(
         update={"metrics": MetricsConfig(port=port), "commands": CommandsConfig()}
     )
-    pure_sim.fail_next(400, content_type="research-outputs")
+    pure_sim.fail_next(400, content_type="research-outputs", operation="create")
     life = Lifecycle()
     url = f"http://127.0.0.1:{port}"
     async with (

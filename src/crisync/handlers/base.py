@@ -32,6 +32,14 @@ class HandlerResult:
 
 
 Handler = Callable[[InboxEvent], Awaitable[HandlerResult]]
+# A target's answer to "does this state database know the content crisync wrote into you?":
+# None when it does (or there is none), else why starting on it would duplicate that content.
+StateCheck = Callable[[], Awaitable[str | None]]
+
+
+class ForeignStateError(Exception):
+    """A target holds content crisync wrote that the state database does not know: a new or
+    lost database, which would create all of it again. `crisync reconcile` rebuilds it."""
 
 
 class ReconcileReport(Protocol):
@@ -67,6 +75,12 @@ class Target(ABC):
     @abstractmethod
     async def handle(self, event: InboxEvent) -> HandlerResult:
         """Create, take over or update the object's content, or apply its deletion."""
+
+    @abstractmethod
+    async def foreign_state(self) -> str | None:
+        """Why replicating on this state database would duplicate content the target holds
+        (a refusal, said in one line), or None. Asked once, before the target's first write;
+        cheap when the state database already maps content of the target."""
 
     @abstractmethod
     async def reconcile(self, *, apply: bool) -> ReconcileReport:

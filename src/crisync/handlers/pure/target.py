@@ -10,6 +10,7 @@ from crisync.handlers.pure.config import PureConfig
 from crisync.handlers.pure.context import PureContext
 from crisync.handlers.pure.reconcile import ReconcileReport, reconcile
 from crisync.handlers.pure.replicate import replicate_to_pure
+from crisync.handlers.pure.state_guard import foreign_content
 from crisync.mapping.rules import MappingsConfig
 from crisync.state.inbox import InboxEvent
 from crisync.state.store import Store
@@ -51,6 +52,10 @@ class PureTarget(Target):
 
     async def handle(self, event: InboxEvent) -> HandlerResult:
         return await replicate_to_pure(event, self.context)
+
+    async def foreign_state(self) -> str | None:
+        ctx = self.context
+        return await foreign_content(ctx.store, ctx.pure, ctx.mappings)
 
     async def reconcile(self, *, apply: bool) -> ReconcileReport:
         ctx = self.context

@@ -268,3 +268,24 @@ async def test_pure_holding_crisync_s_content_that_the_state_does_not_know_stops
     assert len(pure_sim.objects("research-outputs")) == 1
     async with context.store.reading() as conn:
         assert await inbox.pending_count(conn) == 1  # it waits for `crisync reconcile`
+
+
+async def test_circuits_a_stopped_run_left_open_are_closed_by_the_next_start(
+    context: PureContext,
+) -> None:
+    async with context.store.transaction() as conn:
+        for api in ("pure", "elements"):  # elements: its write-back since switched off
+            left_open = api_circuits.OpenCircuit(
+                api, "2026-12-05T13:40:02+00:00", f"{api}: connection failed", [], 3, None
+            )
+            await api_circuits.put(conn, left_open)
+    assert (await status_line(context.store, [], stopping=False)).startswith("elements unreach")
+
+    await drain(context)
+
+    async with context.store.reading() as conn:
+        assert await api_circuits.all_open(conn) == []
+    assert (await status_line(context.store, [], stopping=False)).startswith("backlog 0")
+    [pure] = [json.loads(m) for m in await retained(context.store, "t/apis/pure")]
+    assert (pure["available"], pure["since"]) == (True, None)
+    assert await retained(context.store, "t/apis/elements") == [""]  # removed from the broker

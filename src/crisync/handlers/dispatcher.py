@@ -126,12 +126,7 @@ class Dispatcher:
         queue: asyncio.Queue[InboxEvent | None] = asyncio.Queue()
         replicated: asyncio.Queue[Replicated | None] = asyncio.Queue()
         async with self._store.transaction() as conn:
-            # A circuit starts closed (the API is tried): an outage a previous run recorded
-            # is over for status, systemd and the retained MQTT state alike.
-            for left_open in await api_circuits.all_open(conn):
-                if left_open.api in self._circuits:
-                    await self._record_state(conn, self._circuits[left_open.api])
-            await api_circuits.clear(conn)
+            await self._forget_left_open(conn)
         async with asyncio.TaskGroup() as group:
             group.create_task(self._record(replicated), name="dispatcher-recorder")
             try:
@@ -147,6 +142,21 @@ class Dispatcher:
                             queue.put_nowait(None)
             finally:
                 replicated.put_nowait(None)  # after the workers: their last results first
+
+    async def _forget_left_open(self, conn: aiosqlite.Connection) -> None:
+        """A circuit starts closed (the API is tried): an outage or refusal a previous run
+        recorded is over for status, systemd and the retained MQTT state alike."""
+        prefix = self._settings.topic_prefix
+        for left_open in await api_circuits.all_open(conn):
+            circuit = self._circuits.get(left_open.api)
+            if circuit is not None:
+                await self._record_state(conn, circuit)
+            elif prefix is not None:
+                # No handler writes to it any more (e.g. the write-back switched off): its
+                # retained state is removed, as an empty retained message does.
+                await outbox.add(conn, api_topic(prefix, left_open.api), "", retain=True)
+                self._life.outbox_ready.set()
+        await api_circuits.clear(conn)
 
     async def _feed(self, queue: asyncio.Queue[InboxEvent | None]) -> None:
         while not self._life.stopping.is_set():

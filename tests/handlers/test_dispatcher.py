@@ -35,6 +35,7 @@ def dispatcher_for(
     *,
     max_attempts: int = 5,
     telemetry: Telemetry | None = None,
+    park_duration: float = 300.0,
 ) -> Dispatcher:
     return Dispatcher(
         context.store,
@@ -42,7 +43,7 @@ def dispatcher_for(
         DispatchSettings(
             workers=3,
             max_attempts=max_attempts,
-            park_duration=300.0,
+            park_duration=park_duration,
             topic_prefix="t",
             refers_to=context.mappings.referred(),
         ),
@@ -230,6 +231,34 @@ async def test_a_placeholder_organisation_stops_pure_s_work_with_its_one_message
     [state] = [json.loads(m) for m in await retained(context.store, "t/apis/pure")]
     assert (state["available"], state["waiting"]) == (False, 30)
     assert state["reason"].startswith("refused the configuration: ")
+
+
+async def test_a_refusal_of_the_configuration_ends_when_its_probe_is_answered(
+    context: PureContext, pure_sim: PureSimulator
+) -> None:
+    """The probe is an object of the refused kind; the same failure keeps the circuit open,
+    and once Pure takes it (the missing content was created, say) all of them flow."""
+    create = {"content_type": "research-outputs", "operation": "create"}
+    pure_sim.fail_next(400, count=1000, **create)
+    await enqueue(context.store, *(publication(str(n), f"Title {n}") for n in range(20)))
+    life = Lifecycle()
+    with structlog.testing.capture_logs() as logs:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(dispatcher_for(context, life, park_duration=0.5).run())
+            await until(lambda: "circuit.opened" in [e["event"] for e in logs], within=5)
+            await asyncio.sleep(0.2)  # the creates under way when it opened are answered
+            pure_sim.cancel_failures()
+            pure_sim.fail_next(400, count=2, **create)  # two probes more meet it
+            await until(lambda: len(pure_sim.objects("research-outputs")) == 20, within=10)
+            await until(lambda: "circuit.closed" in [e["event"] for e in logs], within=5)
+            life.stopping.set()
+            life.work_ready.set()
+    events = [e["event"] for e in logs]
+    assert events.count("circuit.opened") == 1
+    assert events.count("circuit.probe_failed") == 2  # the two it met
+    assert "object.failed" not in events
+    async with context.store.reading() as conn:
+        assert await dead_letters.count(conn) == 0
 
 
 async def retained(store: Store, topic: str) -> list[str]:

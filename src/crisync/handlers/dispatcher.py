@@ -473,9 +473,15 @@ class Dispatcher:
         circuit = None if api is None else self._circuits.get(api)
         if circuit is None:
             return
+        refused = circuit.refused
         closed = circuit.answered()
-        if closed is not None:
-            await self._closed(circuit, closed)
+        if closed is None:
+            return
+        if refused is not None:
+            # Its probe was answered otherwise (the content exists now, or that object fails
+            # its own way): the route's next objects are judged afresh, not dead-lettered.
+            self._first.judge_again(refused[0])
+        await self._closed(circuit, closed)
 
     async def _closed(self, circuit: Circuit, closed: Closed) -> None:
         async with self._store.transaction() as conn:

@@ -140,6 +140,10 @@ class FirstObjects:
         )
         return Refused(route, signature, reason, window.withheld())
 
+    def judge_again(self, route: str) -> None:
+        """The route's next objects are judged together again (its refusal ended)."""
+        self._judged.discard(route)
+
     def settle(self) -> OwnFailures:
         """No other work is left to judge them by: every withheld failure is its object's."""
         withheld = tuple(f for window in self._open.values() for f in window.withheld())

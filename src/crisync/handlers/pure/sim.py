@@ -196,6 +196,10 @@ class PureSimulator:
             _Failure(status, count, content_type, retry_after, after_write, operation)
         )
 
+    def cancel_failures(self) -> None:
+        """Forget the failures `fail_next` scheduled that did not happen yet."""
+        self._failures.clear()
+
     def storm(
         self,
         rate: float,

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from crisync import daemon
-from crisync.cli import EX_DATAERR, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE, main
+from crisync.cli import (
+    EX_CONFIG,
+    EX_DATAERR,
+    EX_TEMPFAIL,
+    EX_UNAVAILABLE,
+    EX_USAGE,
+    main,
+)
 from crisync.config.model import Config
 from crisync.daemon import run_daemon
 from crisync.handlers.pure.sim import PureSimulator
@@ -39,7 +46,7 @@ async def test_status_then_retry_of_a_dead_letter(
     pure_sim: PureSimulator,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    pure_sim.fail_next(400, content_type="research-outputs")
+    pure_sim.fail_next(400, content_type="research-outputs", operation="create")
     await run_daemon(config, once=True)
     report = await status(config_path, capsys)
     letters = report["dead_letters"]
@@ -183,7 +190,7 @@ async def test_status_groups_dead_letters_by_their_error_and_lists_each_with_all
     pure_sim: PureSimulator,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    pure_sim.fail_next(400, count=5, content_type="research-outputs")
+    pure_sim.fail_next(400, count=5, content_type="research-outputs", operation="create")
     await run_daemon(config, once=True)
     capsys.readouterr()
     assert await cli("status", "--config", str(config_path)) == 0
@@ -201,9 +208,11 @@ async def test_status_groups_dead_letters_by_their_error_and_lists_each_with_all
     assert group.removeprefix("  5 objects: PermanentError 400 ") in listed[0]
 
 
-async def run_once(config_path: Path, **overrides: str) -> int:
+async def run_once(config_path: Path, *arguments: str, **overrides: str) -> int:
     """`crisync once` as a process of its own (its signal handlers need a main thread)."""
-    process = await start_daemon(config_path, "once", environment=TEST_SECRETS | overrides)
+    process = await start_daemon(
+        config_path, "once", *arguments, environment=TEST_SECRETS | overrides
+    )
     async with asyncio.timeout(60):
         return await process.wait()
 
@@ -246,9 +255,63 @@ async def test_once_with_pure_out_of_reach_gives_up_with_69_and_keeps_the_work(
 async def test_once_that_made_dead_letters_exits_65(
     config_path: Path, pure_sim: PureSimulator
 ) -> None:
-    pure_sim.fail_next(400, content_type="research-outputs")
+    pure_sim.fail_next(400, content_type="research-outputs", operation="create")
     assert await run_once(config_path) == EX_DATAERR
     assert await run_once(config_path) == 0  # nothing new failed
+
+
+async def test_a_new_state_database_against_a_pure_crisync_filled_is_refused_with_78(
+    tmp_path: Path, config: Config, config_path: Path, pure_sim: PureSimulator
+) -> None:
+    await run_daemon(config, once=True)
+    filled = {kind: len(pure_sim.objects(kind)) for kind in ("persons", "research-outputs")}
+    fresh = {"CRISYNC_STATE__PATH": str(tmp_path / "fresh.db")}
+
+    assert await run_once(config_path, **fresh) == EX_CONFIG
+    events = [json.loads(line) for line in daemon_log(config_path).read_text().splitlines()]
+    [refused] = [e for e in events if e["event"] == "state.foreign_content"]
+    assert refused["level"] == "error"
+    assert refused["path"] == fresh["CRISYNC_STATE__PATH"]
+    assert "state database maps nothing: `crisync reconcile` rebuilds" in refused["error"]
+    assert not [e for e in events if e["event"] == "object.replicated"]
+    assert {kind: len(pure_sim.objects(kind)) for kind in filled} == filled
+
+    # Told to, it replicates: into a Pure that now holds everything twice.
+    assert await run_once(config_path, "--allow-empty-state", **fresh) == 0
+    assert {kind: len(pure_sim.objects(kind)) for kind in filled} == {
+        kind: 2 * count for kind, count in filled.items()
+    }
+
+
+PLACEHOLDER_UUID = "00000000-0000-0000-0000-000000000000"
+
+
+async def test_once_with_a_placeholder_organisation_stops_with_78_and_burns_no_object(
+    config: Config,
+    config_path: Path,
+    elements_sim: ElementsSimulator,
+    pure_sim: PureSimulator,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    placeholder = {"CRISYNC_PURE__MANAGING_ORGANIZATION": PLACEHOLDER_UUID}
+    assert await run_once(config_path, **placeholder) == EX_CONFIG
+    events = [json.loads(line) for line in daemon_log(config_path).read_text().splitlines()]
+    assert not [e for e in events if e["event"] == "object.failed"]
+    [opened] = [e for e in events if e["event"] == "circuit.opened"]
+    assert opened["reason"].startswith("refused the configuration: 10 of the first ")
+    assert f"no Organization with uuid {PLACEHOLDER_UUID}" in opened["reason"]
+    [gave_up] = [e for e in events if e["event"] == "circuit.gave_up"]
+    assert gave_up["waiting"] == len(elements_sim.object_ids("publication"))
+    assert pure_sim.objects("research-outputs") == {}
+
+    capsys.readouterr()
+    assert await cli("status", "--config", str(config_path)) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert said[0].startswith("pure refused the configuration: 10 of the first ")
+    assert "dead letters: 0" in said
+    async with Store.open(config.state.path) as store, store.reading() as conn:
+        waiting = await inbox.claim_ready(conn, busy_keys=[], now="9999", limit=1000)
+    assert {event.attempts for event in waiting} == {0}
 
 
 def test_version_is_the_installed_package_s(capsys: pytest.CaptureFixture[str]) -> None:

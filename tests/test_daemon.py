@@ -13,6 +13,7 @@ import aiomqtt
 import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from crisync.config.model import CommandsConfig, Config, MetricsConfig
 from crisync.daemon import Lifecycle, run_daemon
@@ -24,7 +25,9 @@ from crisync.publisher import feed_status
 from crisync.publisher import mqtt as publisher
 from crisync.sim.broker import MosquittoBroker
 from crisync.sim.server import free_port, serve
-from crisync.state.store import StateDiskFullError
+from crisync.state.store import StateDiskFullError, Store
+from crisync.status import read_status, render_status
+from crisync.systemd import status_line
 from crisync.telemetry import Telemetry
 from tests.support.config_file import write_config
 from tests.support.daemon import daemon_log, start_daemon
@@ -245,7 +248,7 @@ async def test_health_metrics_and_a_retry_command_while_running(
     running = config.model_copy(
         update={"metrics": MetricsConfig(port=port), "commands": CommandsConfig()}
     )
-    pure_sim.fail_next(400, content_type="research-outputs")
+    pure_sim.fail_next(400, content_type="research-outputs", operation="create")
     life = Lifecycle()
     url = f"http://127.0.0.1:{port}"
     async with (
@@ -337,3 +340,52 @@ async def test_a_full_disk_stops_the_daemon_without_blaming_a_feed_or_an_object(
     assert raised.value.path == config.state.path
     events = {line["event"] for line in logged}
     assert not events & {"feed.crashed", "feed.failed", "handler.crashed", "object.failed"}
+
+
+@pytest.mark.usefixtures("fast_mqtt")
+async def test_a_refused_elements_password_is_said_by_health_status_systemd_mqtt_and_a_metric(
+    config: Config, elements_sim: ElementsSimulator, broker: MosquittoBroker, topic_prefix: str
+) -> None:
+    assert config.elements is not None
+    wrong = config.elements.model_copy(update={"password": SecretStr("not-the-password")})
+    port = free_port()
+    running = config.model_copy(update={"elements": wrong, "metrics": MetricsConfig(port=port)})
+    life = Lifecycle()
+    url = f"http://127.0.0.1:{port}"
+    async with (
+        subscribed(broker.port, f"{topic_prefix}/feeds/#") as received,
+        asyncio.TaskGroup() as group,
+    ):
+        group.create_task(run_daemon(running, lifecycle=life), name="daemon")
+        await until(lambda: healthz_refuses(url), within=10)
+        status, body = await get(f"{url}/healthz")
+        _, text = await get(f"{url}/metrics")
+        async with Store.open(config.state.path) as store:
+            systemd = await status_line(store, [], stopping=False)
+            said = render_status(await read_status(store)).splitlines()
+        await received.wait_for(lambda r: r.documents(f"{topic_prefix}/feeds/elements:users"))
+        life.stopping.set()
+
+    assert status == 503
+    health = json.loads(body)
+    assert health["status"] == "unavailable"
+    refused = [line for line in health["unavailable"] if line.startswith("elements:users ")]
+    assert refused[0].startswith("elements:users refused the credentials (HTTP 401): ")
+    assert "not-the-password" not in body
+    assert metric(text, "crisync_feed_credentials_refused", feed="elements:users") == 1
+    assert systemd.startswith("elements:")
+    assert "refused the credentials (HTTP 401)" in systemd.split(" | ")[0]
+    assert said[0].startswith("elements:")
+    assert "refused the credentials (HTTP 401)" in said[0]
+    [*_, feed] = received.documents(f"{topic_prefix}/feeds/elements:users")
+    assert feed["parked"] is True
+    assert feed["last_error"].startswith("refused the credentials (HTTP 401): ")
+    assert elements_sim.object_ids("user")  # there was work it could not read
+
+
+async def healthz_refuses(url: str) -> bool:
+    try:
+        status, body = await get(f"{url}/healthz")
+    except aiohttp.ClientConnectorError:
+        return False  # not listening yet
+    return status == 503 and "refused the credentials" in body

@@ -16,6 +16,7 @@ import structlog
 
 from crisync.config.load import EX_CONFIG, ConfigError, LoadedConfig, load_config
 from crisync.errors import CrisyncError
+from crisync.handlers.base import ForeignStateError
 from crisync.logs import configure_logging
 from crisync.state.instance import StateInUseError, sole_user
 from crisync.state.store import SchemaTooNewError, StateDiskFullError, StateUnavailableError
@@ -81,12 +82,21 @@ def _parser() -> argparse.ArgumentParser:
         )
         return command
 
-    with_config("run", "run the daemon until SIGTERM")
-    with_config(
-        "once",
-        "poll every feed once, replicate, publish, exit",
-        "poll every feed once, replicate what was found, publish, exit",
-    )
+    daemon_commands = [
+        with_config("run", "run the daemon until SIGTERM"),
+        with_config(
+            "once",
+            "poll every feed once, replicate, publish, exit",
+            "poll every feed once, replicate what was found, publish, exit",
+        ),
+    ]
+    for daemon_command in daemon_commands:
+        daemon_command.add_argument(
+            "--allow-empty-state",
+            action="store_true",
+            help="replicate even when the state database maps nothing and Pure already holds "
+            "content crisync wrote, creating it a second time (`crisync reconcile` keeps it)",
+        )
     check = with_config(
         "check-config",
         "validate the configuration (--online: ask every system too)",
@@ -325,9 +335,15 @@ def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:
                 return asyncio.run(command)
             from crisync.daemon import run_daemon
 
-            summary = asyncio.run(run_daemon(loaded.config, once=args.command == "once"))
-    except SchemaTooNewError as exc:
-        log.error("state.schema_too_new", error=str(exc))  # noqa: TRY400 - no traceback for a known state
+            summary = asyncio.run(
+                run_daemon(
+                    loaded.config,
+                    once=args.command == "once",
+                    allow_empty_state=args.allow_empty_state,
+                )
+            )
+    except (SchemaTooNewError, ForeignStateError) as exc:
+        _state_refused(exc, loaded)
         return EX_CONFIG
     except StateUnavailableError as exc:
         _state_unavailable(exc)
@@ -343,10 +359,22 @@ def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:
 
 
 def _daemon_exit(summary: RunSummary, *, once: bool) -> int:
-    """69 when an API stayed out (its work waits), 65 when `once` made dead letters."""
+    """78 when a target refused the configuration, 69 when an API stayed out (its work
+    waits), 65 when `once` made dead letters."""
+    if summary.refused_configuration:
+        return EX_CONFIG
     if summary.unavailable:
         return EX_UNAVAILABLE
     return EX_DATAERR if once and summary.dead_letters else EX_OK
+
+
+def _state_refused(exc: SchemaTooNewError | ForeignStateError, loaded: LoadedConfig) -> None:
+    """One line, no traceback: a known state of the database, and the way on."""
+    log = structlog.get_logger("crisync")
+    if isinstance(exc, SchemaTooNewError):
+        log.error("state.schema_too_new", error=str(exc))
+    else:
+        log.error("state.foreign_content", error=str(exc), path=str(loaded.config.state.path))
 
 
 def _state_unavailable(exc: StateUnavailableError) -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from crisync.errors import CredentialError
+from crisync.errors import REFUSED_CREDENTIALS, CredentialError
 
 log = structlog.get_logger("crisync.credentials")
 
@@ -28,3 +28,8 @@ def refused(exc: CredentialError, *, pause: float, **where: str) -> datetime:
         **where,
     )
     return until
+
+
+def refusal(exc: CredentialError) -> str:
+    """The refusal as every place that shows an API's or a feed's state says it."""
+    return f"{REFUSED_CREDENTIALS} (HTTP {exc.status}): {exc.message}"

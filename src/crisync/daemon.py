@@ -8,7 +8,7 @@ import os
 import signal
 import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -17,7 +17,7 @@ import structlog
 
 from crisync.config.model import Config, MqttConfig
 from crisync.errors import PermanentError
-from crisync.handlers.base import Target
+from crisync.handlers.base import ForeignStateError, Target
 from crisync.handlers.dispatcher import Dispatcher, DispatchSettings
 from crisync.handlers.routing import route
 from crisync.handlers.targets import open_targets
@@ -44,6 +44,8 @@ class RunSummary:
 
     unavailable: tuple[str, ...]  # APIs that stayed out: their work waits for the next run
     dead_letters: int  # changes this run gave up on for good
+    # Of the unavailable, those refusing what the configuration makes crisync send
+    refused_configuration: tuple[str, ...] = ()
 
 
 class ShutdownDeadlineExceededError(Exception):
@@ -108,8 +110,13 @@ async def run_daemon(
     telemetry: Telemetry | None = None,
     sources: SourceFactory = open_sources,
     targets: TargetFactory = open_targets,
+    allow_empty_state: bool = False,
 ) -> RunSummary:
-    """`crisync run` (until SIGTERM) or `crisync once` (one sweep, drained)."""
+    """`crisync run` (until SIGTERM) or `crisync once` (one sweep, drained).
+
+    ForeignStateError: a target holds content crisync wrote that the state database does
+    not know, and `allow_empty_state` does not say to replicate anyway.
+    """
     life = lifecycle or Lifecycle()
     telemetry = telemetry or Telemetry()
     async with contextlib.AsyncExitStack() as resources:
@@ -128,15 +135,17 @@ async def run_daemon(
         if config.metrics is not None:
             await resources.enter_async_context(serve_metrics(config.metrics, store, telemetry))
         log.info("daemon.started", mode="once" if once else "run", state=str(config.state.path))
-        unavailable: tuple[str, ...] = ()
+        summary = RunSummary((), 0)
         try:
-            unavailable = await _run_loops(running, once=once)
+            summary = await _run_loops(running, once=once, check_state=not allow_empty_state)
         except* ShutdownDeadlineExceededError:
             log.warning("daemon.shutdown_deadline_exceeded", seconds=config.daemon.shutdown_timeout)
         except* StateDiskFullError as full:
             # Every loop that wrote met the same full disk: one of them says so, without a
             # group's traceback. What they were writing was rolled back, to be done again.
             raise _first_leaf(full) from None
+        except* ForeignStateError as foreign:
+            raise _first_leaf(foreign) from None  # before any write: nothing to undo
         except* Exception as failed:  # noqa: BLE001 - any bug in a loop ends the daemon so
             failure = _first_leaf(failed)
             log.error(  # noqa: TRY400 - one line, where a group's traceback would say no more
@@ -148,7 +157,7 @@ async def run_daemon(
             )
             raise LoopFailedError(failure) from None
     log.info("daemon.stopped")
-    return RunSummary(unavailable, telemetry.outcomes["failed"])
+    return replace(summary, dead_letters=telemetry.outcomes["failed"])
 
 
 def _first_leaf(group: BaseExceptionGroup[_E]) -> _E:
@@ -172,14 +181,14 @@ def _innermost_frame(failure: BaseException) -> str:
     return f"{place}:{frame.lineno} in {frame.name}"
 
 
-async def _run_loops(running: Running, *, once: bool) -> tuple[str, ...]:
-    """Every loop, until they end; the APIs the dispatcher stopped waiting for."""
+async def _run_loops(running: Running, *, once: bool, check_state: bool) -> RunSummary:
+    """Every loop, until they end; what the dispatcher left undone (dead letters aside)."""
     config, life, telemetry = running.config, running.context.life, running.context.telemetry
     dispatcher = None
     async with asyncio.TaskGroup() as group:
         loops = [group.create_task(_feeds(running, once=once), name="feeds")]
         if running.targets:
-            dispatcher = _dispatcher(running, once=once)
+            dispatcher = _dispatcher(running, once=once, check_state=check_state)
             telemetry.expect(dispatcher.loop_name, dispatcher.beat_deadline)
             loops.append(
                 group.create_task(
@@ -205,7 +214,9 @@ async def _run_loops(running: Running, *, once: bool) -> tuple[str, ...]:
         await asyncio.wait(loops)
         for helper in helpers:
             helper.cancel()
-    return () if dispatcher is None else tuple(dispatcher.gave_up)
+    if dispatcher is None:
+        return RunSummary((), 0)
+    return RunSummary(tuple(dispatcher.gave_up), 0, tuple(dispatcher.refused_configuration))
 
 
 def _mqtt_loops(
@@ -256,7 +267,7 @@ async def resync_event(sources: list[Source], source_name: str, kind: str, key: 
     return await source.resync(kind, key)
 
 
-def _dispatcher(running: Running, *, once: bool) -> Dispatcher:
+def _dispatcher(running: Running, *, once: bool, check_state: bool) -> Dispatcher:
     config, targets = running.config, running.targets.values()
     settings = DispatchSettings(
         workers=sum(target.workers for target in targets),
@@ -265,6 +276,7 @@ def _dispatcher(running: Running, *, once: bool) -> Dispatcher:
         topic_prefix=config.mqtt.topic_prefix if config.mqtt else None,
         refers_to=config.mappings.referred(),
         give_up_after=config.daemon.once_outage_timeout if once else None,
+        check_state=check_state,
     )
     return Dispatcher(
         running.context.store,

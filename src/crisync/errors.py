@@ -68,6 +68,9 @@ class PermanentError(CrisyncError):
 
 # How a refusal of crisync's credentials is said wherever an API's state is shown.
 REFUSED_CREDENTIALS = "refused the credentials"
+# How an API's refusal of what the configuration makes crisync send (a placeholder uuid
+# every object names) is said there.
+REFUSED_CONFIGURATION = "refused the configuration"
 
 
 class CredentialError(PermanentError):

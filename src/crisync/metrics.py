@@ -111,6 +111,7 @@ class StateFigures:
     outbox_depth: int
     dead_letters: int
     cursor_lag: dict[str, float]  # feed → seconds since its high-water mark
+    credentials_refused: dict[str, bool]  # feed → whether its API refused them at its last poll
 
     def collect(self) -> Iterator[Metric]:
         backlog = GaugeMetricFamily(
@@ -137,6 +138,14 @@ class StateFigures:
         for feed, seconds in sorted(self.cursor_lag.items()):
             lag.add_metric([feed], seconds)
         yield lag
+        refused = GaugeMetricFamily(
+            "crisync_feed_credentials_refused",
+            "1 while a feed is parked because its API refused the credentials, else 0",
+            labels=["feed"],
+        )
+        for feed, parked in sorted(self.credentials_refused.items()):
+            refused.add_metric([feed], 1 if parked else 0)
+        yield refused
 
 
 async def read_figures(store: Store) -> StateFigures:
@@ -155,6 +164,7 @@ async def read_figures(store: Store) -> StateFigures:
             for cursor in feeds
             if cursor.high_water is not None
         },
+        credentials_refused={cursor.feed: cursor.parked_until is not None for cursor in feeds},
     )
 
 
@@ -180,7 +190,9 @@ def metrics_app(store: Store, telemetry: Telemetry) -> web.Application:
 
     async def healthz(_request: web.Request) -> web.Response:
         stalled = telemetry.stalled()
-        unavailable = telemetry.unavailable()
+        async with store.reading() as conn:
+            # A feed's refused credentials are in its cursor: the feed loops keep no more.
+            unavailable = telemetry.unavailable() + await cursors.describe_parked(conn)
         status = "stalled" if stalled else "unavailable" if unavailable else "ok"
         return web.json_response(
             {"status": status, "stalled": stalled, "unavailable": unavailable},

@@ -317,5 +317,9 @@ class _Recording(Target):
         self._recorder.record(event, result, self._inner)
         return result
 
+    async def foreign_state(self) -> str | None:
+        # A plan on a lost state database says what once would: it refuses.
+        return await self._inner.foreign_state()
+
     async def reconcile(self, *, apply: bool) -> Any:
         return await self._inner.reconcile(apply=apply)

@@ -9,9 +9,10 @@ from functools import partial
 
 import aiomqtt
 
+from crisync import credentials
 from crisync.config.model import Config
 from crisync.daemon import http_session
-from crisync.errors import REFUSED_CREDENTIALS, CredentialError, CrisyncError, MissingContentError
+from crisync.errors import CredentialError, CrisyncError, MissingContentError
 from crisync.handlers.targets import target_checks
 from crisync.listener.sources import source_checks
 from crisync.publisher.mqtt import check_broker
@@ -49,8 +50,7 @@ async def _ask(system: str, check: Callable[[], Awaitable[str]]) -> Answer:
     except MissingContentError as exc:
         return Answer(system, ok=False, message=exc.message, misconfigured=True)
     except CredentialError as exc:
-        refused = f"{REFUSED_CREDENTIALS} (HTTP {exc.status}): {exc.message}"
-        return Answer(system, ok=False, message=refused)
+        return Answer(system, ok=False, message=credentials.refusal(exc))
     except CrisyncError as exc:
         return Answer(system, ok=False, message=exc.message)
     except (aiomqtt.MqttError, OSError) as exc:  # the broker, or its TLS files

@@ -13,7 +13,8 @@ from crisync.state.store import Store
 @dataclass(frozen=True)
 class StatusReport:
     schema_version: int
-    unavailable: list[str]  # one line per API that is out: since when, how much waits for it
+    # one line per API that is out (since when, how much waits for it) or refuses a feed
+    unavailable: list[str]
     cursors: list[dict[str, Any]]
     backlog: int
     outbox_depth: int
@@ -26,7 +27,10 @@ async def read_status(store: Store) -> StatusReport:
     async with store.reading() as conn:
         return StatusReport(
             schema_version=version,
-            unavailable=await api_circuits.describe_open(conn),
+            unavailable=[
+                *await api_circuits.describe_open(conn),
+                *await cursors.describe_parked(conn),
+            ],
             cursors=[
                 {
                     "feed": c.feed,
@@ -45,7 +49,8 @@ async def read_status(store: Store) -> StatusReport:
 
 def render_status(report: StatusReport, *, every_dead_letter: bool = False) -> str:
     """The report for a person; dead letters grouped by their error unless each is asked for."""
-    # An API that is out comes first: it is why the backlog grows and nothing fails.
+    # An API that is out or refuses a feed comes first: it is why the backlog grows, or
+    # stays empty, and nothing fails.
     lines = [*report.unavailable, f"state schema version {report.schema_version}", "", "feeds:"]
     if not report.cursors:
         lines.append("  (none polled yet)")

@@ -71,12 +71,17 @@ async def status_line(store: Store, stalled: list[str], *, stopping: bool) -> st
     """One line for `systemctl status`: stalls and APIs that are out first, then the queues,
     then the feeds' errors."""
     async with store.reading() as conn:
-        unavailable = await api_circuits.describe_open(conn)
+        unavailable = [
+            *await api_circuits.describe_open(conn),
+            *await cursors.describe_parked(conn),
+        ]
         backlog = await inbox.pending_count(conn)
         outbox_depth = await outbox.depth(conn)
         dead = await dead_letters.count(conn)
         feed_errors = [
-            f"{c.feed}: {c.last_error}" for c in await cursors.all_cursors(conn) if c.last_error
+            f"{c.feed}: {c.last_error}"
+            for c in await cursors.all_cursors(conn)
+            if c.last_error and c.parked_until is None  # a park is said first already
         ]
     parts = [f"stalled: {'; '.join(stalled)}"] if stalled else []
     parts.extend(unavailable)

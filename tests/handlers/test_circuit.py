@@ -273,7 +273,7 @@ async def test_pure_answering_503_to_everything_burns_no_attempt_and_no_object(
 async def test_one_objects_failures_while_the_others_succeed_still_end_in_a_dead_letter(
     context: PureContext, pure_sim: PureSimulator, logs: list[MutableMapping[str, Any]]
 ) -> None:
-    pure_sim.fail_next(500, count=1000, content_type="research-outputs")
+    pure_sim.fail_next(500, count=1000, content_type="research-outputs", operation="create")
     users = [user(f"u{n}", f"Name{n}") for n in range(20)]
     await enqueue(context.store, publication("1", "Title"), *users)
     life = Lifecycle()

@@ -302,7 +302,7 @@ async def replication(
     }
     pure.fail_next(500, 3)
     pure.fail_next(503, 2)
-    pure.fail_next(400, 2, content_type="research-outputs")  # two dead letters
+    pure.fail_next(400, 2, content_type="research-outputs", operation="create")  # two dead letters
     elements.fail_next(500, "server fault")
     elements.fail_next(504, "database timeout")
     unicat.fail_next(500, endpoint="sync/get")

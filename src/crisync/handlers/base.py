@@ -34,6 +34,14 @@ class HandlerResult:
 
 
 Handler = Callable[[InboxEvent], Awaitable[HandlerResult]]
+# A target's answer to "does this state database know the content crisync wrote into you?":
+# None when it does (or there is none), else why starting on it would duplicate that content.
+StateCheck = Callable[[], Awaitable[str | None]]
+
+
+class ForeignStateError(Exception):
+    """A target holds content crisync wrote that the state database does not know: a new or
+    lost database, which would create all of it again. `crisync reconcile` rebuilds it."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,12 @@ class Target(ABC):
         """Opened for a plan: the content as the target holds it and as its writes would
         leave it; None when nothing would be written to it (or not opened for a plan)."""
         return None
+
+    @abstractmethod
+    async def foreign_state(self) -> str | None:
+        """Why replicating on this state database would duplicate content the target holds
+        (a refusal, said in one line), or None. Asked once, before the target's first write;
+        cheap when the state database already maps content of the target."""
 
     @abstractmethod
     async def reconcile(self, *, apply: bool) -> ReconcileReport:

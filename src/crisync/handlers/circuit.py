@@ -20,7 +20,9 @@ write-back):
 
 A refusal of crisync's credentials (401, 403) opens the circuit at once: it is the API's
 state for every object. Its probe waits the target's `park_duration` (the one policy for
-refused credentials), not the backoff of an outage.
+refused credentials), not the backoff of an outage. So does a refusal of the configuration
+(`first_objects`: one permanent failure on nearly all of a route's first objects); its probe
+is an object of that route, and the same failure again keeps the circuit open.
 
 Only an object's own permanent failure, or its retriable failures while the API otherwise
 answers, count toward the target's `max_attempts`.
@@ -34,13 +36,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from crisync.backoff import full_jitter
-from crisync.errors import (
-    REFUSED_CREDENTIALS,
-    CredentialError,
-    CrisyncError,
-    RetriableError,
-    UnreachableError,
-)
+from crisync.credentials import refusal
+from crisync.errors import CredentialError, CrisyncError, RetriableError, UnreachableError
 from crisync.state.inbox import InboxEvent
 
 # Outage failures in a row that open the circuit: more than the handlers a small
@@ -61,11 +58,6 @@ def outage_failure(exc: CrisyncError) -> bool:
         return True
     # A 409 and a 429 carry their status: answers, not outages.
     return isinstance(exc, RetriableError) and (exc.status is None or exc.status in OUTAGE_STATUSES)
-
-
-def refusal(exc: CredentialError) -> str:
-    """The reason a circuit opened by refused credentials records (`crisync status` says so)."""
-    return f"{REFUSED_CREDENTIALS} (HTTP {exc.status}): {exc.message}"
 
 
 @dataclass(frozen=True)
@@ -110,6 +102,9 @@ class Circuit:
     _opened_monotonic: float = 0.0
     _next_probe: float = 0.0  # time.monotonic() when the next probe may go
     probe_key: str | None = None  # the object key of the probe in flight
+    # Opened by a refusal of the configuration: the route whose objects failed, and how
+    # (first_objects.failure_signature); None otherwise.
+    refused: tuple[str, str] | None = None
 
     @property
     def is_open(self) -> bool:
@@ -128,6 +123,10 @@ class Circuit:
     def probe_due(self) -> bool:
         return self.is_open and self.probe_key is None and self.probe_wait() <= 0
 
+    def probe_routes(self) -> frozenset[str]:
+        """The routes a probe is taken from: the refused one, else any this API serves."""
+        return self.routes if self.refused is None else frozenset({self.refused[0]})
+
     def probing(self, event: InboxEvent) -> None:
         self.probe_key = event.object_key
 
@@ -141,9 +140,17 @@ class Circuit:
         if not self.is_open:
             return None
         closed = Closed(self.open_for(), self.probes_failed)
-        self.opened_at, self.reason, self.probe_key = None, None, None
+        self.opened_at, self.reason, self.probe_key, self.refused = None, None, None, None
         self.probes_failed = 0
         return closed
+
+    def refuse(self, reason: str, route: str, signature: str) -> Opened:
+        """The API refuses what the configuration makes crisync send (see first_objects)."""
+        self._streak.clear()
+        self.refused = (route, signature)
+        self._open(reason)
+        self._next_probe = time.monotonic() + self.refusal_pause
+        return Opened(reason, ())
 
     def failed(self, event: InboxEvent, exc: CrisyncError) -> Opened | ProbeFailed | bool:
         """An outage failure of `event`. False: it counts toward the object's attempts (the
@@ -154,7 +161,8 @@ class Circuit:
                 return True
             self.probe_key = None
             self.probes_failed += 1
-            self.reason = self._reason(exc)
+            if self.refused is None:
+                self.reason = self._reason(exc)
             delay = self._schedule_probe(exc)
             return ProbeFailed(self.probes_failed, delay)
         self._streak.append(StreakFailure(event, isinstance(exc, UnreachableError)))
@@ -167,11 +175,14 @@ class Circuit:
             earliest.setdefault(failure.event.id, failure.event)
         given_back = tuple(earliest.values())
         self._streak.clear()
+        self._open(self._reason(exc))
+        self._schedule_probe(exc)
+        return Opened(self._reason(exc), given_back)
+
+    def _open(self, reason: str) -> None:
         self.opened_at = datetime.now(UTC)
         self._opened_monotonic = time.monotonic()
-        self.reason = self._reason(exc)
-        self._schedule_probe(exc)
-        return Opened(self.reason, given_back)
+        self.reason = reason
 
     def _streak_opens(self) -> bool:
         if len(self._streak) < OPEN_AFTER:
@@ -184,8 +195,8 @@ class Circuit:
         return refusal(exc) if isinstance(exc, CredentialError) else exc.info().message
 
     def _schedule_probe(self, exc: CrisyncError) -> float:
-        if isinstance(exc, CredentialError):
-            delay = self.refusal_pause  # someone must change the key first: no hurry
+        if isinstance(exc, CredentialError) or self.refused is not None:
+            delay = self.refusal_pause  # someone must change the key or content first
         else:
             delay = full_jitter(
                 self.probes_failed + 1, base=PROBE_BASE, cap=PROBE_CAP, floor=exc.retry_after

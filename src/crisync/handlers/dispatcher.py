@@ -15,7 +15,7 @@ import structlog
 from crisync import credentials
 from crisync.backoff import full_jitter
 from crisync.errors import CredentialError, CrisyncError, ErrorInfo
-from crisync.handlers.base import HandlerResult
+from crisync.handlers.base import ForeignStateError, HandlerResult
 from crisync.handlers.circuit import (
     Circuit,
     Closed,
@@ -23,6 +23,13 @@ from crisync.handlers.circuit import (
     ProbeFailed,
     circuits_for,
     outage_failure,
+)
+from crisync.handlers.first_objects import (
+    FirstObjects,
+    OwnFailures,
+    Refused,
+    Withheld,
+    failure_signature,
 )
 from crisync.handlers.routing import Routes
 from crisync.lifecycle import Lifecycle
@@ -64,6 +71,9 @@ class DispatchSettings:
     # `crisync once`: seconds an API may stay out once the feeds are done before the
     # dispatcher stops waiting for it; None (the daemon): it waits as long as it takes
     give_up_after: float | None = None
+    # Ask each target, before its first write, whether this state database is the one that
+    # wrote its content (Target.foreign_state); False: `--allow-empty-state`
+    check_state: bool = True
 
 
 class Dispatcher:
@@ -104,19 +114,19 @@ class Dispatcher:
         # One failure at a time: a circuit's verdict and what it writes (an attempt counted,
         # attempts given back) reach the database in the order the circuit decided them.
         self._verdicts = asyncio.Lock()
+        self._first = FirstObjects()
+        # The targets still to ask whether they hold content this state does not know.
+        self._unchecked = dict(routes.state_checks) if settings.check_state else {}
+        self._checking = asyncio.Lock()
         self.gave_up: list[str] = []  # the APIs `once` stopped waiting for
+        self.refused_configuration: list[str] = []  # of those, the ones refusing it
 
     async def run(self) -> None:
         """Until stopped, or, once the feeds are done, until nothing is pending."""
         queue: asyncio.Queue[InboxEvent | None] = asyncio.Queue()
         replicated: asyncio.Queue[Replicated | None] = asyncio.Queue()
         async with self._store.transaction() as conn:
-            # A circuit starts closed (the API is tried): an outage a previous run recorded
-            # is over for status, systemd and the retained MQTT state alike.
-            for left_open in await api_circuits.all_open(conn):
-                if left_open.api in self._circuits:
-                    await self._record_state(conn, self._circuits[left_open.api])
-            await api_circuits.clear(conn)
+            await self._forget_left_open(conn)
         async with asyncio.TaskGroup() as group:
             group.create_task(self._record(replicated), name="dispatcher-recorder")
             try:
@@ -133,6 +143,21 @@ class Dispatcher:
             finally:
                 replicated.put_nowait(None)  # after the workers: their last results first
 
+    async def _forget_left_open(self, conn: aiosqlite.Connection) -> None:
+        """A circuit starts closed (the API is tried): an outage or refusal a previous run
+        recorded is over for status, systemd and the retained MQTT state alike."""
+        prefix = self._settings.topic_prefix
+        for left_open in await api_circuits.all_open(conn):
+            circuit = self._circuits.get(left_open.api)
+            if circuit is not None:
+                await self._record_state(conn, circuit)
+            elif prefix is not None:
+                # No handler writes to it any more (e.g. the write-back switched off): its
+                # retained state is removed, as an empty retained message does.
+                await outbox.add(conn, api_topic(prefix, left_open.api), "", retain=True)
+                self._life.outbox_ready.set()
+        await api_circuits.clear(conn)
+
     async def _feed(self, queue: asyncio.Queue[InboxEvent | None]) -> None:
         while not self._life.stopping.is_set():
             self._telemetry.beat(self.loop_name)
@@ -145,6 +170,10 @@ class Dispatcher:
             if claimed or self._busy:
                 # Workers wake this loop as they finish; nothing else to ask the database.
                 await self._wait_for_work(IDLE_WAKE)
+            elif self._first.keys():
+                # Nothing else to judge the withheld failures by: they are the objects' own.
+                async with self._verdicts:
+                    await self._dead_letters(self._first.settle())
             elif await self._drained():
                 return
             else:
@@ -159,7 +188,7 @@ class Dispatcher:
         held = [route for circuit in out for route in circuit.routes]
         async with self._store.reading() as conn:
             ready = await inbox.claim_ready(
-                conn, busy_keys=self._busy, now=utc_now(), limit=free, held=held
+                conn, busy_keys=self._unclaimable(), now=utc_now(), limit=free, held=held
             )
             events = self._after_what_they_refer_to(ready)
             self._busy.update((event.object_key, event) for event in events)
@@ -172,35 +201,50 @@ class Dispatcher:
     async def _claim_probe(self, conn: aiosqlite.Connection, circuit: Circuit) -> list[InboxEvent]:
         """One event of an API that is out, to find out whether it answers again."""
         probe = await inbox.claim_ready(
-            conn, busy_keys=self._busy, now=utc_now(), limit=1, only=circuit.routes
+            conn, busy_keys=self._unclaimable(), now=utc_now(), limit=1, only=circuit.probe_routes()
         )
         for event in probe:
             circuit.probing(event)
             self._busy[event.object_key] = event
         return probe
 
+    def _unclaimable(self) -> set[str]:
+        """Keys not to claim: those in hand, and those whose failure awaits its verdict."""
+        return self._busy.keys() | self._first.keys()
+
     async def _give_up_on_outages(self) -> bool:
         """`once` only: stop when an API has been out for longer than it may wait."""
         limit = self._settings.give_up_after
         if limit is None:
             return False
-        given_up = [c for c in self._circuits.values() if c.is_open and c.open_for() > limit]
+        # A refused configuration is not waited for: only a change of it, or of what the
+        # target holds, ends that, and neither comes during one run.
+        given_up = [
+            c
+            for c in self._circuits.values()
+            if c.is_open and (c.refused is not None or c.open_for() > limit)
+        ]
         if not given_up:
             return False
         async with self._store.reading() as conn:
             for circuit in given_up:
                 waiting = await inbox.pending_count(conn, routes=circuit.routes)
+                why = (
+                    "refuses what the configuration makes crisync send"
+                    if circuit.refused is not None
+                    else f"stayed out for more than {limit:.0f} s"
+                )
                 log.error(
                     "circuit.gave_up",
                     api=circuit.api,
                     open_for=round(circuit.open_for(), 1),
                     waiting=waiting,
                     reason=circuit.reason,
-                    detail=f"{circuit.api} stayed out for more than {limit:.0f} s; "
-                    f"{waiting} events wait in the state database with their attempts, "
-                    "for the next run",
+                    detail=f"{circuit.api} {why}; {waiting} events wait in the state database "
+                    "with their attempts, for the next run",
                 )
         self.gave_up = [circuit.api for circuit in given_up]
+        self.refused_configuration = [c.api for c in given_up if c.refused is not None]
         return True
 
     def _after_what_they_refer_to(self, ready: list[InboxEvent]) -> list[InboxEvent]:
@@ -241,8 +285,11 @@ class Dispatcher:
         return timeout
 
     async def _wait_for_work(self, seconds: float) -> None:
+        # Not wait_for: on Python 3.11 it swallows a cancellation that comes as the event is
+        # set, which a failing worker does (its release wakes this loop): the loop would go on.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._life.work_ready.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._life.work_ready.wait()
 
     async def _work(
         self, queue: asyncio.Queue[InboxEvent | None], replicated: asyncio.Queue[Replicated | None]
@@ -291,8 +338,10 @@ class Dispatcher:
         attempt = event.attempts + 1
         bound = log.bind(source=event.source, kind=event.kind, key=event.key, attempt=attempt)
         handler = self._routes.handler(event)
+        api = self._routes.apis.get((event.source, event.kind))
         started = time.monotonic()
         try:
+            await self._state_checked(api)
             result = await handler(event)
             follow_ups = self._routes.follow_ups(event, result)
         except CredentialError as exc:
@@ -303,29 +352,49 @@ class Dispatcher:
                     await self._fail(event, attempt, exc.info(), bound)  # an API without a circuit
         except CrisyncError as exc:
             async with self._verdicts:
-                if not await self._outage_holds(event, exc):
-                    if exc.retriable and attempt < self._settings.max_attempts:
-                        await self._postpone(event, attempt, exc, bound)
-                    else:
-                        await self._fail(event, attempt, exc.info(), bound)
-        except StateDiskFullError:
+                if await self._outage_holds(event, exc):
+                    pass
+                elif exc.retriable and attempt < self._settings.max_attempts:
+                    await self._postpone(event, attempt, exc, bound)
+                elif exc.retriable:
+                    await self._fail(event, attempt, exc.info(), bound)
+                else:
+                    await self._judge_permanent(event, attempt, exc)
+        except (StateDiskFullError, ForeignStateError):
             raise  # not the object's failure: the daemon stops, the event waits in the inbox
         except Exception as exc:  # noqa: BLE001 - a bug with one object must not stop the others
             bound.exception("handler.crashed")
             await self._fail(event, attempt, ErrorInfo("InternalError", None, repr(exc)), bound)
         else:
             async with self._verdicts:
-                await self._answered(self._routes.apis.get((event.source, event.kind)))
+                await self._answered(api)
+                await self._dead_letters(self._first.succeeded(event))
             result = replace(result, follow_ups=follow_ups)
             return Replicated(event, attempt, result, (time.monotonic() - started) * 1000)
         return None
 
+    async def _state_checked(self, api: str | None) -> None:
+        """Before a target's first write: ForeignStateError when it holds content crisync
+        wrote that this state database does not know (a fresh or lost database)."""
+        if api is None or api not in self._unchecked:
+            return
+        async with self._checking:  # one check at a time; the others wait for its answer
+            check = self._unchecked.get(api)
+            if check is None:
+                return
+            refused = await check()
+            if refused is not None:
+                raise ForeignStateError(refused)
+            del self._unchecked[api]
+
     async def _outage_holds(self, event: InboxEvent, exc: CrisyncError) -> bool:
-        """Whether the failure is its API's outage: then the event waits with its attempts."""
+        """Whether the failure is its API's outage: then the event waits with its attempts.
+
+        So is, while the API refuses the configuration, the failure that made it refuse."""
         circuit = self._circuits.get(exc.api)
         if circuit is None:
             return False
-        if not outage_failure(exc):
+        if not outage_failure(exc) and not self._refused_alike(circuit, exc):
             await self._answered(circuit.api)
             return False
         verdict = circuit.failed(event, exc)
@@ -345,6 +414,38 @@ class Dispatcher:
             )
         return verdict is not False
 
+    @staticmethod
+    def _refused_alike(circuit: Circuit, exc: CrisyncError) -> bool:
+        return circuit.refused is not None and circuit.refused[1] == failure_signature(exc.info())
+
+    async def _judge_permanent(self, event: InboxEvent, attempt: int, exc: CrisyncError) -> None:
+        """A permanent failure: withheld while the route's first objects are judged, then a
+        dead letter, unless nearly all of them failed alike (the configuration's error)."""
+        circuit = self._circuits.get(exc.api)
+        verdict = (
+            self._first.failed(event, attempt, exc)
+            if circuit is not None and not isinstance(exc, CredentialError)
+            else OwnFailures((Withheld(event, attempt, exc.info()),))
+        )
+        if isinstance(verdict, Refused):
+            assert circuit is not None  # only an API with a circuit is judged so
+            await self._opened(
+                circuit, circuit.refuse(verdict.reason, verdict.route, verdict.signature)
+            )
+            self._life.work_ready.set()  # the withheld keys may be claimed again, as probes
+        else:
+            await self._dead_letters(verdict)
+
+    async def _dead_letters(self, verdict: OwnFailures | None) -> None:
+        for failure in () if verdict is None else verdict.failures:
+            bound = log.bind(
+                source=failure.event.source,
+                kind=failure.event.kind,
+                key=failure.event.key,
+                attempt=failure.attempt,
+            )
+            await self._fail(failure.event, failure.attempt, failure.error, bound)
+
     async def _opened(self, circuit: Circuit, opened: Opened) -> None:
         async with self._store.transaction() as conn:
             await inbox.give_back_attempts(conn, *opened.given_back)
@@ -360,7 +461,11 @@ class Dispatcher:
             attempts_given_back=len(opened.given_back),
             next_probe_in=round(max(circuit.probe_wait(), 0.0), 2),
             detail=f"{circuit.api} is out: its work waits, keeping its attempts, "
-            "and one probe at a time finds out when it answers again",
+            "and one probe at a time finds out when it answers again"
+            if circuit.refused is None
+            else f"{circuit.api} refuses what the configuration makes crisync send: its work "
+            "waits, keeping its attempts; correct the configuration (`crisync check-config "
+            "--online` names content it lacks) or the content, then restart",
         )
 
     async def _answered(self, api: str | None) -> None:
@@ -368,9 +473,15 @@ class Dispatcher:
         circuit = None if api is None else self._circuits.get(api)
         if circuit is None:
             return
+        refused = circuit.refused
         closed = circuit.answered()
-        if closed is not None:
-            await self._closed(circuit, closed)
+        if closed is None:
+            return
+        if refused is not None:
+            # Its probe was answered otherwise (the content exists now, or that object fails
+            # its own way): the route's next objects are judged afresh, not dead-lettered.
+            self._first.judge_again(refused[0])
+        await self._closed(circuit, closed)
 
     async def _closed(self, circuit: Circuit, closed: Closed) -> None:
         async with self._store.transaction() as conn:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from crisync.errors import PermanentError
-from crisync.handlers.base import Handler, HandlerResult, Target
+from crisync.handlers.base import Handler, HandlerResult, StateCheck, Target
 from crisync.mapping.rules import MappingsConfig
 from crisync.state.inbox import ChangeEvent, InboxEvent
 
@@ -45,6 +45,8 @@ class Routes:
     # (source, kind) → the API its handler writes to: a target, or the source itself for
     # a handler of its own (Elements' write-back); each has an outage circuit
     apis: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    # target → its check of the state database, asked before its first write
+    state_checks: Mapping[str, StateCheck] = field(default_factory=dict)
 
     def handler(self, event: InboxEvent) -> Handler:
         return self.handlers.get((event.source, event.kind)) or _unrouted
@@ -71,7 +73,9 @@ def route(
         own = source.routes()
         handlers.update(own)
         apis.update(dict.fromkeys(own, source.name))
-    return Routes(handlers, {source.name: source.after_create for source in sources}, apis)
+    after_create = {source.name: source.after_create for source in sources}
+    state_checks = {name: target.foreign_state for name, target in targets.items()}
+    return Routes(handlers, after_create, apis, state_checks)
 
 
 async def _unrouted(event: InboxEvent) -> HandlerResult:

@@ -105,6 +105,9 @@ class FeedLoop:
         self._life = context.life
         self._telemetry = context.telemetry
         self._park_duration = park_duration
+        # Feeds this run parked. A park an earlier run recorded is not kept to: a restart is
+        # what an operator does after correcting the secret, so its feeds ask again at once.
+        self._parked: set[str] = set()
 
     async def request(self, feed: str, operation: Callable[[], Awaitable[T]], what: str) -> T:
         """One request, its retriable failures tried again; the last failure is raised."""
@@ -139,6 +142,8 @@ class FeedLoop:
 
     async def parked_until(self, feed: str) -> datetime | None:
         """When a feed whose credentials were refused may ask again; None: it may now."""
+        if feed not in self._parked:
+            return None
         async with self._store.reading() as conn:
             cursor = await cursors.get(conn, feed)
         if cursor.parked_until is None or cursor.parked_until <= datetime.now(UTC):
@@ -156,7 +161,8 @@ class FeedLoop:
         now = datetime.now(UTC)
         if isinstance(exc, CredentialError):
             until = credentials.refused(exc, pause=self._park_duration, feed=feed)
-            message = f"{exc.message} (HTTP {exc.status}); parked until {until.isoformat()}"
+            self._parked.add(feed)
+            message = f"{credentials.refusal(exc)}; parked until {until.isoformat()}"
             # The position stays: once access is back, the feed resumes where it stopped.
             await self._update(feed, lambda c: replace(c, last_error=message, parked_until=until))
             return

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import aiosqlite
 
-from crisync.errors import REFUSED_CREDENTIALS
+from crisync.errors import REFUSED_CONFIGURATION, REFUSED_CREDENTIALS
 from crisync.state import inbox
 from crisync.state.store import fetch_all
 
@@ -68,6 +68,6 @@ async def describe_open(conn: aiosqlite.Connection) -> list[str]:
 
 def describe(circuit: OpenCircuit, waiting: int) -> str:
     since = datetime.fromisoformat(circuit.opened_at).strftime("%H:%M:%S")
-    if circuit.reason.startswith(REFUSED_CREDENTIALS):
+    if circuit.reason.startswith((REFUSED_CREDENTIALS, REFUSED_CONFIGURATION)):
         return f"{circuit.api} {circuit.reason} since {since} UTC, {waiting} waiting"
     return f"{circuit.api} unreachable since {since} UTC, {waiting} waiting"

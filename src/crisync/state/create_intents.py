@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiosqlite
 
-from crisync.state.store import Store, utc_now
+from crisync.state.store import Store, fetch_one, utc_now
 
 
 async def begin(
@@ -35,3 +35,8 @@ async def remove(conn: aiosqlite.Connection, *objects: tuple[str, str, str]) -> 
     await conn.executemany(
         "DELETE FROM create_intents WHERE source = ? AND kind = ? AND key = ?", objects
     )
+
+
+async def count(conn: aiosqlite.Connection) -> int:
+    row = await fetch_one(conn, "SELECT COUNT(*) FROM create_intents")
+    return int(row[0]) if row else 0

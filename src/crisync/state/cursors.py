@@ -64,3 +64,13 @@ async def save(conn: aiosqlite.Connection, cursor: Cursor) -> None:
 async def all_cursors(conn: aiosqlite.Connection) -> list[Cursor]:
     rows = await fetch_all(conn, f"SELECT {COLUMNS}, feed FROM cursors ORDER BY feed")  # noqa: S608 - a constant column list
     return [_cursor(row[6], row) for row in rows]
+
+
+async def describe_parked(conn: aiosqlite.Connection) -> list[str]:
+    """One line per feed whose API refused the credentials at its last poll, e.g.
+    "elements:users refused the credentials (HTTP 401): ...; parked until ..."."""
+    return [
+        f"{cursor.feed} {cursor.last_error}"
+        for cursor in await all_cursors(conn)
+        if cursor.parked_until is not None and cursor.last_error
+    ]

@@ -525,6 +525,19 @@ async def test_injected_failures_hit_the_next_matching_requests(
     assert response.status == 200
 
 
+async def test_an_injected_failure_of_one_operation_passes_the_others(
+    sim: PureSimulator, api: tuple[aiohttp.ClientSession, str]
+) -> None:
+    sim.fail_next(400, content_type="research-outputs", operation="create")
+    response, _ = await call(api, "POST", "/research-outputs/search", {"searchString": "x"})
+    assert response.status == 200  # search documents a 400 too: not hit
+    response, problem = await call(
+        api, "PUT", "/research-outputs", output(sim.organization_uuids[0])
+    )
+    assert_problem(response, problem, 400)
+    assert sim.objects("research-outputs") == {}
+
+
 async def test_an_injected_409_passes_reads_and_hits_the_update(
     sim: PureSimulator, api: tuple[aiohttp.ClientSession, str]
 ) -> None:
@@ -550,13 +563,15 @@ async def test_a_failure_after_write_loses_only_the_answer(
     assert len(sim.objects("research-outputs")) == 1
 
 
-def test_fail_next_refuses_unknown_statuses_and_types(sim: PureSimulator) -> None:
+def test_fail_next_refuses_unknown_statuses_types_and_operations(sim: PureSimulator) -> None:
     with pytest.raises(ValueError, match="599"):
         sim.fail_next(599)
     with pytest.raises(ValueError, match="equipment"):
         sim.fail_next(503, content_type="equipment")
     with pytest.raises(ValueError, match="count"):
         sim.fail_next(503, count=0)
+    with pytest.raises(ValueError, match="merge"):
+        sim.fail_next(503, operation="merge")
 
 
 async def storm_statuses(sim: PureSimulator, requests: int) -> list[int]:

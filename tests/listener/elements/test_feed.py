@@ -522,6 +522,22 @@ async def test_a_parked_feed_is_tried_again_after_its_park_and_then_unparked(
     assert "elements.feed_unparked" in [e["event"] for e in logs]
 
 
+async def test_a_restart_asks_again_at_once_since_that_is_what_follows_a_corrected_secret(
+    store: Store, elements_sim: ElementsSimulator, config: Config, session: aiohttp.ClientSession
+) -> None:
+    refused = listener_with(
+        session, config, store, categories=["users"], password="wrong-password", park_duration=60
+    )
+    await refused.sweep_all()
+    assert (await cursor_of(store, "elements:users")).parked_until is not None
+    restarted = listener_with(session, config, store, categories=["users"], park_duration=60)
+    await restarted.sweep_all()
+    cursor = await cursor_of(store, "elements:users")
+    assert cursor.parked_until is None
+    assert cursor.last_error is None
+    assert cursor.high_water is not None
+
+
 async def test_one_parked_category_does_not_stop_the_others(
     store: Store, elements_sim: ElementsSimulator, config: Config, session: aiohttp.ClientSession
 ) -> None:

@@ -24,13 +24,13 @@ skip any row a running daemon changed meanwhile.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from crisync.errors import PermanentError
 from crisync.handlers.pure.client import PureClient
-from crisync.handlers.pure.mapping import PURE, id_source_of, match_key_of, parse_primary_id
+from crisync.handlers.pure.mapping import PURE, match_key_of
+from crisync.handlers.pure.primary_ids import crisync_keys, primary_ids
 from crisync.handlers.pure.references import (
     EXTERNAL_PERSON_ID_SOURCE,
     EXTERNAL_PERSONS,
@@ -136,17 +136,6 @@ async def _list_all(
         offset += len(page.items)
 
 
-def _primary_ids(item: dict[str, Any], id_source: str) -> Iterable[str]:
-    for identifier in item.get("identifiers") or []:
-        if (
-            isinstance(identifier, dict)
-            and identifier.get("typeDiscriminator") == "PrimaryId"
-            and identifier.get("idSource") == id_source
-            and isinstance(identifier.get("value"), str)
-        ):
-            yield identifier["value"]
-
-
 class _TypeScan:
     """The objects of one Pure type, read for the PrimaryIds crisync wrote."""
 
@@ -161,7 +150,7 @@ class _TypeScan:
         # (source, kind, key) → the objects carrying its PrimaryId (more than one: duplicates)
         self.carriers: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
         for item in objects:
-            for key in self._keys_of(item):
+            for key in crisync_keys(item, rules_of):
                 self.carriers[key].append(item)
         self.listed = {str(item["uuid"]): item for item in objects}
         self.survivor_of = {
@@ -169,16 +158,6 @@ class _TypeScan:
             for item in objects
             for previous in item.get("previousUuids") or []
         }
-
-    def _keys_of(self, item: dict[str, Any]) -> set[tuple[str, str, str]]:
-        keys = set()
-        for id_source in {id_source_of(rules) for rules in self.rules_of.values()}:
-            for value in _primary_ids(item, id_source):
-                parsed = parse_primary_id(value)
-                rules = self.rules_of.get(parsed[:2]) if parsed else None
-                if parsed is not None and rules is not None and id_source_of(rules) == id_source:
-                    keys.add(parsed)
-        return keys
 
     def compare(self, rows: list[MappingRow], report: ReconcileReport, plan: _Plan) -> None:
         by_key = {
@@ -263,7 +242,7 @@ async def _compare_external_persons(
     async with store.reading() as conn:
         known = await external_persons.all_external_persons(conn)
     for item in objects:
-        for value in _primary_ids(item, EXTERNAL_PERSON_ID_SOURCE):
+        for value in primary_ids(item, EXTERNAL_PERSON_ID_SOURCE):
             name_key = value.removeprefix(EXTERNAL_PERSON_PREFIX)
             if value.startswith(EXTERNAL_PERSON_PREFIX) and name_key not in known:
                 known[name_key] = plan.external_persons[name_key] = str(item["uuid"])

@@ -172,10 +172,12 @@ class PureSimulator:
         count: int = 1,
         *,
         content_type: str | None = None,
+        operation: str | None = None,
         retry_after: int | None = None,
         after_write: bool = False,
     ) -> None:
-        """Answer the next `count` requests (of one type, if given) with `status`.
+        """Answer the next `count` requests (of one type and operation, if given) with
+        `status`; the operations are create, list, search, get, update, delete, lock, unlock.
 
         A client error (409, 404, ...) only hits operations whose contract
         documents it, so a 409 meant for an update passes the GET before it;
@@ -188,7 +190,15 @@ class PureSimulator:
             raise ValueError(f"count must be at least 1, not {count}")
         if content_type is not None and content_type not in self._types:
             raise ValueError(f"unknown content type {content_type!r}")
-        self._failures.append(_Failure(status, count, content_type, retry_after, after_write))
+        if operation is not None and operation not in {op for _, _, op in _OPERATIONS}:
+            raise ValueError(f"unknown operation {operation!r}")
+        self._failures.append(
+            _Failure(status, count, content_type, retry_after, after_write, operation)
+        )
+
+    def cancel_failures(self) -> None:
+        """Forget the failures `fail_next` scheduled that did not happen yet."""
+        self._failures.clear()
 
     def storm(
         self,
@@ -611,7 +621,11 @@ class PureSimulator:
     def _take_failure(self, segment: str, operation: str) -> _Failure | None:
         documented = self._documented.get((segment, operation), frozenset())
         for failure in self._failures:
-            if failure.content_type in (None, segment) and _may_hit(failure.status, documented):
+            if (
+                failure.content_type in (None, segment)
+                and failure.operation in (None, operation)
+                and _may_hit(failure.status, documented)
+            ):
                 failure.remaining -= 1
                 if failure.remaining <= 0:
                     self._failures.remove(failure)
@@ -641,6 +655,7 @@ class _Failure:
     content_type: str | None
     retry_after: int | None
     after_write: bool
+    operation: str | None = None  # only requests of this operation fail (None: any)
     hang_s: float | None = None  # answer only this late: past the client's timeout
 
     async def answer(self) -> web.Response:

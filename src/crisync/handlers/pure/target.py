@@ -11,6 +11,7 @@ from crisync.handlers.pure.context import PureContext
 from crisync.handlers.pure.planning import PlanningPureClient
 from crisync.handlers.pure.reconcile import ReconcileReport, reconcile
 from crisync.handlers.pure.replicate import replicate_to_pure
+from crisync.handlers.pure.state_guard import foreign_content
 from crisync.mapping.rules import MappingsConfig
 from crisync.state.inbox import InboxEvent
 from crisync.state.store import Store
@@ -60,6 +61,10 @@ class PureTarget(Target):
         if not isinstance(client, PlanningPureClient):
             return None
         return client.planned(target_type, target_uuid)
+
+    async def foreign_state(self) -> str | None:
+        ctx = self.context
+        return await foreign_content(ctx.store, ctx.pure, ctx.mappings)
 
     async def reconcile(self, *, apply: bool) -> ReconcileReport:
         ctx = self.context

@@ -344,6 +344,8 @@ def test_help_says_what_crisync_is_and_sums_up_each_command_in_a_line(
         "retry",
         "reconcile",
         "resync",
+        "plan",
+        "show",
         "demo",
         "sim",
     ]

@@ -6,13 +6,11 @@ import hashlib
 import json
 from pathlib import Path
 
-import pytest
-
 from crisync.config.model import Config
 from crisync.daemon import run_daemon
 from crisync.handlers.pure.sim import PureSimulator
 from crisync.listener.elements.sim import ElementsSimulator
-from crisync.plan import PLANNED_ACTION, make_plan
+from crisync.plan import make_plan, planned_action
 from crisync.sim.broker import MosquittoBroker
 from tests.support.daemon import daemon_log, daemon_output, start_daemon
 from tests.support.mqtt import subscribed
@@ -34,7 +32,9 @@ async def once_actions(config: Config, broker: MosquittoBroker, prefix: str) -> 
         await run_daemon(config, once=True)
         await received.wait_for(lambda r: len(r.outcomes()) > 0)
     return {
-        f"{o['source']}/{o['kind']}/{o['key']}": PLANNED_ACTION[o["action"]]
+        f"{o['source']}/{o['kind']}/{o['key']}": planned_action(
+            o["action"], (o.get("error") or {}).get("class")
+        )
         for o in received.outcomes()
     }
 
@@ -82,20 +82,6 @@ async def test_a_plan_over_a_state_in_use_shows_the_update_and_leaves_every_byte
     assert done == {p.object_key: p.action for p in plan.objects}
 
 
-async def test_a_plan_names_an_ambiguous_match_with_its_candidates(
-    config: Config, pure_sim: PureSimulator, elements_sim: ElementsSimulator
-) -> None:
-    # Two research outputs in Pure with the DOI a publication comes to have in Elements.
-    # (Its DOI is given by the mapping: the simulator's publications carry none of their own.)
-    mappings = config.mappings.model_validate(
-        {
-            **config.mappings.model_dump(by_alias=True, exclude={"declared"}),
-        }
-    )
-    del mappings  # the built-in publication mapping reads fields.doi
-    pytest.skip("needs DOIs in the Elements simulator")
-
-
 async def command_output(config_path: Path, *arguments: str) -> str:
     """A command run as an operator runs it, in a process of its own; what it printed."""
     process = await start_daemon(config_path, *arguments)
@@ -107,7 +93,8 @@ async def test_plan_json_gives_a_summary_and_every_object(
     config_path: Path, pure_sim: PureSimulator
 ) -> None:
     document = json.loads(await command_output(config_path, "plan", "--json"))
-    assert set(document) == {"summary", "objects"}
+    assert set(document) == {"summary", "objects", "problems"}
+    assert document["problems"] == []
     assert sum(document["summary"].values()) == len(document["objects"])
     assert {o["action"] for o in document["objects"]} == {"create"}
     assert pure_writes(pure_sim) == 0

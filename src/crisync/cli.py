@@ -219,7 +219,7 @@ def _replication_commands(with_config: Callable[..., argparse.ArgumentParser]) -
 
     plan = with_config(
         "plan",
-        "show what `once` would do to each object in Pure; write nothing",
+        "what `once` would do, object by object; writes nothing",
         "read the sources from the stored cursors and Pure, and show what `crisync once` "
         "would do to each object: create, adopt, update (with the changes), unchanged, "
         "link, skip, ambiguous, failing. Nothing is written: not to Pure, not to the "
@@ -231,7 +231,7 @@ def _replication_commands(with_config: Callable[..., argparse.ArgumentParser]) -
     plan.add_argument("key", nargs="?", metavar="KEY", help="only this object (read alone)")
     show = with_config(
         "show",
-        "one object: as read, as mapped, as Pure holds it, and the difference",
+        "one object: as read, as Pure holds it, as it would be",
         "fetch one object from its source and show it as crisync read it, what crisync "
         "would write to Pure, the Pure content it matches, and the difference; writes nothing",
     )
@@ -485,7 +485,8 @@ def _print_progress(done: int, total: int) -> None:
 async def _plan(loaded: LoadedConfig, args: argparse.Namespace, *, show: bool = False) -> int:
     from crisync.plan import make_plan, render_object
 
-    configure_logging(loaded.config.daemon.log_format, "warning")  # the plan is the output
+    # The plan says what fails and what kept it from being whole; the log would repeat it.
+    configure_logging(loaded.config.daemon.log_format, "critical")
     try:
         plan = await make_plan(loaded.config, source=args.source, kind=args.kind, key=args.key)
     except CrisyncError as exc:
@@ -497,7 +498,7 @@ async def _plan(loaded: LoadedConfig, args: argparse.Namespace, *, show: bool = 
         print(json.dumps(plan.as_json(), indent=2, ensure_ascii=False))
     else:
         print(plan.render())
-    return EX_OK
+    return EX_UNAVAILABLE if plan.problems else EX_OK
 
 
 async def _status(loaded: LoadedConfig, *, as_json: bool, every_dead_letter: bool) -> int:

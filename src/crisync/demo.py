@@ -22,15 +22,20 @@ from crisync.handlers.pure.sim import PureSimulator
 from crisync.lifecycle import Lifecycle
 from crisync.listener.elements.config import ElementsConfig
 from crisync.listener.elements.sim import ElementsSimulator
+from crisync.logs import configure_logging
+from crisync.plan import make_plan
 from crisync.publisher.mqtt import CONNECT_TIMEOUT, status_topic, tls_context
 from crisync.sim.broker import MosquittoBroker, mosquitto_binary
 from crisync.sim.cli import ELEMENTS_PASSWORD, ELEMENTS_USER, PURE_API_KEY
 from crisync.sim.server import serve
+from crisync.sim.site import populate_site
 from crisync.state import outbox
 from crisync.state.store import Store
 from crisync.status import read_status
+from crisync.telemetry import Telemetry
 
 CHANGE_EVERY = 3.0
+PURE_WRITES = frozenset({"create", "update", "lock", "unlock", "delete"})
 # The demo's topics and client id: the broker may be a production one, whose `crisync/`
 # topics and session belong to the real daemon.
 DEMO_PREFIX = "crisync-demo"
@@ -136,6 +141,11 @@ async def run_demo(*, objects: int, follow: bool, mqtt_url: str | None = None) -
             say(f"  MQTT broker         {broker_url}")
             say(f"  watch outcomes:     {watch or '(no broker)'}")
             say()
+            # A real Pure is never empty: HR's persons, imported research outputs, a duplicate.
+            say("The Pure simulator starts as a site's Pure is:")
+            for line in populate_site(pure, elements, seed=1).lines():
+                say(line)
+            say()
             if follow:
                 await _follow(config, elements)
             else:
@@ -169,24 +179,60 @@ async def _clear_retained(mqtt: MqttConfig, state: Path) -> None:
 
 
 async def _two_passes(config: Config, elements: ElementsSimulator, pure: PureSimulator) -> None:
-    await run_daemon(config, once=True)
-    await _report("First pass (backfill)", config, pure)
+    await _show_plan(config, pure)
+    pure.request_counts.clear()
+    telemetry = Telemetry()
+    await run_daemon(config, once=True, telemetry=telemetry)
+    await _report("First pass (first contact and backfill)", config, pure, telemetry)
     changed = elements.object_ids("publication")[:3]
     elements.advance(5)
     for publication in changed:
         elements.touch("publication", publication)
     pure.request_counts.clear()
-    await run_daemon(config, once=True)
-    await _report(f"Second pass ({len(changed)} publications changed in Elements)", config, pure)
+    telemetry = Telemetry()
+    await run_daemon(config, once=True, telemetry=telemetry)
+    await _report(
+        f"Second pass ({len(changed)} publications changed in Elements)", config, pure, telemetry
+    )
 
 
-async def _report(title: str, config: Config, pure: PureSimulator) -> None:
+async def _show_plan(config: Config, pure: PureSimulator) -> None:
+    """What `crisync plan` says before the first pass: the demo's Pure is a populated one."""
+    configure_logging("console", "critical")  # what would fail is the plan's to say
+    try:
+        plan = await make_plan(config)
+    finally:
+        configure_logging("console", "warning")
+    say("Plan (`crisync plan`: what the first pass will do; nothing written yet)")
+    say("  " + ", ".join(f"{count} {action}" for action, count in plan.summary.items()))
+    shown: set[str] = set()
+    for planned in plan.objects:
+        if planned.action in shown or planned.action == "create":
+            continue
+        shown.add(planned.action)
+        where = f" {planned.target_type} {planned.target_uuid}" if planned.target_uuid else ""
+        say(f"  e.g. {planned.action} {planned.object_key}{where}")
+        if planned.note:
+            say(f"       {planned.note}")
+    say(f"  Pure writes made by the plan: {_writes(pure)}")
+    say()
+
+
+def _writes(pure: PureSimulator) -> int:
+    return sum(n for (_, op), n in pure.request_counts.items() if op in PURE_WRITES)
+
+
+async def _report(title: str, config: Config, pure: PureSimulator, telemetry: Telemetry) -> None:
     async with Store.open(config.state.path) as store:
         status = await read_status(store)
     requests = dict(sorted(pure.request_counts.items()))
     created = {t: len(pure.objects(t)) for t in ("persons", "research-outputs")}
     locked = sum(pure.is_locked(t, u) for t in created for u in pure.objects(t))
     say(title)
+    say(
+        "  outcomes: "
+        + ", ".join(f"{count} {action}" for action, count in sorted(telemetry.outcomes.items()))
+    )
     say(
         f"  Pure now holds {created['persons']} persons and {created['research-outputs']} "
         f"research outputs; {locked} locked"
@@ -198,6 +244,11 @@ async def _report(title: str, config: Config, pure: PureSimulator) -> None:
     say(
         f"  outcomes still in the outbox: {status.outbox_depth}; "
         f"dead letters: {len(status.dead_letters)}"
+        + (
+            " (ambiguous matches wait for a person: `crisync status`)"
+            if status.dead_letters
+            else ""
+        )
     )
     say()
 

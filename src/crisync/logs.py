@@ -16,6 +16,7 @@ LEVELS = {
     "info": logging.INFO,
     "warning": logging.WARNING,
     "error": logging.ERROR,
+    "critical": logging.CRITICAL,  # nothing but a crash: a plan says the rest itself
 }
 
 

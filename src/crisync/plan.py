@@ -29,7 +29,7 @@ from crisync.lifecycle import Lifecycle
 from crisync.listener.base import Loop, Source, SourceContext, queue_resync
 from crisync.listener.sources import open_sources
 from crisync.outcome import OutcomeAction
-from crisync.state import dead_letters, inbox
+from crisync.state import cursors, dead_letters, inbox
 from crisync.state.inbox import ChangeEvent, InboxEvent
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
@@ -48,6 +48,11 @@ PLANNED_ACTION: dict[OutcomeAction, str] = {
 }
 AMBIGUOUS = "ambiguous"  # a match rule found several candidates: the object would wait
 WAITING = "waiting"  # still in the inbox at the end: an API out, or a reference not there
+
+
+def planned_action(action: OutcomeAction, error_class: str | None = None) -> str:
+    """An outcome's action in a plan's words; an ambiguous match is a failure of its own."""
+    return AMBIGUOUS if error_class == "AmbiguousMatchError" else PLANNED_ACTION[action]
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,8 @@ class PlannedObject:
 @dataclass(frozen=True)
 class Plan:
     objects: list[PlannedObject]
+    # What kept the plan from being whole: a feed that failed, an API that stayed out.
+    problems: list[str] = field(default_factory=list)
 
     @property
     def summary(self) -> dict[str, int]:
@@ -86,6 +93,7 @@ class Plan:
         return {
             "summary": self.summary,
             "objects": [planned.as_json() for planned in self.objects],
+            "problems": self.problems,
         }
 
     def render(self) -> str:
@@ -98,6 +106,7 @@ class Plan:
                 f"          {name}: {_short(change['target'])} -> {_short(change['crisync'])}"
                 for name, change in planned.changes.items()
             )
+        lines.extend(f"INCOMPLETE: {problem}" for problem in self.problems)
         summary = ", ".join(f"{count} {action}" for action, count in self.summary.items())
         lines.append(f"plan: {summary or 'nothing to do'}; nothing was written")
         return "\n".join(lines)
@@ -185,8 +194,10 @@ async def make_plan(
             )
             return {name: recorder.watch(target) for name, target in opened.items()}
 
-        await run_daemon(planning_config, once=True, sources=sources, targets=targets)
+        run = await run_daemon(planning_config, once=True, sources=sources, targets=targets)
         planned = await recorder.objects(scratch)
+        problems = [f"{api} was unavailable: its objects are waiting" for api in run.unavailable]
+        problems += await _feed_problems(scratch)
 
     def wanted(item: PlannedObject) -> bool:
         return (
@@ -195,7 +206,13 @@ async def make_plan(
             and (key is None or item.key == key)
         )
 
-    return Plan([item for item in planned if wanted(item)])
+    return Plan([item for item in planned if wanted(item)], problems)
+
+
+async def _feed_problems(state: Path) -> list[str]:
+    async with Store.open(state) as store, store.reading() as conn:
+        feeds = await cursors.all_cursors(conn)
+    return [f"feed {c.feed}: {c.last_error}" for c in feeds if c.last_error]
 
 
 @contextlib.contextmanager
@@ -279,12 +296,11 @@ class _Recorder:
                 content=content,
             )
         for letter in failed:
-            ambiguous = letter.error_class == "AmbiguousMatchError"
             planned[(letter.source, letter.kind, letter.key)] = PlannedObject(
                 letter.source,
                 letter.kind,
                 letter.key,
-                action=AMBIGUOUS if ambiguous else PLANNED_ACTION["failed"],
+                action=planned_action("failed", letter.error_class),
                 note=letter.message,
             )
         for identity in waiting:

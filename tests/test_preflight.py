@@ -11,8 +11,10 @@ from pydantic import SecretStr
 from crisync.cli import EX_CONFIG, EX_OK, EX_UNAVAILABLE, main
 from crisync.config.model import Config
 from crisync.handlers.pure.sim import PureSimulator
+from crisync.mapping.rules import MappingsConfig
 from crisync.preflight import check_online
-from crisync.sim.server import free_port
+from crisync.sim.server import free_port, serve
+from tests.support.secrets import PURE_API_KEY
 
 PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
 
@@ -34,8 +36,16 @@ async def test_every_system_answers(
         ["ok", "mqtt"],
     ]
     assert "crisync may read users" in lines[0]
-    # The managing organisation was read, and nothing was written.
-    assert pure_sim.request_counts == {("organizations", "get"): 1}
+    assert "may write 3 (external-persons, persons, research-outputs)" in lines[1]
+    # Each type the read kinds need is read, its right to write asked of no content, and
+    # the managing organisation read: nothing is written.
+    written = ("external-persons", "persons", "research-outputs")
+    assert pure_sim.request_counts == {
+        ("organizations", "get"): 1,
+        **{(pure_type, "list"): 1 for pure_type in written},
+        **{(pure_type, "update"): 1 for pure_type in written},
+    }
+    assert all(not pure_sim.objects(pure_type) for pure_type in written)
 
 
 async def test_a_refused_key_and_an_absent_broker_are_unavailable(
@@ -62,6 +72,48 @@ async def test_a_placeholder_organisation_is_a_configuration_problem(
     assert lines[1] == (
         f"  FAILED pure: [pure] managing_organization: Pure has no organizations {PLACEHOLDER}"
     )
+
+
+@pytest.mark.parametrize(
+    ("access", "hidden", "gaps"),
+    [
+        (
+            {"persons": ["read"], "external-persons": ["read", "write"], "organizations": ["read"]},
+            [],
+            "may not read research-outputs; may not write research-outputs",
+        ),
+        (None, ["identifiers"], "is shown no identifiers of persons (of 1 read)"),
+    ],
+)
+async def test_a_key_without_the_rights_the_mappings_need_is_named_precisely(
+    config: Config,
+    pure_sim: PureSimulator,
+    access: dict[str, list[str]] | None,
+    hidden: list[str],
+    gaps: str,
+) -> None:
+    limited = PureSimulator(api_key=PURE_API_KEY, access=access, hidden_fields=hidden)
+    hr_id = {
+        "typeDiscriminator": "PrimaryId",
+        "idSource": "synchronisedUnifiedPerson",
+        "value": "1",
+    }
+    person = {"name": {"firstName": "Ada", "lastName": "Lovelace"}, "identifiers": [hr_id]}
+    limited.seed("persons", person, by="hr-sync")
+    async with serve(limited.app()) as origin:
+        assert config.pure is not None
+        pure = config.pure.model_copy(
+            update={
+                "url": f"{origin}/ws/api",
+                "managing_organization": limited.organization_uuids[0],
+            }
+        )
+        # The built-in mappings: persons are only read (link-only), found by HR's PrimaryId.
+        site = config.model_copy(update={"pure": pure, "mappings": MappingsConfig()})
+        answers = await check_online(site)
+    (answer,) = [a for a in answers if a.system == "pure"]
+    assert (answer.ok, answer.misconfigured) == (False, True)
+    assert answer.message == f"the API key's access definition: {gaps}"
 
 
 async def test_unicat_signs_in_with_its_key(unicat_config: Config) -> None:

@@ -81,6 +81,10 @@ class MissingContentError(PermanentError):
     """The configuration names content the API does not hold (a placeholder uuid, say)."""
 
 
+class MissingRightsError(PermanentError):
+    """The API key works, but its access definition lacks what the configuration needs."""
+
+
 class NotFoundError(PermanentError):
     """The resource does not exist (404) or its deletion was logged (410)."""
 

@@ -12,7 +12,7 @@ import aiomqtt
 from crisync import credentials
 from crisync.config.model import Config
 from crisync.daemon import http_session
-from crisync.errors import CredentialError, CrisyncError, MissingContentError
+from crisync.errors import CredentialError, CrisyncError, MissingContentError, MissingRightsError
 from crisync.handlers.targets import target_checks
 from crisync.listener.sources import source_checks
 from crisync.publisher.mqtt import check_broker
@@ -24,7 +24,7 @@ class Answer:
     system: str
     ok: bool
     message: str
-    # The API works, but the configuration names something it does not hold.
+    # The API works, but the configuration names something it does not hold or may not do.
     misconfigured: bool = False
 
 
@@ -47,7 +47,7 @@ async def check_online(config: Config) -> list[Answer]:
 async def _ask(system: str, check: Callable[[], Awaitable[str]]) -> Answer:
     try:
         return Answer(system, ok=True, message=await check())
-    except MissingContentError as exc:
+    except (MissingContentError, MissingRightsError) as exc:
         return Answer(system, ok=False, message=exc.message, misconfigured=True)
     except CredentialError as exc:
         return Answer(system, ok=False, message=credentials.refusal(exc))

@@ -44,5 +44,8 @@ def target_checks(
     """One check per target: what `check-config --online` asks it."""
     checks: dict[str, Callable[[], Awaitable[str]]] = {}
     if config.pure is not None:
-        checks["pure"] = partial(check_pure, config.pure, config.mappings, session, telemetry)
+        read = {(name, kind) for name, source in config.sources.items() for kind in source.kinds()}
+        checks["pure"] = partial(
+            check_pure, config.pure, config.mappings, session, telemetry, read=frozenset(read)
+        )
     return checks

@@ -1,5 +1,6 @@
-"""What `crisync check-config --online` asks Pure: does the key work, and does Pure hold the
-content the configuration names (the managing organisation, uuids in mapping constants)?"""
+"""What `crisync check-config --online` asks Pure: does the key work, may it read and write
+what the mappings need (its access definition), and does Pure hold the content the
+configuration names (the managing organisation, uuids in mapping constants)?"""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from collections.abc import Iterator
 
 import aiohttp
 
-from crisync.errors import MissingContentError, PermanentError
+from crisync.errors import CredentialError, MissingContentError, MissingRightsError, PermanentError
 from crisync.handlers.pure.client import PureClient
 from crisync.handlers.pure.config import PureConfig
 from crisync.handlers.pure.mapping import PURE
+from crisync.handlers.pure.references import EXTERNAL_PERSONS
 from crisync.handlers.pure.types import PURE_TYPES
 from crisync.mapping.rules import MappingsConfig
 from crisync.telemetry import Telemetry
@@ -23,6 +25,8 @@ async def check_pure(
     mappings: MappingsConfig,
     session: aiohttp.ClientSession,
     telemetry: Telemetry,
+    *,
+    read: frozenset[tuple[str, str]],
 ) -> str:
     """Read each piece of content the configuration names; MissingContentError lists the
     ones Pure does not hold, the client's classified error says when Pure cannot answer."""
@@ -36,6 +40,15 @@ async def check_pure(
                 if content_type is not None:
                     named[(content_type, uuid)] = f"mappings.{source}.{kind}.properties.{path}"
     client = PureClient(session, config, telemetry=telemetry)
+    reads, writes, by_identifier = _types_needed(mappings, read)
+    gaps = [
+        gap
+        for pure_type in sorted(reads)
+        if (gap := await _read_gap(client, pure_type, needs_identifiers=pure_type in by_identifier))
+    ]
+    gaps += [gap for pure_type in sorted(writes) if (gap := await _write_gap(client, pure_type))]
+    if gaps:
+        raise MissingRightsError("the API key's access definition: " + "; ".join(gaps), api="pure")
     missing = []
     for (content_type, uuid), where in named.items():
         try:
@@ -46,7 +59,65 @@ async def check_pure(
             missing.append(f"{where}: Pure has no {content_type} {uuid}")
     if missing:
         raise MissingContentError("; ".join(missing), api="pure")
-    return f"the API key reads the {len(named)} content item(s) the configuration names"
+    return (
+        f"the API key reads {len(reads)} type(s) and their identifiers, may write "
+        f"{len(writes)} ({', '.join(sorted(writes)) or 'none'}), and reads the "
+        f"{len(named)} content item(s) the configuration names"
+    )
+
+
+# A uuid no content has: asking to update it shows the right to write, and changes nothing.
+NO_CONTENT = "00000000-0000-4000-8000-000000000000"
+# Objects read to see whether the key is shown their identifiers.
+IDENTIFIER_SAMPLE = 20
+
+
+def _types_needed(
+    mappings: MappingsConfig, read: frozenset[tuple[str, str]]
+) -> tuple[set[str], set[str], set[str]]:
+    """The Pure types the mappings of the kinds sources read need to read, to write (link-only
+    ones are read only), and to find by an identifier (a match rule's)."""
+    reads, writes, by_identifier = set(), set(), set()
+    for source, kind, rules in mappings.all():
+        if rules.target != PURE or (source, kind) not in read:
+            continue
+        reads.add(rules.type)
+        if any(rule.identifier is not None for rule in rules.match):
+            by_identifier.add(rules.type)
+        if not rules.link_only:
+            writes.add(rules.type)
+        for rule in rules.properties.values():
+            if rule.persons is not None and rule.persons.external is not None:
+                reads.add(EXTERNAL_PERSONS)
+                writes.add(EXTERNAL_PERSONS)
+    return reads, writes, by_identifier
+
+
+async def _read_gap(client: PureClient, pure_type: str, *, needs_identifiers: bool) -> str | None:
+    """Why the key cannot read the type, or, where a match rule finds content by an
+    identifier (HR's persons by their PrimaryId), see identifiers; None when it can. Content
+    without identifiers is common, so only a type found by them is asked."""
+    try:
+        page = await client.list_page(pure_type, offset=0, size=IDENTIFIER_SAMPLE)
+    except CredentialError as exc:
+        if exc.status != 403:
+            raise
+        return f"may not read {pure_type}"
+    if needs_identifiers and page.items and not any("identifiers" in i for i in page.items):
+        return f"is shown no identifiers of {pure_type} (of {len(page.items)} read)"
+    return None
+
+
+async def _write_gap(client: PureClient, pure_type: str) -> str | None:
+    try:
+        await client.update(pure_type, NO_CONTENT, {})
+    except CredentialError as exc:
+        if exc.status != 403:
+            raise
+        return f"may not write {pure_type}"
+    except PermanentError:
+        return None  # no such content (404) or not a valid body (400): the key may write
+    return None
 
 
 def _content_refs(value: object) -> Iterator[tuple[str, str]]:

@@ -95,6 +95,10 @@ class ContentIndex:
         default_factory=lambda: defaultdict(asyncio.Lock)
     )
 
+    def answers(self, pure_type: str, probe: MatchProbe) -> bool:
+        """Whether this rule's values proved too common to search for: the scan answers."""
+        return (pure_type, probe.rule.where, probe.rule.compare) in self._scans
+
     async def uuids(self, pure: PureClient, pure_type: str, probe: MatchProbe) -> list[str]:
         key = (pure_type, probe.rule.where, probe.rule.compare)
         async with self._scanning[key]:
@@ -120,7 +124,12 @@ async def _scan(pure: PureClient, pure_type: str, rule: MatchRule) -> _Scan:
 async def candidates(
     pure: PureClient, pure_type: str, probe: MatchProbe, index: ContentIndex
 ) -> list[str]:
-    """The uuids of the Pure objects holding the probe's value where its rule looks."""
+    """The uuids of the Pure objects holding the probe's value where its rule looks.
+
+    Once a rule's values proved too common to search for, the scan answers for the rest
+    of a backfill without a search per object."""
+    if index.answers(pure_type, probe):
+        return await index.uuids(pure, pure_type, probe)
     found: list[str] = []
     offset, size = 0, FIRST_PAGE
     while True:

@@ -40,7 +40,7 @@ import json
 import random
 import re
 import uuid as uuid_module
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -66,6 +66,8 @@ _WRITES = frozenset({"create", "update", "delete", "lock", "unlock"})
 _STATE_ACTIONS = frozenset({"lock", "unlock"})
 
 # (method, path suffix after /{type}, operation name in request_counts)
+# What the access definition's read right allows; the others need write.
+READ_OPERATIONS = frozenset({"list", "search", "get"})
 _OPERATIONS = (
     ("PUT", "", "create"),
     ("GET", "", "list"),
@@ -128,13 +130,20 @@ class PureSimulator:
         organizations: int = 3,
         base_path: str = "/ws/api",
         custom_defined_fields: Mapping[str, Mapping[str, str]] | None = None,
+        access: Mapping[str, Iterable[str]] | None = None,
+        hidden_fields: Iterable[str] = (),
     ) -> None:
         """`custom_defined_fields` configures, per URL segment, field name → field type
-        (``Boolean``, ``String``, ...); Pure knows no others."""
+        (``Boolean``, ``String``, ...); Pure knows no others. `access` is the API key's
+        access definition: per URL segment, the rights it has (``read``, ``write``); None
+        allows everything, a type it does not name nothing (403). `hidden_fields` are
+        properties the key is never shown (its access definition leaves them out)."""
         self._contract = PureContract.load()
         self._types = content_types(self._contract)
         self._by_system_name = {t.system_name: t for t in self._types.values()}
         self._api_key = api_key.encode()
+        self._access = None if access is None else {t: set(r) for t, r in access.items()}
+        self._hidden = frozenset(hidden_fields)
         self._latency = latency_ms / 1000
         self._base_path = base_path.rstrip("/")
         self._rng = random.Random(seed)  # noqa: S311 - reproducible ids, not secrets
@@ -341,6 +350,12 @@ class PureSimulator:
             allow = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
             return _problem(error.status, error.reason, headers=allow)
 
+    def _without_hidden(self, document: dict[str, Any]) -> dict[str, Any]:
+        """An answer as the key is shown it: an object, or a page of them."""
+        if isinstance(document.get("items"), list):
+            return {**document, "items": [self._without_hidden(i) for i in document["items"]]}
+        return {name: value for name, value in document.items() if name not in self._hidden}
+
     def _endpoint(
         self,
         operation: str,
@@ -349,6 +364,12 @@ class PureSimulator:
         async def endpoint(request: web.Request) -> web.Response:
             kind = self._types[request.match_info["content_type"]]
             self.request_counts[(kind.segment, operation)] += 1
+            right = "read" if operation in READ_OPERATIONS else "write"
+            if self._access is not None and right not in self._access.get(kind.segment, ()):
+                return _problem(
+                    403,
+                    f"The API key's access definition does not allow {right} on {kind.segment}.",
+                )
             failure = self._take_failure(kind.segment, operation) or self._storm_failure(
                 kind.segment, operation
             )
@@ -358,6 +379,10 @@ class PureSimulator:
                 response = await handler(request, kind)
             except _ProblemError as problem:
                 response = problem.response()
+            if self._hidden and right == "read" and response.status == 200:
+                response = web.json_response(
+                    self._without_hidden(json.loads(response.text or "{}"))
+                )
             return response if failure is None else await failure.answer()
 
         return endpoint

@@ -21,11 +21,11 @@ from crisync.telemetry import Telemetry
 async def check_elements(
     config: ElementsConfig, session: aiohttp.ClientSession, telemetry: Telemetry
 ) -> str:
-    """One authenticated request: the first page of the first category read."""
-    feed = config.categories[0]
+    """One authenticated request per category read: its first page of one object."""
     client = ElementsClient(session, config, telemetry=telemetry)
-    await client.get_feed(f"{config.url}/{feed}?{urlencode({'per-page': '1'})}")
-    return f"{config.username} may read {feed} at {config.url}"
+    for feed in config.categories:
+        await client.get_feed(f"{config.url}/{feed}?{urlencode({'per-page': '1'})}")
+    return f"{config.username} may read {', '.join(config.categories)} at {config.url}"
 
 
 class ElementsSource(Source):

@@ -250,8 +250,8 @@ def _publication_mapping() -> dict[str, Any]:
 async def test_a_common_value_scans_the_type_once_instead_of_searching_it(
     site: PureContext, pure_sim: PureSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Every DOI shares the word "10": past the hit limit, one list scan answers for all.
-    monkeypatch.setattr(match, "SEARCH_HIT_LIMIT", 2)
+    # Every DOI shares the word "10": past one page of hits, one list scan answers for all.
+    monkeypatch.setattr(match, "SEARCH_HITS", 2)
     wanted = await imported_output(site, pure_sim, "Crystals", doi="10.1234/abc.5")
     for number in range(3):
         await imported_output(site, pure_sim, f"Other {number}", doi=f"10.1234/other.{number}")

@@ -22,10 +22,10 @@ from crisync.handlers.pure.mapping import MatchProbe
 from crisync.mapping.compare import normalised
 from crisync.mapping.rules import MatchRule
 
-# Hits of one search read before scanning the whole type instead is cheaper.
-SEARCH_HIT_LIMIT = 2000
-FIRST_PAGE = 100
-LATER_PAGES = 1000  # the contract's largest page
+# Hits of one search that crisync checks: a value whose search finds more (every DOI shares
+# the word "10") is looked up in a scan of the type instead, made once for all objects.
+SEARCH_HITS = 100
+SCAN_PAGE = 1000  # the contract's largest page
 # How long a scan of a type answers before it is made again: content people add in Pure
 # meanwhile is found once it is older than this.
 INDEX_MAX_AGE = 600.0
@@ -112,7 +112,7 @@ async def _scan(pure: PureClient, pure_type: str, rule: MatchRule) -> _Scan:
     uuids_by_value: dict[str, list[str]] = defaultdict(list)
     offset = 0
     while True:
-        page = await pure.list_page(pure_type, offset=offset, size=LATER_PAGES)
+        page = await pure.list_page(pure_type, offset=offset, size=SCAN_PAGE)
         for item in page.items:
             for value in values_at(item, rule):
                 uuids_by_value[value].append(str(item["uuid"]))
@@ -126,19 +126,11 @@ async def candidates(
 ) -> list[str]:
     """The uuids of the Pure objects holding the probe's value where its rule looks.
 
-    Once a rule's values proved too common to search for, the scan answers for the rest
-    of a backfill without a search per object."""
-    if index.answers(pure_type, probe):
-        return await index.uuids(pure, pure_type, probe)
-    found: list[str] = []
-    offset, size = 0, FIRST_PAGE
-    while True:
-        page = await pure.search(pure_type, probe.value, offset=offset, size=size)
-        if page.count > SEARCH_HIT_LIMIT:
-            return await index.uuids(pure, pure_type, probe)
-        found.extend(
-            str(item["uuid"]) for item in page.items if probe.value in values_at(item, probe.rule)
-        )
-        if not page.more_after(offset):
-            return list(dict.fromkeys(found))
-        offset, size = offset + len(page.items), LATER_PAGES
+    One search when it finds few; otherwise, and for the rest of a backfill once a rule's
+    values proved that common, the type's scan answers without a search per object."""
+    if not index.answers(pure_type, probe):
+        page = await pure.search(pure_type, probe.value, size=SEARCH_HITS)
+        if page.count <= len(page.items):
+            hits = [item for item in page.items if probe.value in values_at(item, probe.rule)]
+            return list(dict.fromkeys(str(item["uuid"]) for item in hits))
+    return await index.uuids(pure, pure_type, probe)

@@ -172,6 +172,32 @@ class MatchRule(Rules):
         return f"identifier {self.identifier}" if self.identifier else f"{self.path}"
 
 
+class ScopeRule(Rules):
+    """A condition a source object meets to be replicated; a mapping's conditions all hold.
+
+    `from` gives the value (with filters, e.g. ``fields.is-current-staff|boolean``); then
+    `equals` a value, is `in` or `not_in` a list (a list value: any of its entries, compared
+    without case), is `present` (or not), or is a date on or `after` / `before` one.
+    """
+
+    from_: list[str] = Field(alias="from", min_length=1)
+    equals: JsonValue = None
+    in_: list[JsonValue] | None = Field(None, alias="in")
+    not_in: list[JsonValue] | None = None
+    present: bool | None = None
+    after: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+    before: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+
+    _expressions = field_validator("from_", mode="before")(expression_list)
+
+    @model_validator(mode="after")
+    def _a_condition(self) -> ScopeRule:
+        given = [self.equals, self.in_, self.not_in, self.present, self.after, self.before]
+        if all(condition is None for condition in given):
+            raise ValueError("a scope rule needs equals, in, not_in, present, after or before")
+        return self
+
+
 class MappingChecker(Protocol):
     """A target's section class: what it can write."""
 
@@ -195,6 +221,8 @@ class ObjectMapping(Rules):
     custom_fields: dict[str, CustomFieldRule] = {}
     # Existing content is looked for by these rules, in order, before anything is created.
     match: list[MatchRule] = []
+    # What is replicated: an object that fails one condition is not (and leaves if it was).
+    scope: list[ScopeRule] = []
     # False: only content a match rule finds is taken over; nothing is created.
     create: bool = True
 

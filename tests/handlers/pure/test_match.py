@@ -289,3 +289,37 @@ def test_values_are_read_from_identifiers_of_both_kinds_and_through_lists() -> N
     assert values_at(item, by_hr) == {"0012345"}
     assert values_at(item, by_type) == {"X-1"}
     assert values_at(item, by_doi) == {"10.5/q"}
+
+
+async def test_an_object_outside_scope_is_skipped_and_one_that_leaves_is_unlocked(
+    context: PureContext, pure_sim: PureSimulator
+) -> None:
+    built_in = _publication_mapping()
+    scoped = {**built_in, "scope": [{"from": "fields.status", "not_in": ["draft"]}]}
+    context = replace(
+        context, mappings=MappingsConfig.model_validate({"elements": {"publication": scoped}})
+    )
+    await enqueue(context.store, publication("8", "A draft", status="draft"))
+    skipped = await replicate_next(context)
+    assert (skipped.action, skipped.note) == (
+        "skipped",
+        "out of scope: fields.status is 'draft', one of ['draft']",
+    )
+    assert sum(pure_sim.request_counts.values()) == 0
+
+    await enqueue(context.store, publication("7", "On crystals"))
+    uuid = (await replicate_next(context)).target_uuid or ""
+    await enqueue(context.store, publication("7", "On crystals", 5, status="draft"))
+    left = await replicate_next(context)
+    assert left.action == "deleted"
+    assert left.note == "left the mapping's scope: fields.status is 'draft', one of ['draft']"
+    assert not pure_sim.is_locked("research-outputs", uuid)
+    pure_sim.request_counts.clear()
+    await enqueue(context.store, publication("7", "On crystals", 6, status="draft"))
+    assert (await replicate_next(context)).action == "skipped"  # left once, not again
+    assert sum(pure_sim.request_counts.values()) == 0
+
+    await enqueue(context.store, publication("7", "On crystals", 7, status="final"))
+    back = await replicate_next(context)
+    assert (back.action, back.target_uuid) == ("updated", uuid)
+    assert pure_sim.is_locked("research-outputs", uuid)

@@ -15,9 +15,10 @@ from crisync.handlers.pure.client import (
 )
 from crisync.handlers.pure.context import PureContext
 from crisync.handlers.pure.delete import delete_in_pure
-from crisync.handlers.pure.mapping import PURE, PureContent, to_pure
+from crisync.handlers.pure.mapping import PURE, PureContent, mapping_for, to_pure
 from crisync.handlers.pure.match import AmbiguousMatchError, Found, candidates
 from crisync.handlers.pure.references import PureReferences
+from crisync.mapping.scope import out_of_scope
 from crisync.outcome import OutcomeAction
 from crisync.state import create_intents, mapping
 from crisync.state.inbox import InboxEvent
@@ -30,6 +31,9 @@ UPDATE_ATTEMPTS = 2
 async def replicate_to_pure(event: InboxEvent, ctx: PureContext) -> HandlerResult:
     if event.action == "delete":
         return await delete_in_pure(event, ctx)
+    reason = out_of_scope(mapping_for(event, ctx.mappings), event.payload)
+    if reason is not None:
+        return await _out_of_scope(event, ctx, reason)
     references = PureReferences(ctx.store, ctx.pure, ctx.external_person_locks)
     target = await to_pure(
         event,
@@ -46,9 +50,18 @@ async def replicate_to_pure(event: InboxEvent, ctx: PureContext) -> HandlerResul
             api="crisync",
         )
 
-    if known is not None and target.link_only:
+    if known is None:
+        return await _first_contact(event, ctx, target)
+    return await _known_content(event, ctx, target, known)
+
+
+async def _known_content(
+    event: InboxEvent, ctx: PureContext, target: PureContent, known: MappingRow
+) -> HandlerResult:
+    """Content the mapping knows: nothing to do, a lock, or an update."""
+    if target.link_only:
         return HandlerResult("unchanged", known.target_type, known.target_uuid, mapping=None)
-    if known is not None and known.payload_hash == target.payload_hash:
+    if known.payload_hash == target.payload_hash:
         if known.locked:
             # Nothing for Pure; a match key the mapping row lacks is only local knowledge.
             refreshed = None
@@ -66,18 +79,26 @@ async def replicate_to_pure(event: InboxEvent, ctx: PureContext) -> HandlerResul
                 known, locked=True, changed_at=event.changed_at, match_key=target.match_key
             ),
         )
+    written = await _update(ctx.pure, known.target_type, known.target_uuid, target)
+    if written is None:
+        # A 404 is no proof the content is gone (an access definition can hide it).
+        written = await _update_found_by_primary_id(ctx.pure, target)
+    if written is None:
+        return await _first_contact(event, ctx, target)
+    # Content merged in Pure since carries the survivor's lock state, unknown here.
+    if not known.locked or written.uuid != known.target_uuid:
+        await ctx.pure.lock(target.pure_type, written.uuid)
+    return _result("updated", event, target, written, known.origin)
 
-    if known is not None:
-        written = await _update(ctx.pure, known.target_type, known.target_uuid, target)
-        if written is None:
-            # A 404 is no proof the content is gone (an access definition can hide it).
-            written = await _update_found_by_primary_id(ctx.pure, target)
-        if written is not None:
-            # Content merged in Pure since carries the survivor's lock state, unknown here.
-            if not known.locked or written.uuid != known.target_uuid:
-                await ctx.pure.lock(target.pure_type, written.uuid)
-            return _result("updated", event, target, written, known.origin)
-    return await _first_contact(event, ctx, target)
+
+async def _out_of_scope(event: InboxEvent, ctx: PureContext, reason: str) -> HandlerResult:
+    """Not replicated; content it had in Pure gets the mapping's delete policy, once."""
+    async with ctx.store.reading() as conn:
+        known = await mapping.get(conn, event.source, event.kind, event.key)
+    if known is None or (not known.locked and not known.payload_hash):
+        return HandlerResult("skipped", None, None, mapping=None, note=f"out of scope: {reason}")
+    left = await delete_in_pure(event, ctx)
+    return replace(left, note=f"left the mapping's scope: {reason}")
 
 
 async def _first_contact(event: InboxEvent, ctx: PureContext, target: PureContent) -> HandlerResult:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from crisync.mapping.compare import normalised
-from crisync.mapping.rules import Comparison, ObjectMapping
+from crisync.mapping.compare import Comparison, normalised
+from crisync.mapping.rules import ObjectMapping
 
 
 @pytest.mark.parametrize(

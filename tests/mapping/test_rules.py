@@ -172,7 +172,7 @@ def test_references_must_name_mapped_kinds_and_matches_their_key() -> None:
     [
         ({}, "exactly one of"),
         ({"value": "x", "from": "fields.x"}, "exactly one of"),
-        ({"value": "x", "lookup": "languages"}, "lookup and default go with from"),
+        ({"value": "x", "lookup": "languages"}, "lookup, default and as go with from"),
         ({"from": "fields.x", "many": True}, "many goes with reference or fallback"),
         ({"reference": "user"}, "a reference names the kind it refers to"),
         ({"from": "fields.x", "fallback": "managing-organization"}, "a reference names the kind"),
@@ -186,22 +186,20 @@ def test_a_property_rule_is_one_thing(rule: dict[str, object], complaint: str) -
         )
 
 
-def test_crisync_keeps_identifiers_and_custom_fields_to_itself(tmp_path: Path) -> None:
+def test_crisync_keeps_custom_fields_to_itself(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,
         """
 [mappings.elements.user]
 pure_type = "persons"
 [mappings.elements.user.properties]
-"identifiers.0.value" = { from = "id" }
 "customDefinedFields.x" = { from = "id" }
 """,
     )
     with pytest.raises(ConfigError) as caught:
         load_config(str(path), env=SECRETS)
     assert caught.value.problems == [
-        "mappings.elements.user: 'identifiers.0.value': crisync writes identifiers itself; "
-        "'customDefinedFields.x': crisync writes customDefinedFields itself"
+        "mappings.elements.user: 'customDefinedFields.x': crisync writes customDefinedFields itself"
     ]
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
-from crisync.mapping.rules import Comparison
+# How a match rule compares the source's value with the target's.
+Comparison = Literal["exact", "text", "doi", "orcid", "issn", "email", "scopus"]
 
 _DOI_PREFIX = re.compile(r"^(?:https?://(?:dx\.)?doi\.org/|doi:\s*)", re.IGNORECASE)
 _ORCID = re.compile(r"(\d{4}-?\d{4}-?\d{4}-?\d{3}[\dX])$", re.IGNORECASE)

@@ -11,7 +11,10 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
+
+from crisync.mapping.compare import normalised
 
 
 def _initials(value: Any) -> Any:
@@ -66,6 +69,11 @@ def _first(value: Any) -> Any:
 
 
 FILTERS: dict[str, Callable[[Any], Any]] = {
+    # Identifiers as crisync writes and compares them: a bare DOI, a Scopus id's number, ...
+    "doi": partial(normalised, "doi"),
+    "scopus": partial(normalised, "scopus"),
+    "issn": partial(normalised, "issn"),
+    "orcid": partial(normalised, "orcid"),
     "initials": _initials,
     "date": _date,
     "year": _year,

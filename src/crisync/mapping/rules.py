@@ -28,11 +28,10 @@ from pydantic import (
     model_validator,
 )
 
+from crisync.mapping.compare import Comparison
 from crisync.mapping.expressions import expression_list
 
 DeletePolicy = Literal["unlock", "delete", "ignore"]
-# How a match rule compares the source's value with the target's (crisync.mapping.compare).
-Comparison = Literal["exact", "text", "doi", "orcid", "issn", "email", "scopus"]
 CustomFieldType = Literal["Boolean", "Classification", "Date", "Decimal", "String"]
 # The only fallback a reference knows: the organisation the target names as managing.
 Fallback = Literal["managing-organization"]
@@ -85,8 +84,9 @@ class PropertyRule(Rules):
     """How one property of the target's body (a dotted path into it) gets its value.
 
     Exactly one of: `value` (a constant); `from` (source expressions, optionally through a
-    `lookup` table, with a `default`); a reference: `reference` (the kind whose mapping
-    names the target's content) with `from` (giving the referred object's key), and/or a
+    `lookup` table, with a `default`, put `as` a template); a reference: `reference` (the
+    kind whose mapping names the target's content) with `from` (giving the referred object's
+    key), and/or a
     `fallback` for when the source names none; `persons` (a people list, see PersonsRule).
     """
 
@@ -94,6 +94,9 @@ class PropertyRule(Rules):
     from_: list[str] = Field(default_factory=list, alias="from")
     lookup: str | None = None
     default: JsonValue = None
+    # A template the value is put into: every string "$" in it becomes the value; nothing
+    # is written when there is no value (a DOI electronic version only with a DOI).
+    as_: JsonValue = Field(None, alias="as")
     required: bool = False
     reference: str | None = None
     many: bool = False
@@ -122,8 +125,10 @@ class PropertyRule(Rules):
         ]
         if sum(kinds) != 1:
             raise ValueError("give exactly one of value, from, reference or fallback, persons")
-        if (self.lookup is not None or self.default is not None) and self.kind != "source":
-            raise ValueError("lookup and default go with from")
+        if (
+            self.lookup is not None or self.default is not None or self.as_ is not None
+        ) and self.kind != "source":
+            raise ValueError("lookup, default and as go with from")
         if self.many and self.kind != "reference":
             raise ValueError("many goes with reference or fallback")
         if self.kind == "reference" and bool(self.reference) != bool(self.from_):

@@ -323,3 +323,38 @@ async def test_an_object_outside_scope_is_skipped_and_one_that_leaves_is_unlocke
     back = await replicate_next(context)
     assert (back.action, back.target_uuid) == ("updated", uuid)
     assert pure_sim.is_locked("research-outputs", uuid)
+
+
+SCOPUS_TYPE = "/dk/atira/pure/researchoutput/researchoutputsources/scopus"
+
+
+async def test_the_doi_and_the_scopus_id_are_written_beside_what_others_wrote(
+    site: PureContext, pure_sim: PureSimulator
+) -> None:
+    uuid = await imported_output(site, pure_sim, "Crystals", doi="https://doi.org/10.1/X")
+    pure_sim.edit(
+        "research-outputs",
+        uuid,
+        {
+            "electronicVersions": [
+                *pure_sim.objects("research-outputs")[uuid]["electronicVersions"],
+                {"typeDiscriminator": "LinkElectronicVersion", "link": "https://repo.example/1"},
+            ]
+        },
+    )
+    await enqueue(
+        site.store,
+        publication("7", "On crystals", doi="doi:10.1/x", scopus_eid="2-s2.0-85000000009"),
+    )
+    assert (await replicate_next(site)).action == "adopted"
+    stored = pure_sim.objects("research-outputs")[uuid]
+    # The DOI Pure holds, however written, is the one crisync has: nothing to add.
+    assert stored["electronicVersions"] == [
+        {"typeDiscriminator": "DoiElectronicVersion", "doi": "https://doi.org/10.1/X"},
+        {"typeDiscriminator": "LinkElectronicVersion", "link": "https://repo.example/1"},
+    ]
+    assert {
+        "typeDiscriminator": "ClassifiedId",
+        "id": "85000000009",
+        "type": {"uri": SCOPUS_TYPE},
+    } in (stored["identifiers"])

@@ -54,7 +54,8 @@ class PureContent:
     primary_id: str
     body: dict[str, Any]  # the properties crisync owns, identifiers included
     # Top-level properties the mapping owns: an update overwrites them, and clears those
-    # the body lacks. Identifiers and customDefinedFields are merged entry by entry.
+    # the body lacks. Identifiers, electronic versions and customDefinedFields are merged
+    # entry by entry (replicate.merge_owned).
     owned: frozenset[str] = frozenset()
     match_key: str | None = None  # how people lists elsewhere recognise this object
     reference_key: tuple[str, ...] = ()  # expressions into the body giving the match key
@@ -166,7 +167,8 @@ async def to_pure(
             name: builder.custom_field(name, rule) for name, rule in rules.custom_fields.items()
         }
     id_source = id_source_of(rules)
-    body["identifiers"] = [primary_identifier(id_source, primary_id)]
+    # The mapping's own identifiers (a Scopus id, say), then crisync's PrimaryId.
+    body["identifiers"] = [*body.get("identifiers", []), primary_identifier(id_source, primary_id)]
     return PureContent(
         rules.type,
         id_source,
@@ -218,6 +220,8 @@ class _Builder:
             value = copy.deepcopy(rule.value)
         elif kind == "source":
             value = self._source_value(rule.from_, rule.lookup, rule.default)
+            if value is not None and rule.as_ is not None:
+                value = _filled(rule.as_, value)
         elif kind == "reference":
             value = await self._reference(path, rule)
         else:
@@ -330,6 +334,17 @@ class _Builder:
             raise self._invalid(f"custom-defined field {name}: {raw!r} is no {rule.type}")
         field["value"] = value
         return field
+
+
+def _filled(template: Any, value: Any) -> Any:
+    """The template with every string "$" replaced by the value."""
+    if template == "$":
+        return value
+    if isinstance(template, dict):
+        return {name: _filled(item, value) for name, item in template.items()}
+    if isinstance(template, list):
+        return [_filled(item, value) for item in template]
+    return template
 
 
 def _coerce_custom(field_type: str, value: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,6 +19,7 @@ from crisync.handlers.pure.delete import delete_in_pure
 from crisync.handlers.pure.mapping import PURE, PureContent, mapping_for, to_pure
 from crisync.handlers.pure.match import AmbiguousMatchError, Found, candidates
 from crisync.handlers.pure.references import PureReferences
+from crisync.mapping.compare import normalised
 from crisync.mapping.scope import out_of_scope
 from crisync.outcome import OutcomeAction
 from crisync.state import create_intents, mapping
@@ -298,31 +300,47 @@ def identifier_key(identifier: Any) -> tuple[str, str, str] | None:
     return kind, str(identifier.get("idSource")), str(identifier.get("value"))
 
 
+def version_key(version: Any) -> tuple[str, str] | None:
+    """What makes an electronic version the same one: its kind and its DOI, link or file."""
+    if not isinstance(version, dict):
+        return None
+    doi = normalised("doi", version.get("doi"))
+    where = doi or version.get("link") or version.get("title") or version
+    return str(version.get("typeDiscriminator")), str(where)
+
+
+# Lists of entries several parties add to, merged entry by entry: crisync adds the entries it
+# writes that are not there yet (by key: a DOI however written is the same one, and keeps
+# what an editor set on it), and never clears the list.
+MERGED_LISTS: dict[str, Callable[[Any], object]] = {
+    "identifiers": identifier_key,
+    "electronicVersions": version_key,
+}
+
+
 def merge_owned(current: dict[str, Any], target: PureContent) -> dict[str, Any]:
     """The current object with crisync's properties replaced; what people edited elsewhere stays.
 
-    An owned property the mapping gave no value this time is cleared; custom-defined fields
-    and identifiers are merged entry by entry, so others' entries stay: an identifier is
-    the same one when its kind, source (or type) and value are, and only those crisync
-    writes are replaced. HR's source id on a person is never removed. Content of another
-    class than the mapping's (found in Pure, say) keeps its class and type.
+    An owned property the mapping gave no value this time is cleared; custom-defined fields,
+    identifiers and electronic versions are merged entry by entry, so others' entries stay:
+    an identifier is the same one when its kind, source (or type) and value are, and
+    crisync adds only those not there yet. HR's source id on a person, a file an editor
+    uploaded, are never removed. Content of another class than the mapping's (found in
+    Pure, say) keeps its class and type.
     """
     merged = dict(current)
     keep_class = class_kept(current, target) is not None
-    for name in target.owned - target.body.keys():
+    for name in target.owned - target.body.keys() - MERGED_LISTS.keys():
         if name in current:
             merged[name] = [] if isinstance(current[name], list) else None
     for name, value in target.body.items():
         if keep_class and name in CLASS_PROPERTIES:
             continue
-        if name == "identifiers":
-            ours = {identifier_key(identifier) for identifier in value}
-            others = [
-                identifier
-                for identifier in current.get("identifiers") or []
-                if identifier_key(identifier) not in ours
-            ]
-            merged[name] = others + value
+        key_of = MERGED_LISTS.get(name)
+        if key_of is not None:
+            present = current.get(name) or []
+            held = {key_of(entry) for entry in present}
+            merged[name] = present + [entry for entry in value if key_of(entry) not in held]
         elif name == "customDefinedFields":
             merged[name] = {**(current.get(name) or {}), **value}
         else:

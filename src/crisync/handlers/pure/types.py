@@ -33,7 +33,6 @@ PURE_TYPES: dict[str, PureType] = {
     "users": PureType("User", "synchronisedUnifiedUser"),
 }
 
-# Properties crisync manages itself: a mapping rule may not set them.
-RESERVED_PROPERTIES = frozenset(
-    {"identifiers", "customDefinedFields", "uuid", "version", "pureId", "systemName"}
-)
+# Properties crisync manages itself: a mapping rule may not set them. (A rule may give
+# identifiers: crisync adds its PrimaryId to them.)
+RESERVED_PROPERTIES = frozenset({"customDefinedFields", "uuid", "version", "pureId", "systemName"})

@@ -48,7 +48,7 @@ class StateDiskFullError(StateUnavailableError):
 
 # What to do about a database whose content is damaged: the mapping is what must come back.
 _REBUILD = (
-    "restore a backup (README, Operations), or move it away and rebuild the mapping "
+    "restore a backup (docs/operations.md), or move it away and rebuild the mapping "
     "with `crisync reconcile` before crisync runs on an empty one"
 )
 

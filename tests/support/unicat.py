@@ -12,6 +12,7 @@ from crisync.listener.unicat.feed import UnicatListener
 from crisync.mapping.rules import MappingsConfig
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
+from tests.support.mappings import users_created_tables
 
 UNICAT_PROJECT = "3f6c1a9e-8b2d-4e57-9c1a-6d0b2e4f8a13"
 UNICAT_API_KEY = "unicat-canary-5d1e"
@@ -21,9 +22,11 @@ DEFINITIONS = ["person", "publication"]
 
 
 def unicat_mappings(organization: str) -> MappingsConfig:
-    """Persons to persons; publications to research outputs with what Pure requires."""
+    """Persons to persons; publications to research outputs with what Pure requires (and
+    Elements users created as persons, as in the other tests)."""
     return MappingsConfig.model_validate(
         {
+            **users_created_tables(),
             "unicat": {
                 "person": {
                     "pure_type": "persons",
@@ -57,7 +60,7 @@ def unicat_mappings(organization: str) -> MappingsConfig:
                         "title.value": {"from": "fields.title"},
                     },
                 },
-            }
+            },
         }
     )
 

@@ -339,3 +339,17 @@ async def test_a_missing_match_key_is_filled_in_without_asking_pure(
     row = await mapped(context.store, "user", "5")
     assert row is not None
     assert row.match_key == "lovelace|a"
+
+
+async def test_a_404_on_the_update_is_no_proof_the_content_is_gone(
+    context: PureContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(context.store, publication("7", "On crystals"))
+    uuid = (await replicate_next(context)).target_uuid
+    # An access definition can hide content for a moment: found by its PrimaryId, not copied.
+    pure_sim.fail_next(404, content_type="research-outputs", operation="get")
+    await enqueue(context.store, publication("7", "On larger crystals", minute=5))
+    result = await replicate_next(context)
+    assert (result.action, result.target_uuid) == ("updated", uuid)
+    assert len(pure_sim.objects("research-outputs")) == 1
+    assert pure_sim.request_counts[("research-outputs", "search")] >= 1

@@ -1,0 +1,68 @@
+"""`crisync resync --all`: every mapped object fetched again and queued, as it is now."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from crisync.config.model import Config
+from crisync.daemon import run_daemon
+from crisync.handlers.pure.sim import PureSimulator
+from crisync.lifecycle import Lifecycle
+from crisync.listener.base import SourceContext
+from crisync.listener.elements.sim import ElementsSimulator
+from crisync.listener.sources import open_sources
+from crisync.resync import resync_all
+from crisync.state.store import Store
+from crisync.telemetry import Telemetry
+
+
+async def resync_everything(config: Config, **only: str) -> tuple[str, list[tuple[int, int]]]:
+    progress: list[tuple[int, int]] = []
+    async with Store.open(config.state.path) as store, aiohttp.ClientSession() as session:
+        context = SourceContext(store, session, Lifecycle(), Telemetry())
+        said = await resync_all(
+            store,
+            open_sources(config, context),
+            only.get("source"),
+            only.get("kind"),
+            progress=lambda done, total: progress.append((done, total)),
+        )
+    return said, progress
+
+
+async def test_resync_all_costs_pure_nothing_unless_the_mapping_changed(
+    config: Config, pure_sim: PureSimulator, elements_sim: ElementsSimulator
+) -> None:
+    await run_daemon(config, once=True)
+    users, publications = elements_sim.object_ids("user"), elements_sim.object_ids("publication")
+    said, progress = await resync_everything(config)
+    assert said.startswith(f"queued {len(users) + len(publications)} mapped object(s)")
+    assert progress[-1] == (len(users) + len(publications),) * 2
+    pure_sim.request_counts.clear()
+    telemetry = Telemetry()
+    await run_daemon(config, once=True, telemetry=telemetry)
+    assert telemetry.outcomes == {"unchanged": len(users) + len(publications)}
+    assert sum(pure_sim.request_counts.values()) == 0
+
+    # A mapping changed: each publication gets one update; the users, nothing.
+    elements = config.mappings.sources["elements"]
+    rules = elements["publication"]
+    noted = rules.model_copy(
+        update={
+            "properties": {
+                **rules.properties,
+                "bibliographicalNote.en_GB": rules.properties["title.value"],
+            }
+        }
+    )
+    sources = {**config.mappings.sources, "elements": {**elements, "publication": noted}}
+    config = config.model_copy(
+        update={"mappings": config.mappings.model_copy(update={"sources": sources})}
+    )
+    said, _ = await resync_everything(config, source="elements", kind="publication")
+    assert said.startswith(f"queued {len(publications)} mapped object(s)")
+    pure_sim.request_counts.clear()
+    telemetry = Telemetry()
+    await run_daemon(config, once=True, telemetry=telemetry)
+    assert telemetry.outcomes == {"updated": len(publications)}
+    assert pure_sim.request_counts[("research-outputs", "update")] == len(publications)

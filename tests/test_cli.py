@@ -23,13 +23,14 @@ from crisync.daemon import run_daemon
 from crisync.handlers.pure.sim import PureSimulator
 from crisync.listener.elements.sim import ElementsSimulator
 from crisync.sim.broker import MosquittoBroker
-from crisync.sim.server import free_port
+from crisync.sim.server import free_port, serve
 from crisync.state import dead_letters, inbox
 from crisync.state.inbox import ChangeEvent
 from crisync.state.store import Store, utc_now
 from tests.support.cli import cli
 from tests.support.config_file import write_config
 from tests.support.daemon import TEST_SECRETS, daemon_log, start_daemon
+from tests.support.secrets import PURE_API_KEY
 
 
 async def status(config_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
@@ -357,3 +358,24 @@ def test_help_says_what_crisync_is_and_sums_up_each_command_in_a_line(
         "sim",
     ]
     assert all(len(words) == 2 for words in listed)
+
+
+async def test_a_first_run_with_a_key_that_may_not_write_stops_with_78_before_writing(
+    tmp_path: Path, config_path: Path, pure_sim: PureSimulator
+) -> None:
+    limited = PureSimulator(
+        api_key=PURE_API_KEY,
+        access={t: ["read"] for t in ("persons", "external-persons", "research-outputs")},
+    )
+    async with serve(limited.app()) as origin:
+        override = {"CRISYNC_PURE__URL": f"{origin}/ws/api"}
+        override["CRISYNC_PURE__MANAGING_ORGANIZATION"] = limited.organization_uuids[0]
+        assert await run_once(config_path, **override) == EX_CONFIG
+    events = [json.loads(line) for line in daemon_log(config_path).read_text().splitlines()]
+    [refused] = [e for e in events if e["event"] == "target.rights_missing"]
+    assert refused["error"] == (
+        "the API key's access definition: may not write external-persons; may not write "
+        "persons; may not write research-outputs"
+    )
+    assert not [e for e in events if e["event"] == "object.replicated"]
+    assert all(not limited.objects(t) for t in ("persons", "research-outputs"))

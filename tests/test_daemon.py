@@ -203,10 +203,13 @@ async def test_a_broker_outage_loses_no_outcome_and_the_retained_state_comes_bac
                 await before.wait_for(lambda r: len(feeds(r, topic_prefix)) == len(FEEDS))
             relay.stop_listening()  # crisync comes back only once the test listens again
             broker.stop()
+            updates = pure_sim.request_counts[("research-outputs", "update")]  # rights check
             elements_sim.advance(2)
             for key in changed:
                 elements_sim.touch("publication", key, title=f"Retitled {key}")
-            await until(lambda: pure_sim.request_counts[("research-outputs", "update")] == 3)
+            await until(
+                lambda: pure_sim.request_counts[("research-outputs", "update")] == updates + 3
+            )
             broker.start()
             async with subscribed(broker.port, f"{topic_prefix}/#") as after:
                 await relay.listen()

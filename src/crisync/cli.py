@@ -16,7 +16,7 @@ import structlog
 
 from crisync.config.load import EX_CONFIG, ConfigError, LoadedConfig, load_config
 from crisync.errors import CrisyncError
-from crisync.handlers.base import ForeignStateError
+from crisync.handlers.base import FirstWriteRefusedError, ForeignStateError
 from crisync.logs import configure_logging
 from crisync.state.instance import StateInUseError, sole_user
 from crisync.state.store import SchemaTooNewError, StateDiskFullError, StateUnavailableError
@@ -342,7 +342,7 @@ def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:
                     allow_empty_state=args.allow_empty_state,
                 )
             )
-    except (SchemaTooNewError, ForeignStateError) as exc:
+    except (SchemaTooNewError, FirstWriteRefusedError) as exc:
         _state_refused(exc, loaded)
         return EX_CONFIG
     except StateUnavailableError as exc:
@@ -368,13 +368,15 @@ def _daemon_exit(summary: RunSummary, *, once: bool) -> int:
     return EX_DATAERR if once and summary.dead_letters else EX_OK
 
 
-def _state_refused(exc: SchemaTooNewError | ForeignStateError, loaded: LoadedConfig) -> None:
-    """One line, no traceback: a known state of the database, and the way on."""
+def _state_refused(exc: SchemaTooNewError | FirstWriteRefusedError, loaded: LoadedConfig) -> None:
+    """One line, no traceback: a known state of the database or the target, and the way on."""
     log = structlog.get_logger("crisync")
     if isinstance(exc, SchemaTooNewError):
         log.error("state.schema_too_new", error=str(exc))
-    else:
+    elif isinstance(exc, ForeignStateError):
         log.error("state.foreign_content", error=str(exc), path=str(loaded.config.state.path))
+    else:
+        log.error("target.rights_missing", error=str(exc))
 
 
 def _state_unavailable(exc: StateUnavailableError) -> None:

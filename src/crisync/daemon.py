@@ -17,7 +17,7 @@ import structlog
 
 from crisync.config.model import Config, MqttConfig
 from crisync.errors import PermanentError
-from crisync.handlers.base import ForeignStateError, Target
+from crisync.handlers.base import FirstWriteRefusedError, Target
 from crisync.handlers.dispatcher import Dispatcher, DispatchSettings
 from crisync.handlers.routing import route
 from crisync.handlers.targets import open_targets
@@ -144,7 +144,7 @@ async def run_daemon(
             # Every loop that wrote met the same full disk: one of them says so, without a
             # group's traceback. What they were writing was rolled back, to be done again.
             raise _first_leaf(full) from None
-        except* ForeignStateError as foreign:
+        except* FirstWriteRefusedError as foreign:
             raise _first_leaf(foreign) from None  # before any write: nothing to undo
         except* Exception as failed:  # noqa: BLE001 - any bug in a loop ends the daemon so
             failure = _first_leaf(failed)

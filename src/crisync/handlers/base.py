@@ -39,7 +39,15 @@ Handler = Callable[[InboxEvent], Awaitable[HandlerResult]]
 StateCheck = Callable[[], Awaitable[str | None]]
 
 
-class ForeignStateError(Exception):
+class FirstWriteRefusedError(Exception):
+    """A target refuses this run before its first write: nothing written, exit 78."""
+
+
+class RightsMissingError(FirstWriteRefusedError):
+    """The target's credentials lack rights the mappings need (its access definition)."""
+
+
+class ForeignStateError(FirstWriteRefusedError):
     """A target holds content crisync wrote that the state database does not know: a new or
     lost database, which would create all of it again. `crisync reconcile` rebuilds it."""
 
@@ -98,6 +106,11 @@ class Target(ABC):
     def planned(self, target_type: str, target_uuid: str) -> PlannedContent | None:
         """Opened for a plan: the content as the target holds it and as its writes would
         leave it; None when nothing would be written to it (or not opened for a plan)."""
+        return None
+
+    async def rights_gap(self) -> str | None:
+        """What the credentials may not do that the mappings need, in one line, or None.
+        Asked with `foreign_state`, before the first write of a run on a new state database."""
         return None
 
     @abstractmethod

@@ -15,7 +15,7 @@ import structlog
 from crisync import credentials
 from crisync.backoff import full_jitter
 from crisync.errors import CredentialError, CrisyncError, ErrorInfo
-from crisync.handlers.base import ForeignStateError, HandlerResult
+from crisync.handlers.base import FirstWriteRefusedError, ForeignStateError, HandlerResult
 from crisync.handlers.circuit import (
     Circuit,
     Closed,
@@ -360,7 +360,7 @@ class Dispatcher:
                     await self._fail(event, attempt, exc.info(), bound)
                 else:
                     await self._judge_permanent(event, attempt, exc)
-        except (StateDiskFullError, ForeignStateError):
+        except (StateDiskFullError, FirstWriteRefusedError):
             raise  # not the object's failure: the daemon stops, the event waits in the inbox
         except Exception as exc:  # noqa: BLE001 - a bug with one object must not stop the others
             bound.exception("handler.crashed")

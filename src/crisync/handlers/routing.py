@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from crisync.errors import PermanentError
-from crisync.handlers.base import Handler, HandlerResult, StateCheck, Target
+from crisync.handlers.base import Handler, HandlerResult, RightsMissingError, StateCheck, Target
 from crisync.mapping.rules import MappingsConfig
 from crisync.state.inbox import ChangeEvent, InboxEvent
 
@@ -74,8 +75,16 @@ def route(
         handlers.update(own)
         apis.update(dict.fromkeys(own, source.name))
     after_create = {source.name: source.after_create for source in sources}
-    state_checks = {name: target.foreign_state for name, target in targets.items()}
+    state_checks = {name: partial(_first_write_check, target) for name, target in targets.items()}
     return Routes(handlers, after_create, apis, state_checks)
+
+
+async def _first_write_check(target: Target) -> str | None:
+    """Before a target's first write: its rights (RightsMissingError), then the state."""
+    gap = await target.rights_gap()
+    if gap is not None:
+        raise RightsMissingError(gap)
+    return await target.foreign_state()
 
 
 async def _unrouted(event: InboxEvent) -> HandlerResult:

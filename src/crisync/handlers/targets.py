@@ -34,8 +34,16 @@ def open_targets(
             session=session,
             telemetry=telemetry,
             planning=planning,
+            read=kinds_read(config),
         )
     return targets
+
+
+def kinds_read(config: Config) -> frozenset[tuple[str, str]]:
+    """(source, kind) of every object the configured sources read."""
+    return frozenset(
+        (name, kind) for name, source in config.sources.items() for kind in source.kinds()
+    )
 
 
 def target_checks(
@@ -44,8 +52,7 @@ def target_checks(
     """One check per target: what `check-config --online` asks it."""
     checks: dict[str, Callable[[], Awaitable[str]]] = {}
     if config.pure is not None:
-        read = {(name, kind) for name, source in config.sources.items() for kind in source.kinds()}
         checks["pure"] = partial(
-            check_pure, config.pure, config.mappings, session, telemetry, read=frozenset(read)
+            check_pure, config.pure, config.mappings, session, telemetry, read=kinds_read(config)
         )
     return checks

@@ -40,15 +40,10 @@ async def check_pure(
                 if content_type is not None:
                     named[(content_type, uuid)] = f"mappings.{source}.{kind}.properties.{path}"
     client = PureClient(session, config, telemetry=telemetry)
-    reads, writes, by_identifier = _types_needed(mappings, read)
-    gaps = [
-        gap
-        for pure_type in sorted(reads)
-        if (gap := await _read_gap(client, pure_type, needs_identifiers=pure_type in by_identifier))
-    ]
-    gaps += [gap for pure_type in sorted(writes) if (gap := await _write_gap(client, pure_type))]
-    if gaps:
-        raise MissingRightsError("the API key's access definition: " + "; ".join(gaps), api="pure")
+    gaps = await rights_gaps(client, mappings, read)
+    if gaps is not None:
+        raise MissingRightsError(gaps, api="pure")
+    reads, writes, _ = _types_needed(mappings, read)
     missing = []
     for (content_type, uuid), where in named.items():
         try:
@@ -70,6 +65,22 @@ async def check_pure(
 NO_CONTENT = "00000000-0000-4000-8000-000000000000"
 # Objects read to see whether the key is shown their identifiers.
 IDENTIFIER_SAMPLE = 20
+
+
+async def rights_gaps(
+    client: PureClient, mappings: MappingsConfig, read: frozenset[tuple[str, str]]
+) -> str | None:
+    """What the API key's access definition lacks for the mappings of the kinds read, in
+    one line, or None: read each type, see identifiers where a match rule finds content by
+    one, write where crisync writes."""
+    reads, writes, by_identifier = _types_needed(mappings, read)
+    gaps = [
+        gap
+        for pure_type in sorted(reads)
+        if (gap := await _read_gap(client, pure_type, needs_identifiers=pure_type in by_identifier))
+    ]
+    gaps += [gap for pure_type in sorted(writes) if (gap := await _write_gap(client, pure_type))]
+    return "the API key's access definition: " + "; ".join(gaps) if gaps else None
 
 
 def _types_needed(

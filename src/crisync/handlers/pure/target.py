@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 
 from crisync.handlers.base import HandlerResult, PlannedContent, Target
+from crisync.handlers.pure.check import rights_gaps
 from crisync.handlers.pure.client import PureClient
 from crisync.handlers.pure.config import PureConfig
 from crisync.handlers.pure.context import PureContext
@@ -13,6 +14,7 @@ from crisync.handlers.pure.reconcile import ReconcileReport, reconcile
 from crisync.handlers.pure.replicate import replicate_to_pure
 from crisync.handlers.pure.state_guard import foreign_content
 from crisync.mapping.rules import MappingsConfig
+from crisync.state import mapping
 from crisync.state.inbox import InboxEvent
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
@@ -21,8 +23,11 @@ from crisync.telemetry import Telemetry
 class PureTarget(Target):
     name = "pure"
 
-    def __init__(self, context: PureContext) -> None:
+    def __init__(
+        self, context: PureContext, read: frozenset[tuple[str, str]] = frozenset()
+    ) -> None:
         self.context = context
+        self._read = read
 
     @classmethod
     def open(
@@ -34,10 +39,12 @@ class PureTarget(Target):
         session: aiohttp.ClientSession,
         telemetry: Telemetry,
         planning: bool = False,
+        read: frozenset[tuple[str, str]] = frozenset(),
     ) -> PureTarget:
+        """`read`: the (source, kind) the sources read, whose mappings' rights are checked."""
         client_type = PlanningPureClient if planning else PureClient
         client = client_type(session, config, telemetry=telemetry)
-        return cls(PureContext(store, client, config, mappings))
+        return cls(PureContext(store, client, config, mappings), read)
 
     @property
     def workers(self) -> int:
@@ -61,6 +68,14 @@ class PureTarget(Target):
         if not isinstance(client, PlanningPureClient):
             return None
         return client.planned(target_type, target_uuid)
+
+    async def rights_gap(self) -> str | None:
+        # First contact only: later, a right taken away shows as refused credentials (403).
+        ctx = self.context
+        async with ctx.store.reading() as conn:
+            if await mapping.count(conn):
+                return None
+        return await rights_gaps(ctx.pure, ctx.mappings, self._read)
 
     async def foreign_state(self) -> str | None:
         ctx = self.context

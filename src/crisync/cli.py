@@ -10,11 +10,13 @@ import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from importlib.metadata import version
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from crisync.config.load import EX_CONFIG, ConfigError, LoadedConfig, load_config
+from crisync.config.model import MqttConfig
 from crisync.errors import CrisyncError
 from crisync.handlers.base import ForeignStateError
 from crisync.logs import configure_logging
@@ -150,7 +152,17 @@ def _parser() -> argparse.ArgumentParser:
         help="the broker to publish to (default: localhost:1883, else a private mosquitto)",
     )
 
-    sim = commands.add_parser("sim", help="run an API simulator on 127.0.0.1")
+    _sim_commands(commands)
+    return parser
+
+
+def _sim_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sim = commands.add_parser(
+        "sim",
+        help="run API simulators on 127.0.0.1, change their world",
+        description="run the Elements, Pure and Unicat API simulators on 127.0.0.1 (each "
+        "alone, or all with a configuration for them), and change their world from outside",
+    )
     simulators = sim.add_subparsers(dest="simulator", required=True, metavar="API")
     for name in ("elements", "pure"):
         one = simulators.add_parser(name, help=f"the {name.capitalize()} API simulator")
@@ -179,7 +191,73 @@ def _parser() -> argparse.ArgumentParser:
     unicat.add_argument("--records", type=int, default=50, help="seeded records")
     unicat.add_argument("--seed", type=int, default=1)
     unicat.add_argument("--latency-ms", type=int, default=0)
-    return parser
+    _sim_all_options(simulators)
+    _world_change_commands(simulators)
+
+
+def _sim_all_options(simulators: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from crisync.sim.all_simulators import DEFAULT_PORTS
+
+    every = simulators.add_parser(
+        "all",
+        help="Elements, a populated Pure, Unicat and a broker, with a configuration for them",
+        description="start the Elements, Pure (populated as a site's Pure is) and Unicat "
+        "simulators, with clocks that follow real time, and an MQTT broker (localhost:1883, "
+        "else a private mosquitto); write a configuration for them and its secrets' "
+        "environment file into --dir; run until Ctrl-C",
+    )
+    every.add_argument(
+        "--dir",
+        default="crisync-sim",
+        metavar="DIR",
+        help="where crisync.toml, crisync.env and the state database go (default: ./crisync-sim)",
+    )
+    for name, port in DEFAULT_PORTS.items():
+        every.add_argument(f"--{name}-port", type=int, default=port, metavar="PORT")
+    every.add_argument("--objects", type=int, default=50, help="Elements users + publications")
+    every.add_argument("--records", type=int, default=30, help="Unicat records")
+    every.add_argument("--seed", type=int, default=1)
+    every.add_argument("--mqtt", metavar="URL", help="the broker to publish to")
+
+
+def _world_change_commands(
+    simulators: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    verbs = {
+        "change": "change an object (Elements: --title; Unicat: --set FIELD=VALUE)",
+        "add": "add an object (Elements: of a category; Unicat: of a definition)",
+        "delete": "delete an object",
+    }
+    for verb, help_text in verbs.items():
+        example = "publication" if verb == "add" else "publication 42"
+        command = simulators.add_parser(
+            verb,
+            help=f"{help_text} in a running simulator",
+            description=f"{help_text} in a running Elements or Unicat simulator, e.g. "
+            f"`crisync sim {verb} elements {example}`",
+        )
+        command.add_argument("target", choices=("elements", "unicat"), metavar="SIMULATOR")
+        command.add_argument(
+            "kind",
+            metavar="KIND",
+            help="Elements: publication, user, ...; Unicat: record, or to add, person or "
+            "publication",
+        )
+        if verb != "add":
+            command.add_argument("key", metavar="KEY", help="the object's id (Unicat: its gid)")
+        if verb != "delete":
+            command.add_argument("--title", help="Elements: the new title")
+            command.add_argument(
+                "--set",
+                action="append",
+                default=[],
+                metavar="FIELD=VALUE",
+                dest="fields",
+                help="Unicat: a field's value (repeatable)",
+            )
+        command.add_argument(
+            "--url", metavar="ORIGIN", help="the simulator (default: where `sim all` serves it)"
+        )
 
 
 def _elements_sim_options(command: argparse.ArgumentParser) -> None:
@@ -250,39 +328,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "sim":
-        from crisync.sim.cli import ElementsSimOptions, run_simulator, run_unicat_simulator
-
-        configure_logging("console")
-        if args.simulator == "unicat":
-            return run_unicat_simulator(
-                port=args.port,
-                project=args.project,
-                api_key=args.api_key,
-                records=args.records,
-                seed=args.seed,
-                latency_ms=args.latency_ms,
-            )
-        elements = (
-            ElementsSimOptions(
-                items=args.items,
-                date_skew=args.date_skew,
-                schema_version=args.schema_version,
-                https_namespace=args.https_namespace,
-                fault_rate=args.fault_rate,
-                read_only=args.read_only,
-            )
-            if args.simulator == "elements"
-            else None
-        )
-        return run_simulator(
-            args.simulator,
-            port=args.port,
-            objects=args.objects,
-            seed=args.seed,
-            latency_ms=args.latency_ms,
-            elements=elements,
-            populate=args.simulator == "pure" and args.populate,
-        )
+        return _sim(args)
     if args.command == "demo":
         from crisync.demo import run_demo
 
@@ -302,6 +348,78 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _check_config(loaded, online=args.online)
     configure_logging(loaded.config.daemon.log_format, loaded.config.daemon.log_level)
     return _with_state(args, loaded)
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from crisync.sim.cli import ElementsSimOptions, run_simulator, run_unicat_simulator
+
+    if args.simulator in ("change", "add", "delete"):
+        from crisync.sim.control import WorldChange, run_world_change
+
+        return run_world_change(
+            WorldChange(
+                args.simulator,
+                args.target,
+                args.kind,
+                getattr(args, "key", None),
+                title=getattr(args, "title", None),
+                fields=tuple(getattr(args, "fields", ())),
+                url=args.url,
+            )
+        )
+    configure_logging("console")
+    if args.simulator == "all":
+        from pydantic import ValidationError
+
+        from crisync.sim.all_simulators import SiteOptions, run_site
+
+        try:
+            mqtt = None if args.mqtt is None else MqttConfig(url=args.mqtt)
+        except ValidationError as exc:
+            print(f"crisync: --mqtt {args.mqtt}: {exc.errors()[0]['msg']}", file=sys.stderr)
+            return EX_USAGE
+        return run_site(
+            SiteOptions(
+                Path(args.dir).absolute(),
+                elements_port=args.elements_port,
+                pure_port=args.pure_port,
+                unicat_port=args.unicat_port,
+                objects=args.objects,
+                records=args.records,
+                seed=args.seed,
+                mqtt=mqtt,
+            )
+        )
+    if args.simulator == "unicat":
+        return run_unicat_simulator(
+            port=args.port,
+            project=args.project,
+            api_key=args.api_key,
+            records=args.records,
+            seed=args.seed,
+            latency_ms=args.latency_ms,
+        )
+    elements = (
+        ElementsSimOptions(
+            items=args.items,
+            date_skew=args.date_skew,
+            schema_version=args.schema_version,
+            https_namespace=args.https_namespace,
+            fault_rate=args.fault_rate,
+            read_only=args.read_only,
+        )
+        if args.simulator == "elements"
+        else None
+    )
+    return run_simulator(
+        args.simulator,
+        port=args.port,
+        objects=args.objects,
+        seed=args.seed,
+        latency_ms=args.latency_ms,
+        elements=elements,
+        populate=args.simulator == "pure" and args.populate,
+    )
 
 
 def _check_config(loaded: LoadedConfig, *, online: bool) -> int:

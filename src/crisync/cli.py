@@ -452,13 +452,19 @@ def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:
             if command is not None:
                 return asyncio.run(command)
             from crisync.daemon import run_daemon
+            from crisync.progress import with_progress, work_line
+            from crisync.telemetry import Telemetry
 
+            telemetry = Telemetry()
+            daemon = run_daemon(
+                loaded.config,
+                once=args.command == "once",
+                allow_empty_state=args.allow_empty_state,
+                telemetry=telemetry,
+            )
+            # `run` is for systemd; `once` is often run by hand, on a large backlog.
             summary = asyncio.run(
-                run_daemon(
-                    loaded.config,
-                    once=args.command == "once",
-                    allow_empty_state=args.allow_empty_state,
-                )
+                with_progress(daemon, work_line(telemetry)) if args.command == "once" else daemon
             )
     except (SchemaTooNewError, ForeignStateError) as exc:
         _state_refused(exc, loaded)
@@ -541,6 +547,7 @@ async def _retry(loaded: LoadedConfig, object_key: str | None) -> int:
 async def _reconcile(loaded: LoadedConfig, *, check: bool) -> int:
     from crisync.daemon import http_session
     from crisync.handlers.targets import open_targets
+    from crisync.progress import with_progress, work_line
     from crisync.state.store import Store
     from crisync.telemetry import Telemetry
 
@@ -550,10 +557,13 @@ async def _reconcile(loaded: LoadedConfig, *, check: bool) -> int:
         return EX_CONFIG
     consistent = True
     async with Store.open(config.state.path) as store, http_session() as session:
-        targets = open_targets(config, store=store, session=session, telemetry=Telemetry())
+        telemetry = Telemetry()
+        targets = open_targets(config, store=store, session=session, telemetry=telemetry)
         for target in targets.values():
             try:
-                report = await target.reconcile(apply=not check)
+                report = await with_progress(
+                    target.reconcile(apply=not check), work_line(telemetry)
+                )
             except CrisyncError as exc:
                 print(f"crisync: reconcile stopped: {exc.info().message}", file=sys.stderr)
                 return EX_UNAVAILABLE
@@ -567,6 +577,7 @@ async def _resync(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     from crisync.lifecycle import Lifecycle
     from crisync.listener.base import SourceContext
     from crisync.listener.sources import open_sources
+    from crisync.progress import Tally, tally_line, with_progress
     from crisync.resync import resync_all, resync_one
     from crisync.state.store import Store
     from crisync.telemetry import Telemetry
@@ -580,11 +591,9 @@ async def _resync(loaded: LoadedConfig, args: argparse.Namespace) -> int:
         sources = open_sources(config, context)
         try:
             if args.all:
-                print(
-                    await resync_all(
-                        store, sources, args.source, args.kind, progress=_print_progress
-                    )
-                )
+                fetched = Tally()
+                every = resync_all(store, sources, args.source, args.kind, progress=fetched.update)
+                print(await with_progress(every, tally_line("fetched", fetched)))
             else:
                 print(await resync_one(store, sources, args.source, args.kind, args.key))
         except CrisyncError as exc:
@@ -596,17 +605,19 @@ async def _resync(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     return EX_OK
 
 
-def _print_progress(done: int, total: int) -> None:
-    print(f"resync: {done}/{total} fetched", file=sys.stderr)
-
-
 async def _plan(loaded: LoadedConfig, args: argparse.Namespace, *, show: bool = False) -> int:
     from crisync.plan import make_plan, render_object
+    from crisync.progress import with_progress, work_line
+    from crisync.telemetry import Telemetry
 
     # The plan says what fails and what kept it from being whole; the log would repeat it.
     configure_logging(loaded.config.daemon.log_format, "critical")
+    telemetry = Telemetry()
+    planning = make_plan(
+        loaded.config, source=args.source, kind=args.kind, key=args.key, telemetry=telemetry
+    )
     try:
-        plan = await make_plan(loaded.config, source=args.source, kind=args.kind, key=args.key)
+        plan = await with_progress(planning, work_line(telemetry))
     except CrisyncError as exc:
         print(f"crisync: plan: {exc.message}", file=sys.stderr)
         return EX_USAGE if exc.api == "crisync" else EX_UNAVAILABLE

@@ -23,6 +23,7 @@ from crisync.listener.elements.config import ElementsConfig
 from crisync.listener.elements.sim import ElementsSimulator
 from crisync.logs import configure_logging
 from crisync.plan import make_plan
+from crisync.progress import with_progress, work_line
 from crisync.publisher.mqtt import CONNECT_TIMEOUT, status_topic, tls_context
 from crisync.sim.broker import trial_broker
 from crisync.sim.cli import ELEMENTS_PASSWORD, ELEMENTS_USER, PURE_API_KEY
@@ -149,26 +150,32 @@ async def _clear_retained(mqtt: MqttConfig, state: Path) -> None:
 async def _two_passes(config: Config, elements: ElementsSimulator, pure: PureSimulator) -> None:
     await _show_plan(config, pure)
     pure.request_counts.clear()
-    telemetry = Telemetry()
-    await run_daemon(config, once=True, telemetry=telemetry)
+    telemetry = await _pass(config)
     await _report("First pass (first contact and backfill)", config, pure, telemetry)
     changed = elements.object_ids("publication")[:3]
     elements.advance(5)
     for publication in changed:
         elements.touch("publication", publication)
     pure.request_counts.clear()
-    telemetry = Telemetry()
-    await run_daemon(config, once=True, telemetry=telemetry)
+    telemetry = await _pass(config)
     await _report(
         f"Second pass ({len(changed)} publications changed in Elements)", config, pure, telemetry
     )
+
+
+async def _pass(config: Config) -> Telemetry:
+    """`crisync once`, with its progress on a terminal; what it counted."""
+    telemetry = Telemetry()
+    await with_progress(run_daemon(config, once=True, telemetry=telemetry), work_line(telemetry))
+    return telemetry
 
 
 async def _show_plan(config: Config, pure: PureSimulator) -> None:
     """What `crisync plan` says before the first pass: the demo's Pure is a populated one."""
     configure_logging("console", "critical")  # what would fail is the plan's to say
     try:
-        plan = await make_plan(config)
+        telemetry = Telemetry()
+        plan = await with_progress(make_plan(config, telemetry=telemetry), work_line(telemetry))
     finally:
         configure_logging("console", "warning")
     say("Plan (`crisync plan`: what the first pass will do; nothing written yet)")

@@ -21,6 +21,7 @@ from crisync.sim.all_simulators import (
     serve_site,
 )
 from crisync.sim.broker import MosquittoBroker
+from crisync.sim.server import free_port
 from crisync.telemetry import Telemetry
 from tests.support.cli import cli
 
@@ -71,6 +72,7 @@ async def test_the_site_s_configuration_works_as_written_and_a_change_by_hand_ar
         name, _, value = line.partition("=")
         monkeypatch.setenv(name, value)
     assert await cli("check-config", "--config", str(config)) == 0
+    monkeypatch.setenv("CRISYNC_METRICS__PORT", str(free_port()))  # 9661 may be taken here
 
     first = await once(config)
     assert first.events_received["elements:publications"] > 0

@@ -213,7 +213,9 @@ def _sim_all_options(simulators: argparse._SubParsersAction[argparse.ArgumentPar
         help="where crisync.toml, crisync.env and the state database go (default: ./crisync-sim)",
     )
     for name, port in DEFAULT_PORTS.items():
-        every.add_argument(f"--{name}-port", type=int, default=port, metavar="PORT")
+        every.add_argument(
+            f"--{name}-port", type=int, default=port, metavar="PORT", help=f"default: {port}"
+        )
     every.add_argument("--objects", type=int, default=50, help="Elements users + publications")
     every.add_argument("--records", type=int, default=30, help="Unicat records")
     every.add_argument("--seed", type=int, default=1)
@@ -236,7 +238,9 @@ def _world_change_commands(
             description=f"{help_text} in a running Elements or Unicat simulator, e.g. "
             f"`crisync sim {verb} elements {example}`",
         )
-        command.add_argument("target", choices=("elements", "unicat"), metavar="SIMULATOR")
+        command.add_argument(
+            "target", choices=("elements", "unicat"), metavar="SIMULATOR", help="elements, unicat"
+        )
         command.add_argument(
             "kind",
             metavar="KIND",

@@ -10,11 +10,13 @@ import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from importlib.metadata import version
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from crisync.config.load import EX_CONFIG, ConfigError, LoadedConfig, load_config
+from crisync.config.model import MqttConfig
 from crisync.errors import CrisyncError
 from crisync.handlers.base import FirstWriteRefusedError, ForeignStateError
 from crisync.logs import configure_logging
@@ -150,7 +152,17 @@ def _parser() -> argparse.ArgumentParser:
         help="the broker to publish to (default: localhost:1883, else a private mosquitto)",
     )
 
-    sim = commands.add_parser("sim", help="run an API simulator on 127.0.0.1")
+    _sim_commands(commands)
+    return parser
+
+
+def _sim_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sim = commands.add_parser(
+        "sim",
+        help="run API simulators on 127.0.0.1, change their world",
+        description="run the Elements, Pure and Unicat API simulators on 127.0.0.1 (each "
+        "alone, or all with a configuration for them), and change their world from outside",
+    )
     simulators = sim.add_subparsers(dest="simulator", required=True, metavar="API")
     for name in ("elements", "pure"):
         one = simulators.add_parser(name, help=f"the {name.capitalize()} API simulator")
@@ -179,7 +191,77 @@ def _parser() -> argparse.ArgumentParser:
     unicat.add_argument("--records", type=int, default=50, help="seeded records")
     unicat.add_argument("--seed", type=int, default=1)
     unicat.add_argument("--latency-ms", type=int, default=0)
-    return parser
+    _sim_all_options(simulators)
+    _world_change_commands(simulators)
+
+
+def _sim_all_options(simulators: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from crisync.sim.all_simulators import DEFAULT_PORTS
+
+    every = simulators.add_parser(
+        "all",
+        help="Elements, a populated Pure, Unicat and a broker, with a configuration for them",
+        description="start the Elements, Pure (populated as a site's Pure is) and Unicat "
+        "simulators, with clocks that follow real time, and an MQTT broker (localhost:1883, "
+        "else a private mosquitto); write a configuration for them and its secrets' "
+        "environment file into --dir; run until Ctrl-C",
+    )
+    every.add_argument(
+        "--dir",
+        default="crisync-sim",
+        metavar="DIR",
+        help="where crisync.toml, crisync.env and the state database go (default: ./crisync-sim)",
+    )
+    for name, port in DEFAULT_PORTS.items():
+        every.add_argument(
+            f"--{name}-port", type=int, default=port, metavar="PORT", help=f"default: {port}"
+        )
+    every.add_argument("--objects", type=int, default=50, help="Elements users + publications")
+    every.add_argument("--records", type=int, default=30, help="Unicat records")
+    every.add_argument("--seed", type=int, default=1)
+    every.add_argument("--mqtt", metavar="URL", help="the broker to publish to")
+
+
+def _world_change_commands(
+    simulators: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    verbs = {
+        "change": "change an object (Elements: --title; Unicat: --set FIELD=VALUE)",
+        "add": "add an object (Elements: of a category; Unicat: of a definition)",
+        "delete": "delete an object",
+    }
+    for verb, help_text in verbs.items():
+        example = "publication" if verb == "add" else "publication 42"
+        command = simulators.add_parser(
+            verb,
+            help=f"{help_text} in a running simulator",
+            description=f"{help_text} in a running Elements or Unicat simulator, e.g. "
+            f"`crisync sim {verb} elements {example}`",
+        )
+        command.add_argument(
+            "target", choices=("elements", "unicat"), metavar="SIMULATOR", help="elements, unicat"
+        )
+        command.add_argument(
+            "kind",
+            metavar="KIND",
+            help="Elements: publication, user, ...; Unicat: record, or to add, person or "
+            "publication",
+        )
+        if verb != "add":
+            command.add_argument("key", metavar="KEY", help="the object's id (Unicat: its gid)")
+        if verb != "delete":
+            command.add_argument("--title", help="Elements: the new title")
+            command.add_argument(
+                "--set",
+                action="append",
+                default=[],
+                metavar="FIELD=VALUE",
+                dest="fields",
+                help="Unicat: a field's value (repeatable)",
+            )
+        command.add_argument(
+            "--url", metavar="ORIGIN", help="the simulator (default: where `sim all` serves it)"
+        )
 
 
 def _elements_sim_options(command: argparse.ArgumentParser) -> None:
@@ -250,39 +332,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "sim":
-        from crisync.sim.cli import ElementsSimOptions, run_simulator, run_unicat_simulator
-
-        configure_logging("console")
-        if args.simulator == "unicat":
-            return run_unicat_simulator(
-                port=args.port,
-                project=args.project,
-                api_key=args.api_key,
-                records=args.records,
-                seed=args.seed,
-                latency_ms=args.latency_ms,
-            )
-        elements = (
-            ElementsSimOptions(
-                items=args.items,
-                date_skew=args.date_skew,
-                schema_version=args.schema_version,
-                https_namespace=args.https_namespace,
-                fault_rate=args.fault_rate,
-                read_only=args.read_only,
-            )
-            if args.simulator == "elements"
-            else None
-        )
-        return run_simulator(
-            args.simulator,
-            port=args.port,
-            objects=args.objects,
-            seed=args.seed,
-            latency_ms=args.latency_ms,
-            elements=elements,
-            populate=args.simulator == "pure" and args.populate,
-        )
+        return _sim(args)
     if args.command == "demo":
         from crisync.demo import run_demo
 
@@ -302,6 +352,78 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _check_config(loaded, online=args.online)
     configure_logging(loaded.config.daemon.log_format, loaded.config.daemon.log_level)
     return _with_state(args, loaded)
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from crisync.sim.cli import ElementsSimOptions, run_simulator, run_unicat_simulator
+
+    if args.simulator in ("change", "add", "delete"):
+        from crisync.sim.control import WorldChange, run_world_change
+
+        return run_world_change(
+            WorldChange(
+                args.simulator,
+                args.target,
+                args.kind,
+                getattr(args, "key", None),
+                title=getattr(args, "title", None),
+                fields=tuple(getattr(args, "fields", ())),
+                url=args.url,
+            )
+        )
+    configure_logging("console")
+    if args.simulator == "all":
+        from pydantic import ValidationError
+
+        from crisync.sim.all_simulators import SiteOptions, run_site
+
+        try:
+            mqtt = None if args.mqtt is None else MqttConfig(url=args.mqtt)
+        except ValidationError as exc:
+            print(f"crisync: --mqtt {args.mqtt}: {exc.errors()[0]['msg']}", file=sys.stderr)
+            return EX_USAGE
+        return run_site(
+            SiteOptions(
+                Path(args.dir).absolute(),
+                elements_port=args.elements_port,
+                pure_port=args.pure_port,
+                unicat_port=args.unicat_port,
+                objects=args.objects,
+                records=args.records,
+                seed=args.seed,
+                mqtt=mqtt,
+            )
+        )
+    if args.simulator == "unicat":
+        return run_unicat_simulator(
+            port=args.port,
+            project=args.project,
+            api_key=args.api_key,
+            records=args.records,
+            seed=args.seed,
+            latency_ms=args.latency_ms,
+        )
+    elements = (
+        ElementsSimOptions(
+            items=args.items,
+            date_skew=args.date_skew,
+            schema_version=args.schema_version,
+            https_namespace=args.https_namespace,
+            fault_rate=args.fault_rate,
+            read_only=args.read_only,
+        )
+        if args.simulator == "elements"
+        else None
+    )
+    return run_simulator(
+        args.simulator,
+        port=args.port,
+        objects=args.objects,
+        seed=args.seed,
+        latency_ms=args.latency_ms,
+        elements=elements,
+        populate=args.simulator == "pure" and args.populate,
+    )
 
 
 def _check_config(loaded: LoadedConfig, *, online: bool) -> int:
@@ -334,13 +456,19 @@ def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:
             if command is not None:
                 return asyncio.run(command)
             from crisync.daemon import run_daemon
+            from crisync.progress import with_progress, work_line
+            from crisync.telemetry import Telemetry
 
+            telemetry = Telemetry()
+            daemon = run_daemon(
+                loaded.config,
+                once=args.command == "once",
+                allow_empty_state=args.allow_empty_state,
+                telemetry=telemetry,
+            )
+            # `run` is for systemd; `once` is often run by hand, on a large backlog.
             summary = asyncio.run(
-                run_daemon(
-                    loaded.config,
-                    once=args.command == "once",
-                    allow_empty_state=args.allow_empty_state,
-                )
+                with_progress(daemon, work_line(telemetry)) if args.command == "once" else daemon
             )
     except (SchemaTooNewError, FirstWriteRefusedError) as exc:
         _state_refused(exc, loaded)
@@ -425,6 +553,7 @@ async def _retry(loaded: LoadedConfig, object_key: str | None) -> int:
 async def _reconcile(loaded: LoadedConfig, *, check: bool) -> int:
     from crisync.daemon import http_session
     from crisync.handlers.targets import open_targets
+    from crisync.progress import with_progress, work_line
     from crisync.state.store import Store
     from crisync.telemetry import Telemetry
 
@@ -434,10 +563,13 @@ async def _reconcile(loaded: LoadedConfig, *, check: bool) -> int:
         return EX_CONFIG
     consistent = True
     async with Store.open(config.state.path) as store, http_session() as session:
-        targets = open_targets(config, store=store, session=session, telemetry=Telemetry())
+        telemetry = Telemetry()
+        targets = open_targets(config, store=store, session=session, telemetry=telemetry)
         for target in targets.values():
             try:
-                report = await target.reconcile(apply=not check)
+                report = await with_progress(
+                    target.reconcile(apply=not check), work_line(telemetry)
+                )
             except CrisyncError as exc:
                 print(f"crisync: reconcile stopped: {exc.info().message}", file=sys.stderr)
                 return EX_UNAVAILABLE
@@ -451,6 +583,7 @@ async def _resync(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     from crisync.lifecycle import Lifecycle
     from crisync.listener.base import SourceContext
     from crisync.listener.sources import open_sources
+    from crisync.progress import Tally, tally_line, with_progress
     from crisync.resync import resync_all, resync_one
     from crisync.state.store import Store
     from crisync.telemetry import Telemetry
@@ -464,11 +597,9 @@ async def _resync(loaded: LoadedConfig, args: argparse.Namespace) -> int:
         sources = open_sources(config, context)
         try:
             if args.all:
-                print(
-                    await resync_all(
-                        store, sources, args.source, args.kind, progress=_print_progress
-                    )
-                )
+                fetched = Tally()
+                every = resync_all(store, sources, args.source, args.kind, progress=fetched.update)
+                print(await with_progress(every, tally_line("fetched", fetched)))
             else:
                 print(await resync_one(store, sources, args.source, args.kind, args.key))
         except CrisyncError as exc:
@@ -480,17 +611,19 @@ async def _resync(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     return EX_OK
 
 
-def _print_progress(done: int, total: int) -> None:
-    print(f"resync: {done}/{total} fetched", file=sys.stderr)
-
-
 async def _plan(loaded: LoadedConfig, args: argparse.Namespace, *, show: bool = False) -> int:
     from crisync.plan import make_plan, render_object
+    from crisync.progress import with_progress, work_line
+    from crisync.telemetry import Telemetry
 
     # The plan says what fails and what kept it from being whole; the log would repeat it.
     configure_logging(loaded.config.daemon.log_format, "critical")
+    telemetry = Telemetry()
+    planning = make_plan(
+        loaded.config, source=args.source, kind=args.kind, key=args.key, telemetry=telemetry
+    )
     try:
-        plan = await make_plan(loaded.config, source=args.source, kind=args.kind, key=args.key)
+        plan = await with_progress(planning, work_line(telemetry))
     except CrisyncError as exc:
         print(f"crisync: plan: {exc.message}", file=sys.stderr)
         return EX_USAGE if exc.api == "crisync" else EX_UNAVAILABLE

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
@@ -24,8 +23,9 @@ from crisync.listener.elements.config import ElementsConfig
 from crisync.listener.elements.sim import ElementsSimulator
 from crisync.logs import configure_logging
 from crisync.plan import make_plan
+from crisync.progress import with_progress, work_line
 from crisync.publisher.mqtt import CONNECT_TIMEOUT, status_topic, tls_context
-from crisync.sim.broker import MosquittoBroker, mosquitto_binary
+from crisync.sim.broker import trial_broker
 from crisync.sim.cli import ELEMENTS_PASSWORD, ELEMENTS_USER, PURE_API_KEY
 from crisync.sim.server import serve
 from crisync.sim.site import populate_site
@@ -43,43 +43,6 @@ DEMO_PREFIX = "crisync-demo"
 
 def say(text: str = "") -> None:
     print(text, flush=True)
-
-
-def _broker_answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _watch_command(host: str, port: int) -> str:
-    return f"mosquitto_sub -h {host} -p {port} -t '{DEMO_PREFIX}/#' -v"
-
-
-@contextlib.contextmanager
-def _demo_broker(workdir: Path, asked: MqttConfig | None) -> Iterator[tuple[str, str | None]]:
-    """(mqtt url, how to watch, None without a broker): the one asked for, the local broker,
-    a private one, or none."""
-    if asked is not None:
-        yield asked.url, _watch_command(asked.host, asked.port)
-        return
-    if _broker_answers("localhost", 1883):
-        yield "mqtt://localhost:1883", _watch_command("localhost", 1883)
-        return
-    if mosquitto_binary() is None:
-        say(
-            "No MQTT broker on localhost:1883 and no mosquitto installed: outcomes stay in the "
-            "outbox (install mosquitto to see them published)."
-        )
-        yield "mqtt://localhost:1883", None
-        return
-    broker = MosquittoBroker(workdir)
-    broker.start()
-    try:
-        yield broker.url, _watch_command("127.0.0.1", broker.port)
-    finally:
-        broker.stop()
 
 
 @contextlib.asynccontextmanager
@@ -104,11 +67,17 @@ async def run_demo(*, objects: int, follow: bool, mqtt_url: str | None = None) -
         return EX_USAGE
     with (
         tempfile.TemporaryDirectory(prefix="crisync-demo-") as workdir,
-        _demo_broker(Path(workdir), asked) as (broker_url, watch),
+        trial_broker(Path(workdir), asked) as broker,
     ):
+        watch = broker.watch_command(DEMO_PREFIX)
+        if not broker.answers:
+            say(
+                "No MQTT broker on localhost:1883 and no mosquitto installed: outcomes stay in "
+                "the outbox (install mosquitto to see them published)."
+            )
         async with _simulators(objects) as (elements, elements_url, pure, pure_url):
             mqtt = MqttConfig(
-                url=broker_url,
+                url=broker.url,
                 topic_prefix=DEMO_PREFIX,
                 client_id=DEMO_PREFIX,
                 persistent_session=False,
@@ -138,7 +107,7 @@ async def run_demo(*, objects: int, follow: bool, mqtt_url: str | None = None) -
                 f"{len(elements.object_ids('publication'))} publications)"
             )
             say(f"  Pure simulator      {pure_url}")
-            say(f"  MQTT broker         {broker_url}")
+            say(f"  MQTT broker         {broker.url}")
             say(f"  watch outcomes:     {watch or '(no broker)'}")
             say()
             # A real Pure is never empty: HR's persons, imported research outputs, a duplicate.
@@ -181,26 +150,32 @@ async def _clear_retained(mqtt: MqttConfig, state: Path) -> None:
 async def _two_passes(config: Config, elements: ElementsSimulator, pure: PureSimulator) -> None:
     await _show_plan(config, pure)
     pure.request_counts.clear()
-    telemetry = Telemetry()
-    await run_daemon(config, once=True, telemetry=telemetry)
+    telemetry = await _pass(config)
     await _report("First pass (first contact and backfill)", config, pure, telemetry)
     changed = elements.object_ids("publication")[:3]
     elements.advance(5)
     for publication in changed:
         elements.touch("publication", publication)
     pure.request_counts.clear()
-    telemetry = Telemetry()
-    await run_daemon(config, once=True, telemetry=telemetry)
+    telemetry = await _pass(config)
     await _report(
         f"Second pass ({len(changed)} publications changed in Elements)", config, pure, telemetry
     )
+
+
+async def _pass(config: Config) -> Telemetry:
+    """`crisync once`, with its progress on a terminal; what it counted."""
+    telemetry = Telemetry()
+    await with_progress(run_daemon(config, once=True, telemetry=telemetry), work_line(telemetry))
+    return telemetry
 
 
 async def _show_plan(config: Config, pure: PureSimulator) -> None:
     """What `crisync plan` says before the first pass: the demo's Pure is a populated one."""
     configure_logging("console", "critical")  # what would fail is the plan's to say
     try:
-        plan = await make_plan(config)
+        telemetry = Telemetry()
+        plan = await with_progress(make_plan(config, telemetry=telemetry), work_line(telemetry))
     finally:
         configure_logging("console", "warning")
     say("Plan (`crisync plan`: what the first pass will do; nothing written yet)")

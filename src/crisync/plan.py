@@ -149,9 +149,15 @@ def _short(value: Any, width: int = 70) -> str:
 
 
 async def make_plan(
-    config: Config, *, source: str | None = None, kind: str | None = None, key: str | None = None
+    config: Config,
+    *,
+    source: str | None = None,
+    kind: str | None = None,
+    key: str | None = None,
+    telemetry: Telemetry | None = None,
 ) -> Plan:
     """What `once` would do now; limited to a source, a kind, or one object when given.
+    `telemetry` counts what the planning run reads and does (for its progress).
 
     For one object, only it is fetched from its source and planned; otherwise every feed
     is read from the stored cursors, as `once` would, and the plan is filtered.
@@ -194,7 +200,9 @@ async def make_plan(
             )
             return {name: recorder.watch(target) for name, target in opened.items()}
 
-        run = await run_daemon(planning_config, once=True, sources=sources, targets=targets)
+        run = await run_daemon(
+            planning_config, once=True, telemetry=telemetry, sources=sources, targets=targets
+        )
         planned = await recorder.objects(scratch)
         problems = [f"{api} was unavailable: its objects are waiting" for api in run.unavailable]
         problems += await _feed_problems(scratch)

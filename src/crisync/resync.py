@@ -16,7 +16,7 @@ from crisync.listener.base import Source, queue_resync
 from crisync.state import inbox, mapping
 from crisync.state.store import Store, utc_now
 
-# Objects fetched between two commits (and two progress lines) of `resync --all`.
+# Objects fetched between two commits of `resync --all`.
 BATCH = 200
 
 
@@ -37,7 +37,7 @@ async def resync_all(
     *,
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> str:
-    """Every mapped object (of a source, of a kind); `progress(done, total)` after each batch."""
+    """Every mapped object (of a source, of a kind); `progress(done, total)` after each fetch."""
     names = {s.name for s in sources}
     if source is not None and source not in names:
         raise PermanentError(
@@ -47,17 +47,19 @@ async def resync_all(
     async with store.reading() as conn:
         wanted = [k for k in await mapping.keys(conn, source, kind) if k[0] in names]
     queued, gone = 0, []
+    progress(0, len(wanted))
     for start in range(0, len(wanted), BATCH):
         events = []
-        for object_source, object_kind, key in wanted[start : start + BATCH]:
+        batch = wanted[start : start + BATCH]
+        for done, (object_source, object_kind, key) in enumerate(batch, start + 1):
             try:
                 events.append(await resync_event(sources, object_source, object_kind, key))
             except NotFoundError:
                 gone.append(f"{object_source}/{object_kind}/{key}")
+            progress(done, len(wanted))
         async with store.transaction() as conn:
             await inbox.add_events(conn, events, utc_now())
         queued += len(events)
-        progress(min(start + BATCH, len(wanted)), len(wanted))
     lines = [
         f"queued {queued} mapped object(s) for replication; a running daemon takes them, "
         "else run `crisync once` (unchanged ones cost the target nothing)"

@@ -1,14 +1,19 @@
-"""A private mosquitto on a free port, for the demo and the tests (which stop and restart it)."""
+"""A private mosquitto on a free port, for the demo and the tests (which stop and restart it);
+the broker a trial run publishes to."""
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from crisync.config.model import MqttConfig
 from crisync.sim.server import free_port
 
 
@@ -83,3 +88,47 @@ class MosquittoBroker:
             self._process.terminate()
             self._process.wait(timeout=10)
             self._process = None
+
+
+@dataclass(frozen=True)
+class TrialBroker:
+    """The broker a trial run (the demo, `crisync sim all`) publishes to."""
+
+    url: str
+    host: str
+    port: int
+    answers: bool  # False: nothing listens there; outcomes stay in the outbox
+
+    def watch_command(self, topic_prefix: str) -> str | None:
+        if not self.answers:
+            return None
+        return f"mosquitto_sub -h {self.host} -p {self.port} -t '{topic_prefix}/#' -v"
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def trial_broker(workdir: Path, asked: MqttConfig | None) -> Iterator[TrialBroker]:
+    """The broker asked for, else the one on localhost:1883, else a private mosquitto for as
+    long as the block runs, else none (`answers` False)."""
+    if asked is not None:
+        yield TrialBroker(asked.url, asked.host, asked.port, answers=True)
+        return
+    if _answers("localhost", 1883):
+        yield TrialBroker("mqtt://localhost:1883", "localhost", 1883, answers=True)
+        return
+    if mosquitto_binary() is None:
+        yield TrialBroker("mqtt://localhost:1883", "localhost", 1883, answers=False)
+        return
+    broker = MosquittoBroker(workdir)
+    broker.start()
+    try:
+        yield TrialBroker(broker.url, "127.0.0.1", broker.port, answers=True)
+    finally:
+        broker.stop()

@@ -1,4 +1,5 @@
-"""`crisync sim elements|pure|unicat`: run one simulator on 127.0.0.1 until Ctrl-C."""
+"""`crisync sim elements|pure|unicat`: run one simulator on 127.0.0.1 until Ctrl-C (its clock
+follows real time)."""
 
 from __future__ import annotations
 
@@ -60,14 +61,19 @@ def run_unicat_simulator(
     *, port: int, project: str, api_key: str, records: int, seed: int, latency_ms: int
 ) -> int:
     simulator = UnicatSimulator(
-        project=project, api_key=api_key, records=records, seed=seed, latency_ms=latency_ms
+        project=project,
+        api_key=api_key,
+        records=records,
+        seed=seed,
+        latency_ms=latency_ms,
+        wall_clock=True,
     )
     asyncio.run(_serve_unicat(simulator, port))
     return 0
 
 
 async def _serve_unicat(simulator: UnicatSimulator, port: int) -> None:
-    async with _stop_signals() as stopped, serve(simulator.app(), port) as origin:
+    async with stop_signals() as stopped, serve(simulator.app(), port) as origin:
         print(f"Unicat API simulator: {origin}")
         print(
             f"  project {simulator.project} (--project), key as given with --api-key; "
@@ -76,8 +82,13 @@ async def _serve_unicat(simulator: UnicatSimulator, port: int) -> None:
         await stopped.wait()
 
 
+def pure_organisations(objects: int) -> int:
+    """The Pure simulator's own organisations, besides those a populated site adds."""
+    return max(1, min(objects, 20))
+
+
 @contextlib.asynccontextmanager
-async def _stop_signals() -> AsyncIterator[asyncio.Event]:
+async def stop_signals() -> AsyncIterator[asyncio.Event]:
     """An event set by SIGINT or SIGTERM while the block runs."""
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -101,7 +112,7 @@ async def _serve_until_stopped(
     elements: ElementsSimOptions,
     populate: bool,
 ) -> None:
-    async with _stop_signals() as stopped:
+    async with stop_signals() as stopped:
         if name == "elements":
             await _serve_elements(
                 stopped,
@@ -136,6 +147,7 @@ async def _serve_elements(
         api_namespace=API_NS_HTTPS if options.https_namespace else API_NS,
         fault_rate=options.fault_rate,
         can_modify=not options.read_only,
+        wall_clock=True,
     )
     async with serve(simulator.app(), port) as origin:
         print(f"Elements API simulator: {origin}/secure-api/v5.5")
@@ -160,7 +172,7 @@ async def _serve_pure(
         api_key=PURE_API_KEY,
         seed=seed,
         latency_ms=latency_ms,
-        organizations=max(1, min(objects, 20)),
+        organizations=pure_organisations(objects),
     )
     # The world `crisync sim elements` serves with the same --objects and --seed.
     site = (

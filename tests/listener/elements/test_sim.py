@@ -904,3 +904,40 @@ async def test_a_fault_rate_fails_some_requests_with_retriable_errors() -> None:
     assert set(statuses) <= {200, 409, 500, 504}
     with pytest.raises(ValueError, match="probability"):
         ElementsSimulator(objects=1, fault_rate=1.0)
+
+
+async def test_a_served_simulator_s_clock_follows_real_time() -> None:
+    frozen = ElementsSimulator(objects=2, start=START)
+    following = ElementsSimulator(objects=2, start=START, wall_clock=True)
+    for sim, expected in ((frozen, START), (following, datetime.now(UTC))):
+        async with running(sim) as (session, base):
+            response, _ = await fetch(session, f"{base}/users")
+        served = parsedate_to_datetime(response.headers["Date"])
+        assert abs(served - expected) < timedelta(seconds=5)
+
+
+async def test_the_world_changes_from_outside_without_the_api_s_credentials() -> None:
+    sim = ElementsSimulator(objects=6, seed=3, fault_rate=0.5)
+    publication = sim.object_ids("publication")[0]
+    control = "/_sim/elements/publication"
+    async with serve(sim.app()) as origin, aiohttp.ClientSession(origin) as session:
+
+        async def post(path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+            async with session.post(path, json=body) as response:
+                return response.status, await response.json()
+
+        status, changed = await post(f"{control}/{publication}/touch", {"title": "New"})
+        assert (status, changed["id"], changed["title"]) == (200, publication, "New")
+        assert sim.title_of(publication) == "New"
+        status, added = await post(f"{control}/add")
+        assert status == 200
+        assert added["id"] in sim.object_ids("publication")
+        assert (await post(f"{control}/{publication}/delete"))[0] == 200
+        assert publication not in sim.object_ids("publication")
+        assert (await post(f"{control}/{publication}/touch"))[0] == 404
+        status, refused = await post(
+            f"/_sim/elements/user/{sim.object_ids('user')[0]}/touch", {"title": "Users have none"}
+        )
+        assert status == 400
+        assert "no title" in refused["error"]
+    assert sim.requests == []  # the API saw none of it

@@ -353,3 +353,31 @@ def test_the_vendor_sdk_works_against_the_simulator_unchanged(sim: UnicatSimulat
     assert outcome["changed"] == "Changed"
     assert outcome["statuses"][-1] == "done"
     assert outcome["statuses"][0] == "queued"
+
+
+async def test_records_change_from_outside_and_the_stream_says_so(
+    api: Api, sim: UnicatSimulator
+) -> None:
+    person = sim.record_gids("person")[0]
+    session, origin = api.session, api.origin
+
+    async def post(path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        async with session.post(origin + path, json=body) as response:
+            return response.status, await response.json()
+
+    before = sim.latest_cursors()[1]
+    status, changed = await post(
+        f"/_sim/unicat/record/{person}/touch", {"fields": {"lastname": "Lovelace"}}
+    )
+    assert status == 200
+    assert changed["title"].endswith(" Lovelace")
+    status, added = await post("/_sim/unicat/publication/add", {"fields": {"title": "Polders"}})
+    assert (status, added["definition"], added["title"]) == (200, "publication", "Polders")
+    assert (await post(f"/_sim/unicat/record/{person}/delete"))[0] == 200
+    assert person not in sim.record_gids()
+    assert sim.latest_cursors()[1] == before + 3
+    assert (await post(f"/_sim/unicat/record/{person}/touch"))[0] == 404
+    status, refused = await post("/_sim/unicat/person/add", {"fields": {"shoe": "42"}})
+    assert status == 400
+    assert "no field shoe" in refused["error"]
+    assert "_sim" not in " ".join(sim.request_counts)

@@ -61,6 +61,8 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from lxml import etree
 
+from crisync.sim.server import CONTROL_PATH, control_body, control_route
+
 ATOM_NS = "http://www.w3.org/2005/Atom"
 API_NS = "http://www.symplectic.co.uk/publications/api"
 # The schema document names this one too; a server may answer in either.
@@ -395,7 +397,10 @@ class ElementsSimulator:
         can_modify: bool = True,
         patch_redirect: bool = True,
         fault_rate: float = 0.0,
+        wall_clock: bool = False,
     ) -> None:
+        """`wall_clock`: the clock never falls behind real time (a served simulator); else
+        it moves only when told to (`advance`) or by a millisecond per change (the tests)."""
         if objects < 0 or items_per_category < 0:
             raise ValueError("object counts must not be negative")
         if start is not None and start.tzinfo is None:
@@ -422,6 +427,7 @@ class ElementsSimulator:
         self._can_modify = can_modify
         self._patch_redirect = patch_redirect
         self._fault_rate = fault_rate
+        self._wall_clock = wall_clock
         self._users: dict[int, _User] = {}
         # Kept alongside _users so that seeding 100k objects stays linear.
         self._user_ids: list[int] = []
@@ -605,7 +611,42 @@ class ElementsSimulator:
         app.router.add_get(f"{base}/{{plural:{plural}}}", self._list)
         app.router.add_get(f"{base}/{{plural:{plural}}}/{{id}}", self._one)
         app.router.add_route("*", f"{base}/{{tail:.*}}", self._unknown)
+        control = f"{CONTROL_PATH}elements/{{category:{category}}}"
+        app.router.add_post(f"{control}/add", control_route(self._control_add))
+        app.router.add_post(f"{control}/{{id:\\d+}}/touch", control_route(self._control_touch))
+        app.router.add_post(f"{control}/{{id:\\d+}}/delete", control_route(self._control_delete))
         return app
+
+    # ----------------------------------------------------------------- control over HTTP
+
+    async def _control_add(self, request: web.Request) -> dict[str, object]:
+        category = request.match_info["category"]
+        object_id = self.add(category)
+        return self._control_state(category, object_id)
+
+    async def _control_touch(self, request: web.Request) -> dict[str, object]:
+        category, object_id = request.match_info["category"], int(request.match_info["id"])
+        title = (await control_body(request)).get("title")
+        if title is not None and not isinstance(title, str):
+            raise ValueError("title must be a string")
+        self.touch(category, object_id, title)
+        return self._control_state(category, object_id)
+
+    async def _control_delete(self, request: web.Request) -> dict[str, object]:
+        category, object_id = request.match_info["category"], int(request.match_info["id"])
+        self.delete(category, object_id)
+        return {"category": category, "id": object_id, "deleted": True}
+
+    def _control_state(self, category: str, object_id: int) -> dict[str, object]:
+        obj = self._get(category, object_id)
+        state: dict[str, object] = {
+            "category": category,
+            "id": object_id,
+            "modified": obj.modified.isoformat(),
+        }
+        if isinstance(obj, _Recorded):
+            state["title"] = obj.title
+        return state
 
     # ----------------------------------------------------------------- data
 
@@ -870,6 +911,10 @@ class ElementsSimulator:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self._wall_clock:
+            self._now = max(self._now, _ms(datetime.now(UTC)))
+        if request.path.startswith(CONTROL_PATH):
+            return await handler(request)  # not the API's: no credentials, faults, latency
         self.requests.append((request.method, request.path_qs))
         if self._latency:
             await asyncio.sleep(self._latency)

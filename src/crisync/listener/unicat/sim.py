@@ -55,6 +55,8 @@ from typing import Any
 
 from aiohttp import web
 
+from crisync.sim.server import CONTROL_PATH, control_body, control_route
+
 # The application errors of the reference's "Error responses" page; HTTP errors use their status.
 ERRORS: dict[int, str] = {
     400: "Bad request",
@@ -186,7 +188,10 @@ class UnicatSimulator:
         job_steps: int = 3,
         start: float | None = None,
         version: str = "2026.09.001",
+        wall_clock: bool = False,
     ) -> None:
+        """`wall_clock`: the clock never falls behind real time (a served simulator); else
+        it moves only when told to (`advance`) or a little per change (the tests)."""
         if records < 0 or page_size < 1 or job_steps < 1 or jwt_lifetime <= 0:
             raise ValueError("records ≥ 0, page_size ≥ 1, job_steps ≥ 1, jwt_lifetime > 0")
         self.project = str(uuid.UUID(project))
@@ -197,6 +202,7 @@ class UnicatSimulator:
         self._jwt_lifetime = jwt_lifetime
         self._job_steps = job_steps
         self._clock = time.time() if start is None else start
+        self._wall_clock = wall_clock
         self._signing_key = secrets.token_bytes(32)
         self._version = version
         self._user = self._gid()
@@ -335,12 +341,75 @@ class UnicatSimulator:
         app.router.add_post(f"{project}/schema/bulk/save_as_new", self._save_as_new)
         app.router.add_post("/sync/get", self._sync_get)
         app.router.add_post("/sync/cursors", self._sync_cursors)
+        control = f"{CONTROL_PATH}unicat"
+        app.router.add_post(f"{control}/{{definition}}/add", control_route(self._control_add))
+        app.router.add_post(f"{control}/record/{{gid}}/touch", control_route(self._control_touch))
+        app.router.add_post(f"{control}/record/{{gid}}/delete", control_route(self._control_delete))
         return app
+
+    # ----------------------------------------------------------------- control over HTTP
+
+    async def _control_add(self, request: web.Request) -> dict[str, Any]:
+        definition = request.match_info["definition"]
+        if definition not in self._definition_fields():
+            raise KeyError(f"no definition {definition!r}")
+        fields = self._control_fields(definition, await control_body(request))
+        gid = self.add_record(definition, fields or self._sample_fields(definition))
+        return self._control_state(gid)
+
+    async def _control_touch(self, request: web.Request) -> dict[str, Any]:
+        gid = request.match_info["gid"]
+        record = self._control_record(gid)
+        definition = self._definitions[record["definition"]]["name"]
+        fields = self._control_fields(definition, await control_body(request))
+        if not fields:
+            # Nothing asked for: the field that titles the record is revised.
+            first = self._definition_fields()[definition][0]
+            fields = {first: f"{record['fields'][LANGUAGES[0]].get(first, '')} (revised)"}
+        self.update_record(gid, fields)
+        return self._control_state(gid)
+
+    async def _control_delete(self, request: web.Request) -> dict[str, Any]:
+        gid = self._control_record(request.match_info["gid"])["gid"]
+        self.delete_record(gid)
+        return {"gid": gid, "deleted": True}
+
+    def _control_fields(self, definition: str, body: dict[str, Any]) -> dict[str, str]:
+        fields = body.get("fields", {})
+        if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
+            raise ValueError("fields must be an object of strings")
+        known = self._definition_fields()[definition]
+        unknown = sorted(set(fields) - set(known))
+        if unknown:
+            raise ValueError(f"{definition} has no field {', '.join(unknown)} ({', '.join(known)})")
+        return fields
+
+    def _control_state(self, gid: str) -> dict[str, Any]:
+        record = self._records[gid]
+        return {
+            "gid": gid,
+            "definition": self._definitions[record["definition"]]["name"],
+            "title": record["title"][LANGUAGES[0]],
+        }
+
+    def _control_record(self, gid: str) -> dict[str, Any]:
+        if gid not in self._records:
+            raise KeyError(f"no record {gid}")
+        return self._records[gid]
+
+    def _definition_fields(self) -> dict[str, list[str]]:
+        """Each definition's field names, in order, by its name."""
+        return {
+            definition["name"]: [self._fields[gid]["name"] for gid in definition["fields"]]
+            for definition in self._definitions.values()
+        }
 
     # ----------------------------------------------------------------- HTTP
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        if request.path.startswith(CONTROL_PATH):
+            return await handler(request)  # not the API's: no faults, latency or counts
         endpoint = self._endpoint(request.path)
         self.request_counts[endpoint] += 1
         if self._latency:
@@ -624,6 +693,8 @@ class UnicatSimulator:
     def _tick(self) -> None:
         """Every change happens at its own instant."""
         self._clock += 0.001 + self._rng.random() / 100
+        if self._wall_clock:
+            self._clock = max(self._clock, time.time())
 
     def _gid(self) -> str:
         return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
@@ -677,6 +748,18 @@ class UnicatSimulator:
             "fields": by_language,
         }
 
+    def _sample_fields(self, definition: str) -> dict[str, str]:
+        """Made-up field values of a record of `definition` (a folder: none)."""
+        rng = self._rng
+        if definition == "publication":
+            subject = f"{rng.choice(_SUBJECTS)}: {rng.choice(_ASPECTS)}"
+            return {"title": subject, "year": str(rng.randint(1990, 2025))}
+        if definition == "person":
+            first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
+            email = f"{first[0]}.{last.replace(' ', '')}@example.nl".lower()
+            return {"firstname": first, "lastname": last, "email": email}
+        return {}
+
     def _define(self, name: str, label: str, field_names: list[str]) -> str:
         field_gids = []
         for field_name in field_names:
@@ -725,15 +808,8 @@ class UnicatSimulator:
         self._append("project", "INSERT", "records", self._root)
         rng = self._rng
         for number in range(records):
-            if number % 3 == 2:
-                subject = f"{rng.choice(_SUBJECTS)}: {rng.choice(_ASPECTS)}"
-                fields = {"title": subject, "year": str(rng.randint(1990, 2025))}
-                gid = self.add_record("publication", fields)
-            else:
-                first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
-                email = f"{first[0]}.{last.replace(' ', '')}@example.nl".lower()
-                fields = {"firstname": first, "lastname": last, "email": email}
-                gid = self.add_record("person", fields)
+            definition = "publication" if number % 3 == 2 else "person"
+            gid = self.add_record(definition, self._sample_fields(definition))
             if rng.random() < 0.2:  # a later edit: the history holds the record twice
                 edit = {"year": "2024"} if number % 3 == 2 else {"email": f"{gid[:8]}@example.nl"}
                 self.update_record(gid, edit)

@@ -12,7 +12,7 @@ from crisync.cli import EX_CONFIG, EX_OK, EX_UNAVAILABLE, main
 from crisync.config.model import Config
 from crisync.handlers.pure.sim import PureSimulator
 from crisync.mapping.rules import MappingsConfig
-from crisync.preflight import check_online
+from crisync.preflight import Answer, check_online
 from crisync.sim.server import free_port, serve
 from tests.support.secrets import PURE_API_KEY
 
@@ -44,6 +44,7 @@ async def test_every_system_answers(
         ("organizations", "get"): 1,
         **{(pure_type, "list"): 1 for pure_type in written},
         **{(pure_type, "update"): 1 for pure_type in written},
+        ("research-outputs", "list"): 2,  # and a sample for identifiers: match rules use them
     }
     assert all(not pure_sim.objects(pure_type) for pure_type in written)
 
@@ -74,32 +75,8 @@ async def test_a_placeholder_organisation_is_a_configuration_problem(
     )
 
 
-@pytest.mark.parametrize(
-    ("access", "hidden", "gaps"),
-    [
-        (
-            {"persons": ["read"], "external-persons": ["read", "write"], "organizations": ["read"]},
-            [],
-            "may not read research-outputs; may not write research-outputs",
-        ),
-        (None, ["identifiers"], "is shown no identifiers of persons (of 1 read)"),
-    ],
-)
-async def test_a_key_without_the_rights_the_mappings_need_is_named_precisely(
-    config: Config,
-    pure_sim: PureSimulator,
-    access: dict[str, list[str]] | None,
-    hidden: list[str],
-    gaps: str,
-) -> None:
-    limited = PureSimulator(api_key=PURE_API_KEY, access=access, hidden_fields=hidden)
-    hr_id = {
-        "typeDiscriminator": "PrimaryId",
-        "idSource": "synchronisedUnifiedPerson",
-        "value": "1",
-    }
-    person = {"name": {"firstName": "Ada", "lastName": "Lovelace"}, "identifiers": [hr_id]}
-    limited.seed("persons", person, by="hr-sync")
+async def answer_of(config: Config, limited: PureSimulator) -> Answer:
+    """What check-config --online says of Pure behind this key, with the built-in mappings."""
     async with serve(limited.app()) as origin:
         assert config.pure is not None
         pure = config.pure.model_copy(
@@ -112,8 +89,33 @@ async def test_a_key_without_the_rights_the_mappings_need_is_named_precisely(
         site = config.model_copy(update={"pure": pure, "mappings": MappingsConfig()})
         answers = await check_online(site)
     (answer,) = [a for a in answers if a.system == "pure"]
+    return answer
+
+
+async def test_a_key_without_the_rights_the_mappings_need_is_named_precisely(
+    config: Config,
+) -> None:
+    access = {"persons": ["read"], "external-persons": ["read", "write"], "organizations": ["read"]}
+    answer = await answer_of(config, PureSimulator(api_key=PURE_API_KEY, access=access))
     assert (answer.ok, answer.misconfigured) == (False, True)
-    assert answer.message == f"the API key's access definition: {gaps}"
+    assert answer.message == (
+        "the API key's access definition: may not read research-outputs; "
+        "may not write research-outputs"
+    )
+
+
+async def test_identifiers_the_key_is_not_shown_are_a_hint_not_a_failure(config: Config) -> None:
+    limited = PureSimulator(api_key=PURE_API_KEY, hidden_fields=["identifiers"])
+    hr_id = {
+        "typeDiscriminator": "PrimaryId",
+        "idSource": "synchronisedUnifiedPerson",
+        "value": "1",
+    }
+    person = {"name": {"firstName": "Ada", "lastName": "Lovelace"}, "identifiers": [hr_id]}
+    limited.seed("persons", person, by="hr-sync")
+    answer = await answer_of(config, limited)
+    assert answer.ok
+    assert "no identifiers seen on persons (none among the first 1)" in answer.message
 
 
 async def test_unicat_signs_in_with_its_key(unicat_config: Config) -> None:

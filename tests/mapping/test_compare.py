@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from crisync.mapping.compare import Comparison, normalised
+from crisync.mapping.compare import Comparison, normalised, spellings
 from crisync.mapping.rules import ObjectMapping
 
 
@@ -52,3 +52,17 @@ def test_a_mapping_that_creates_nothing_needs_a_way_to_find_content() -> None:
 def test_a_match_rule_names_one_place_to_look() -> None:
     with pytest.raises(ValueError, match="one of identifier or property"):
         ObjectMapping.model_validate({"pure_type": "persons", "match": [{"from": "fields.x"}]})
+
+
+@pytest.mark.parametrize(
+    ("comparison", "value", "written"),
+    [
+        ("issn", "0021-9991", ["0021-9991", "00219991"]),
+        ("orcid", "000000021825009X", ["0000-0002-1825-009X", "000000021825009X"]),
+        ("doi", "10.1/x", ["10.1/x"]),
+    ],
+)
+def test_a_search_looks_for_every_way_a_value_is_written(
+    comparison: Comparison, value: str, written: list[str]
+) -> None:
+    assert spellings(comparison, value) == written

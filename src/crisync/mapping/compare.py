@@ -59,3 +59,14 @@ def normalised(comparison: Comparison, value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
     return NORMALISERS[comparison](str(value))
+
+
+def spellings(comparison: Comparison, value: str) -> list[str]:
+    """The ways a normalised value is written, for a full-text search to find any of them
+    (a search matches words: 0021-9991 is not the word 00219991)."""
+    if comparison == "issn":
+        return [value, value.replace("-", "")]
+    if comparison == "orcid":
+        hyphenated = "-".join(value[i : i + 4] for i in range(0, 16, 4))
+        return [hyphenated, value]
+    return [value]

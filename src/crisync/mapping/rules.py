@@ -80,73 +80,6 @@ class PersonsRule(Rules):
         return self
 
 
-class PropertyRule(Rules):
-    """How one property of the target's body (a dotted path into it) gets its value.
-
-    Exactly one of: `value` (a constant); `from` (source expressions, optionally through a
-    `lookup` table, with a `default`, put `as` a template); a reference: `reference` (the
-    kind whose mapping names the target's content) with `from` (giving the referred object's
-    key), and/or a
-    `fallback` for when the source names none; `persons` (a people list, see PersonsRule).
-    """
-
-    value: JsonValue = None
-    from_: list[str] = Field(default_factory=list, alias="from")
-    lookup: str | None = None
-    default: JsonValue = None
-    # A template the value is put into: every string "$" in it becomes the value; nothing
-    # is written when there is no value (a DOI electronic version only with a DOI).
-    as_: JsonValue = Field(None, alias="as")
-    required: bool = False
-    reference: str | None = None
-    many: bool = False
-    fallback: Fallback | None = None
-    persons: PersonsRule | None = None
-
-    _expressions = field_validator("from_", mode="before")(expression_list)
-
-    @property
-    def kind(self) -> Literal["value", "source", "reference", "persons"]:
-        if self.persons is not None:
-            return "persons"
-        if self.reference is not None or self.fallback is not None:
-            return "reference"
-        if self.value is not None:
-            return "value"
-        return "source"
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> PropertyRule:
-        kinds = [
-            self.value is not None,
-            self.reference is not None or self.fallback is not None,
-            self.persons is not None,
-            bool(self.from_) and self.reference is None and self.fallback is None,
-        ]
-        if sum(kinds) != 1:
-            raise ValueError("give exactly one of value, from, reference or fallback, persons")
-        if (
-            self.lookup is not None or self.default is not None or self.as_ is not None
-        ) and self.kind != "source":
-            raise ValueError("lookup, default and as go with from")
-        if self.many and self.kind != "reference":
-            raise ValueError("many goes with reference or fallback")
-        if self.kind == "reference" and bool(self.reference) != bool(self.from_):
-            raise ValueError("a reference names the kind it refers to and, in from, the key")
-        return self
-
-
-class CustomFieldRule(Rules):
-    """A custom-defined field: written with its typeDiscriminator, cleared when empty."""
-
-    type: CustomFieldType
-    from_: list[str] = Field(alias="from", min_length=1)
-    lookup: str | None = None
-    default: JsonValue = None
-
-    _expressions = field_validator("from_", mode="before")(expression_list)
-
-
 class MatchRule(Rules):
     """One way to find the content a source object already has in the target, before creating.
 
@@ -175,6 +108,87 @@ class MatchRule(Rules):
     def where(self) -> str:
         """Where the target holds the value, as people read it."""
         return f"identifier {self.identifier}" if self.identifier else f"{self.path}"
+
+
+class PropertyRule(Rules):
+    """How one property of the target's body (a dotted path into it) gets its value.
+
+    Exactly one of: `value` (a constant); `from` (source expressions, optionally through a
+    `lookup` table, with a `default`, put `as` a template); a reference: `reference` (the
+    kind whose mapping names the target's content) with `from` (giving the referred object's
+    key), and/or a
+    `fallback` for when the source names none; `persons` (a people list, see PersonsRule);
+    `find` (content of that type the target holds already, found by `match` rules: the
+    journal of an article by its ISSN, say; several found: the object waits).
+    """
+
+    value: JsonValue = None
+    from_: list[str] = Field(default_factory=list, alias="from")
+    lookup: str | None = None
+    default: JsonValue = None
+    # A template the value is put into: every string "$" in it becomes the value; nothing
+    # is written when there is no value (a DOI electronic version only with a DOI).
+    as_: JsonValue = Field(None, alias="as")
+    required: bool = False
+    reference: str | None = None
+    many: bool = False
+    fallback: Fallback | None = None
+    persons: PersonsRule | None = None
+    # Content the target holds already (a journal): its type there, found by `match`.
+    find: str | None = None
+    match: list[MatchRule] = []
+
+    _expressions = field_validator("from_", mode="before")(expression_list)
+
+    @property
+    def kind(self) -> Literal["value", "source", "reference", "persons", "find"]:
+        if self.persons is not None:
+            return "persons"
+        if self.find is not None:
+            return "find"
+        if self.reference is not None or self.fallback is not None:
+            return "reference"
+        if self.value is not None:
+            return "value"
+        return "source"
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PropertyRule:
+        kinds = [
+            self.value is not None,
+            self.reference is not None or self.fallback is not None,
+            self.persons is not None,
+            self.find is not None,
+            bool(self.from_) and self.reference is None and self.fallback is None,
+        ]
+        if sum(kinds) != 1:
+            raise ValueError(
+                "give exactly one of value, from, reference or fallback, persons, find"
+            )
+        if (self.find is None) == bool(self.match):
+            if self.find is not None:
+                raise ValueError("find names the rules that find the content: match")
+            raise ValueError("match goes with find")
+        if (
+            self.lookup is not None or self.default is not None or self.as_ is not None
+        ) and self.kind != "source":
+            raise ValueError("lookup, default and as go with from")
+        if self.many and self.kind != "reference":
+            raise ValueError("many goes with reference or fallback")
+        if self.kind == "reference" and bool(self.reference) != bool(self.from_):
+            raise ValueError("a reference names the kind it refers to and, in from, the key")
+        return self
+
+
+class CustomFieldRule(Rules):
+    """A custom-defined field: written with its typeDiscriminator, cleared when empty."""
+
+    type: CustomFieldType
+    from_: list[str] = Field(alias="from", min_length=1)
+    lookup: str | None = None
+    default: JsonValue = None
+
+    _expressions = field_validator("from_", mode="before")(expression_list)
 
 
 class ScopeRule(Rules):

@@ -358,3 +358,54 @@ async def test_the_doi_and_the_scopus_id_are_written_beside_what_others_wrote(
         "id": "85000000009",
         "type": {"uri": SCOPUS_TYPE},
     } in (stored["identifiers"])
+
+
+async def journal(site: PureContext, title: str, issn: str) -> str:
+    body = {
+        "titles": [{"title": title}],
+        "issns": [{"issn": issn}],
+        "type": {"uri": "/dk/atira/pure/journal/journaltypes/journal/journal"},
+        "workflow": {"step": "approved"},
+    }
+    return str((await site.pure.create("journals", body))["uuid"])
+
+
+JOURNAL_ARTICLE = {
+    "typeDiscriminator": {"value": "ContributionToJournal"},
+    "type.uri": {
+        "value": "/dk/atira/pure/researchoutput/researchoutputtypes/contributiontojournal/article"
+    },
+    "journalAssociation.journal": {
+        "find": "journals",
+        "required": True,
+        "match": [
+            {"property": "issns.issn", "from": "fields.issn", "compare": "issn"},
+            {"property": "titles.title", "from": "fields.journal", "compare": "text"},
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("fields", "which"),
+    [({"issn": "0021-9991", "journal": "J Comp Phys"}, 0), ({"journal": "NATURE"}, 1)],
+)
+async def test_a_journal_article_is_in_the_journal_pure_holds_by_issn_else_by_title(
+    site: PureContext, pure_sim: PureSimulator, fields: dict[str, str], which: int
+) -> None:
+    journals = [
+        await journal(site, "Journal of Computational Physics", "00219991"),
+        await journal(site, "Nature", "0028-0836"),
+    ]
+    built_in = _publication_mapping()
+    article = {**built_in, "properties": {**built_in["properties"], **JOURNAL_ARTICLE}}
+    site = replace(
+        site, mappings=MappingsConfig.model_validate({"elements": {"publication": article}})
+    )
+    await enqueue(site.store, publication("7", "On crystals", **fields))
+    result = await replicate_next(site)
+    stored = pure_sim.objects("research-outputs")[result.target_uuid or ""]
+    assert stored["typeDiscriminator"] == "ContributionToJournal"
+    assert stored["journalAssociation"] == {
+        "journal": {"systemName": "Journal", "uuid": journals[which]}
+    }

@@ -54,16 +54,23 @@ async def check_pure(
             missing.append(f"{where}: Pure has no {content_type} {uuid}")
     if missing:
         raise MissingContentError("; ".join(missing), api="pure")
+    unseen = await unseen_identifiers(client, mappings, read)
+    hint = (
+        f"; no identifiers seen on {', '.join(unseen)}: if the key's access definition hides "
+        "them, match rules by identifier find nothing"
+        if unseen
+        else ""
+    )
     return (
-        f"the API key reads {len(reads)} type(s) and their identifiers, may write "
-        f"{len(writes)} ({', '.join(sorted(writes)) or 'none'}), and reads the "
-        f"{len(named)} content item(s) the configuration names"
+        f"the API key reads {len(reads)} type(s), may write {len(writes)} "
+        f"({', '.join(sorted(writes)) or 'none'}), and reads the {len(named)} content "
+        f"item(s) the configuration names{hint}"
     )
 
 
 # A uuid no content has: asking to update it shows the right to write, and changes nothing.
 NO_CONTENT = "00000000-0000-4000-8000-000000000000"
-# Objects read to see whether the key is shown their identifiers.
+# Objects read to see whether the key is shown identifiers.
 IDENTIFIER_SAMPLE = 20
 
 
@@ -71,16 +78,26 @@ async def rights_gaps(
     client: PureClient, mappings: MappingsConfig, read: frozenset[tuple[str, str]]
 ) -> str | None:
     """What the API key's access definition lacks for the mappings of the kinds read, in
-    one line, or None: read each type, see identifiers where a match rule finds content by
-    one, write where crisync writes."""
-    reads, writes, by_identifier = _types_needed(mappings, read)
-    gaps = [
-        gap
-        for pure_type in sorted(reads)
-        if (gap := await _read_gap(client, pure_type, needs_identifiers=pure_type in by_identifier))
-    ]
+    one line, or None: read each type, write where crisync writes."""
+    reads, writes, _ = _types_needed(mappings, read)
+    gaps = [gap for pure_type in sorted(reads) if (gap := await _read_gap(client, pure_type))]
     gaps += [gap for pure_type in sorted(writes) if (gap := await _write_gap(client, pure_type))]
     return "the API key's access definition: " + "; ".join(gaps) if gaps else None
+
+
+async def unseen_identifiers(
+    client: PureClient, mappings: MappingsConfig, read: frozenset[tuple[str, str]]
+) -> list[str]:
+    """The types a match rule finds by an identifier (HR's persons by their PrimaryId) whose
+    first objects show none: an access definition may hide them. Only a hint: content
+    without identifiers is common, so this never fails a check."""
+    _, _, by_identifier = _types_needed(mappings, read)
+    unseen = []
+    for pure_type in sorted(by_identifier):
+        page = await client.list_page(pure_type, offset=0, size=IDENTIFIER_SAMPLE)
+        if page.items and not any("identifiers" in item for item in page.items):
+            unseen.append(f"{pure_type} (none among the first {len(page.items)})")
+    return unseen
 
 
 def _types_needed(
@@ -98,24 +115,21 @@ def _types_needed(
         if not rules.link_only:
             writes.add(rules.type)
         for rule in rules.properties.values():
+            if rule.find is not None:
+                reads.add(rule.find)
             if rule.persons is not None and rule.persons.external is not None:
                 reads.add(EXTERNAL_PERSONS)
                 writes.add(EXTERNAL_PERSONS)
     return reads, writes, by_identifier
 
 
-async def _read_gap(client: PureClient, pure_type: str, *, needs_identifiers: bool) -> str | None:
-    """Why the key cannot read the type, or, where a match rule finds content by an
-    identifier (HR's persons by their PrimaryId), see identifiers; None when it can. Content
-    without identifiers is common, so only a type found by them is asked."""
+async def _read_gap(client: PureClient, pure_type: str) -> str | None:
     try:
-        page = await client.list_page(pure_type, offset=0, size=IDENTIFIER_SAMPLE)
+        await client.list_page(pure_type, offset=0, size=1)
     except CredentialError as exc:
         if exc.status != 403:
             raise
         return f"may not read {pure_type}"
-    if needs_identifiers and page.items and not any("identifiers" in i for i in page.items):
-        return f"is shown no identifiers of {pure_type} (of {len(page.items)} read)"
     return None
 
 

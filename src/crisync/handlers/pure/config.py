@@ -31,8 +31,14 @@ class PureConfig(TargetSection):
     def mapping_problems(cls, rules: ObjectMapping) -> list[str]:
         if rules.type not in PURE_TYPES:
             return [f"unknown Pure type {rules.type!r}; known: {sorted(PURE_TYPES)}"]
-        return [
+        reserved = [
             f"{path!r}: crisync writes {path.split('.')[0]} itself"
             for path in rules.properties
             if path.split(".")[0] in RESERVED_PROPERTIES
         ]
+        unknown = [
+            f"{path!r}: find names unknown Pure type {rule.find!r}"
+            for path, rule in rules.properties.items()
+            if rule.find is not None and rule.find not in PURE_TYPES
+        ]
+        return reserved + unknown

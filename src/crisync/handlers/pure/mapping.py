@@ -107,6 +107,10 @@ class References(Protocol):
     async def external_person(self, name: Mapping[str, str]) -> ContentRef:
         """The external person of this name, found or created in Pure."""
 
+    async def find(self, content_type: str, probes: Iterable[MatchProbe]) -> ContentRef | None:
+        """The one piece of content of the type the first probe with hits finds, if any;
+        AmbiguousMatchError when it finds several."""
+
 
 def id_source_of(rules: ObjectMapping) -> str:
     """The mapping's idSource, else the one Pure's own synchronisation uses for the type."""
@@ -177,16 +181,16 @@ async def to_pure(
         rules.owned_properties,
         match_key_of(rules, body),
         tuple(rules.reference_key),
-        probes_of(rules, event.payload),
+        probes_of(rules.match, event.payload),
         create=rules.create,
         link_only=rules.link_only,
     )
 
 
-def probes_of(rules: ObjectMapping, payload: Mapping[str, Any]) -> tuple[MatchProbe, ...]:
-    """The mapping's match rules the source object has a value for."""
+def probes_of(rules: Iterable[MatchRule], payload: Mapping[str, Any]) -> tuple[MatchProbe, ...]:
+    """The match rules the source object has a value for, with that value."""
     probes = []
-    for rule in rules.match:
+    for rule in rules:
         value = normalised(rule.compare, first_value(rule.from_, payload))
         if value is not None:
             probes.append(MatchProbe(rule, value))
@@ -224,6 +228,10 @@ class _Builder:
                 value = _filled(rule.as_, value)
         elif kind == "reference":
             value = await self._reference(path, rule)
+        elif kind == "find":
+            assert rule.find is not None  # the kind says so; narrows the type
+            found = await self._references.find(rule.find, probes_of(rule.match, self._payload))
+            value = None if found is None else found.as_json()
         else:
             assert rule.persons is not None  # the kind says so; narrows the type
             value = await self._persons(rule.persons)

@@ -19,7 +19,7 @@ from typing import Any
 from crisync.errors import PermanentError
 from crisync.handlers.pure.client import PureClient
 from crisync.handlers.pure.mapping import MatchProbe
-from crisync.mapping.compare import normalised
+from crisync.mapping.compare import normalised, spellings
 from crisync.mapping.rules import MatchRule
 
 # Hits of one search that crisync checks: a value whose search finds more (every DOI shares
@@ -129,7 +129,8 @@ async def candidates(
     One search when it finds few; otherwise, and for the rest of a backfill once a rule's
     values proved that common, the type's scan answers without a search per object."""
     if not index.answers(pure_type, probe):
-        page = await pure.search(pure_type, probe.value, size=SEARCH_HITS)
+        text = " ".join(spellings(probe.rule.compare, probe.value))
+        page = await pure.search(pure_type, text, size=SEARCH_HITS)
         if page.count <= len(page.items):
             hits = [item for item in page.items if probe.value in values_at(item, probe.rule)]
             return list(dict.fromkeys(str(item["uuid"]) for item in hits))

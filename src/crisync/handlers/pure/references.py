@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from functools import partial
 from typing import Any
 
 from crisync.handlers.pure.client import PureClient, replaying
-from crisync.handlers.pure.mapping import ContentRef, primary_identifier
+from crisync.handlers.pure.mapping import ContentRef, MatchProbe, primary_identifier
+from crisync.handlers.pure.match import AmbiguousMatchError, ContentIndex, candidates
 from crisync.handlers.pure.types import PURE_TYPES
 from crisync.mapping.expressions import normalise_key
 from crisync.state import external_persons, mapping
@@ -60,10 +61,13 @@ class KeyedLocks:
 class PureReferences:
     """The engine's References: the mapping table, and Pure for external persons."""
 
-    def __init__(self, store: Store, pure: PureClient, creating: KeyedLocks) -> None:
+    def __init__(
+        self, store: Store, pure: PureClient, creating: KeyedLocks, index: ContentIndex
+    ) -> None:
         self._store = store
         self._pure = pure
         self._creating = creating
+        self._index = index
 
     async def content(self, source: str, kind: str, key: str) -> ContentRef | None:
         async with self._store.reading() as conn:
@@ -78,6 +82,19 @@ class PureReferences:
         return [
             ContentRef(PURE_TYPES[row.target_type].system_name, row.target_uuid) for row in rows
         ]
+
+    async def find(self, content_type: str, probes: Iterable[MatchProbe]) -> ContentRef | None:
+        for probe in probes:
+            uuids = await candidates(self._pure, content_type, probe, self._index)
+            if len(uuids) > 1:
+                raise AmbiguousMatchError(
+                    f"{len(uuids)} Pure {content_type} have {probe.describe()} "
+                    f"({', '.join(uuids)}); crisync does not guess: merge them in Pure",
+                    uuids,
+                )
+            if uuids:
+                return ContentRef(PURE_TYPES[content_type].system_name, uuids[0])
+        return None
 
     async def external_person(self, name: Mapping[str, str]) -> ContentRef:
         key = name_key_of(name)

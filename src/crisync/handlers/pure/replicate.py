@@ -36,7 +36,7 @@ async def replicate_to_pure(event: InboxEvent, ctx: PureContext) -> HandlerResul
     reason = out_of_scope(mapping_for(event, ctx.mappings), event.payload)
     if reason is not None:
         return await _out_of_scope(event, ctx, reason)
-    references = PureReferences(ctx.store, ctx.pure, ctx.external_person_locks)
+    references = PureReferences(ctx.store, ctx.pure, ctx.external_person_locks, ctx.content_index)
     target = await to_pure(
         event,
         ctx.mappings,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 
 from crisync.lifecycle import Lifecycle
@@ -22,44 +24,45 @@ DEFINITIONS = ["person", "publication"]
 
 def unicat_mappings(organization: str) -> MappingsConfig:
     """Persons to persons; publications to research outputs with what Pure requires."""
-    return MappingsConfig.model_validate(
-        {
-            "unicat": {
-                "person": {
-                    "pure_type": "persons",
-                    "properties": {
-                        "name.firstName": {"from": "fields.firstname"},
-                        "name.lastName": {"from": "fields.lastname"},
-                    },
+    return MappingsConfig.model_validate(unicat_mapping_tables(organization))
+
+
+def unicat_mapping_tables(organization: str) -> dict[str, Any]:
+    """The tables of `unicat_mappings`, as [mappings] holds them."""
+    return {
+        "unicat": {
+            "person": {
+                "pure_type": "persons",
+                "properties": {
+                    "name.firstName": {"from": "fields.firstname"},
+                    "name.lastName": {"from": "fields.lastname"},
                 },
-                "publication": {
-                    "pure_type": "research-outputs",
-                    "properties": {
-                        "typeDiscriminator": {"value": "OtherContribution"},
-                        "type.uri": {"value": RESEARCH_OUTPUT_TYPE},
-                        "category.uri": {
-                            "value": "/dk/atira/pure/researchoutput/category/research"
-                        },
-                        "language.uri": {"value": "/dk/atira/pure/core/languages/en_GB"},
-                        "contributors": {"value": []},
-                        "managingOrganization": {
-                            "value": {"systemName": "Organization", "uuid": organization}
-                        },
-                        "publicationStatuses": {
-                            "value": [
-                                {
-                                    "publicationStatus": {
-                                        "uri": "/dk/atira/pure/researchoutput/status/published"
-                                    }
+            },
+            "publication": {
+                "pure_type": "research-outputs",
+                "properties": {
+                    "typeDiscriminator": {"value": "OtherContribution"},
+                    "type.uri": {"value": RESEARCH_OUTPUT_TYPE},
+                    "category.uri": {"value": "/dk/atira/pure/researchoutput/category/research"},
+                    "language.uri": {"value": "/dk/atira/pure/core/languages/en_GB"},
+                    "contributors": {"value": []},
+                    "managingOrganization": {
+                        "value": {"systemName": "Organization", "uuid": organization}
+                    },
+                    "publicationStatuses": {
+                        "value": [
+                            {
+                                "publicationStatus": {
+                                    "uri": "/dk/atira/pure/researchoutput/status/published"
                                 }
-                            ]
-                        },
-                        "title.value": {"from": "fields.title"},
+                            }
+                        ]
                     },
+                    "title.value": {"from": "fields.title"},
                 },
-            }
+            },
         }
-    )
+    }
 
 
 def unicat_settings(url: str, **changes: object) -> UnicatConfig:

@@ -69,13 +69,6 @@ CHANGES_WHILE_DOWN = 3  # changes made between a kill and the next start
 BROKER_TOGGLE_SHARE = 0.4  # of the lives in which the broker stops, or starts when down
 UNICAT_FEED = f"unicat:{UNICAT_PROJECT}"
 WRITES = ("create", "update", "delete", "lock", "unlock")
-# (source, kind) → the Pure type it is replicated to.
-PURE_TYPES = {
-    ("elements", "user"): "persons",
-    ("elements", "publication"): "research-outputs",
-    ("unicat", "person"): "persons",
-    ("unicat", "publication"): "research-outputs",
-}
 # An outcome's instant has milliseconds; Unicat's clock has more.
 INSTANT_PRECISION = timedelta(milliseconds=1)
 ENVIRONMENT = {**TEST_SECRETS, "CRISYNC_UNICAT_API_KEY": UNICAT_API_KEY}
@@ -233,7 +226,7 @@ def pure_ids(pure: PureSimulator) -> dict[str, list[tuple[str, str]]]:
     return found
 
 
-def latest_content(sources: Sources, pure: PureSimulator) -> dict[Key, tuple[str, Any]]:
+def latest_content(sources: Sources) -> dict[Key, tuple[str, Any]]:
     """The value Pure must hold for each object whose content is checked: (its path, value)."""
     wanted: dict[Key, tuple[str, Any]] = {
         ("elements", "publication", str(i)): ("title.value", sources.elements.title_of(i))
@@ -275,7 +268,7 @@ def unsettled(sources: Sources, pure: PureSimulator, outcomes: list[dict[str, An
         found = in_pure.get(primary_id_of(source, kind, key), [])
         if found and pure.is_locked(*found[0]):
             problems.append(f"deleted {source}:{kind}:{key} is still locked")
-    for (source, kind, key), (path, value) in latest_content(sources, pure).items():
+    for (source, kind, key), (path, value) in latest_content(sources).items():
         found = in_pure.get(primary_id_of(source, kind, key), [])
         held = value_at(objects[found[0][0]][found[0][1]], path) if found else None
         if found and held != value:

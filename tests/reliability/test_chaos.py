@@ -359,23 +359,28 @@ async def killed_lives(
     for life in range(kills):
         requests = pure.request_counts.total()
         daemon = await start_daemon(config_path, environment=ENVIRONMENT)
-        if life % 2:
-            # Every other life is timed from the daemon's first request to Pure, so that
-            # on a slow machine too kills land in the middle of replications; the others
-            # from the start, so that some land in the start-up.
-            await until(lambda before=requests: pure.request_counts.total() > before, within=30)
-        end = time.monotonic() + rng.uniform(*LIFE_S)
-        # The second life stops the broker and the third starts it, whatever the draws.
-        toggle = life in (1, 2) or rng.random() < BROKER_TOGGLE_SHARE
-        toggle_at = rng.uniform(time.monotonic(), end) if toggle else None
-        while (now := time.monotonic()) < end:
-            if toggle_at is not None and now >= toggle_at:
-                toggle_at = None
-                await broker.toggle()
-            sources.change_something()
-            await asyncio.sleep(min(rng.uniform(*CHANGE_EVERY_S), end - now))
-        daemon.kill()
-        await daemon.wait()
+        try:
+            if life % 2:
+                # Every other life is timed from the daemon's first request to Pure, so that
+                # on a slow machine too kills land in the middle of replications; the others
+                # from the start, so that some land in the start-up.
+                await until(lambda before=requests: pure.request_counts.total() > before, within=30)
+            end = time.monotonic() + rng.uniform(*LIFE_S)
+            # The second life stops the broker and the third starts it, whatever the draws.
+            toggle = life in (1, 2) or rng.random() < BROKER_TOGGLE_SHARE
+            toggle_at = rng.uniform(time.monotonic(), end) if toggle else None
+            while (now := time.monotonic()) < end:
+                if toggle_at is not None and now >= toggle_at:
+                    toggle_at = None
+                    await broker.toggle()
+                sources.change_something()
+                await asyncio.sleep(min(rng.uniform(*CHANGE_EVERY_S), end - now))
+            # Running all along: an exit of its own would be a crash, not a kill.
+            assert daemon.returncode is None, daemon_log(config_path).read_text()[-1500:]
+        finally:
+            if daemon.returncode is None:
+                daemon.kill()
+            await daemon.wait()
         await positions.sample()
         for _ in range(CHANGES_WHILE_DOWN):
             sources.change_something()
@@ -419,8 +424,14 @@ async def unchanged_runs(
     before, patches = Counter(pure.request_counts), len(elements.patches)
     for _ in range(2):
         once = await start_daemon(config_path, "once", environment=ENVIRONMENT)
-        async with asyncio.timeout(60):
-            assert await once.wait() == 0, daemon_log(config_path).read_text()[-1500:]
+        try:
+            async with asyncio.timeout(60):
+                status = await once.wait()
+        finally:
+            if once.returncode is None:
+                once.kill()
+                await once.wait()
+        assert status == 0, daemon_log(config_path).read_text()[-1500:]
     made = pure.request_counts - before
     writes = Counter({f"{t} {op}": n for (t, op), n in made.items() if op in WRITES})
     return writes, len(elements.patches) - patches

@@ -54,25 +54,36 @@ class Outcomes:
 
 @contextlib.asynccontextmanager
 async def subscriber(port: int, prefix: str) -> AsyncIterator[Outcomes]:
+    """Outcomes as they arrive, subscribed before the block runs. A persistent session,
+    connected again a second after the broker went away: a broker restart loses none."""
     outcomes = Outcomes()
-    async with aiomqtt.Client("127.0.0.1", port, identifier=f"bench-{prefix}") as client:
-        await client.subscribe(f"{prefix}/outcomes/#", qos=1)
+    subscribed = asyncio.Event()
 
-        async def collect() -> None:
-            async for message in client.messages:
-                assert isinstance(message.payload, bytes)
-                outcome = json.loads(message.payload)
-                outcomes.by_action[outcome["action"]] += 1
-                outcomes.arrived.setdefault(outcome["key"], []).append(time.monotonic())
-                outcomes.total += 1
-                outcomes.changed.set()
-
-        async with asyncio.TaskGroup() as group:
-            task = group.create_task(collect(), name="bench-subscriber")
+    async def collect() -> None:
+        while True:
             try:
-                yield outcomes
-            finally:
-                task.cancel()
+                async with aiomqtt.Client(
+                    "127.0.0.1", port, identifier=f"bench-{prefix}", clean_session=False
+                ) as client:
+                    await client.subscribe(f"{prefix}/outcomes/#", qos=1)
+                    subscribed.set()
+                    async for message in client.messages:
+                        assert isinstance(message.payload, bytes)
+                        outcome = json.loads(message.payload)
+                        outcomes.by_action[outcome["action"]] += 1
+                        outcomes.arrived.setdefault(outcome["key"], []).append(time.monotonic())
+                        outcomes.total += 1
+                        outcomes.changed.set()
+            except aiomqtt.MqttError:
+                await asyncio.sleep(1)  # the broker is down: try again
+
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(collect(), name="bench-subscriber")
+        try:
+            await subscribed.wait()
+            yield outcomes
+        finally:
+            task.cancel()
 
 
 def write_config(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+
+from crisync.sim.broker import MosquittoBroker
 
 
 @dataclass(frozen=True)
@@ -34,3 +37,14 @@ def report(
             print(f"\n[{request.node.name}] {line}")
 
     return write
+
+
+@pytest.fixture
+def persistent_broker(tmp_path: Path, scale: Scale) -> Iterator[MosquittoBroker]:
+    """A broker that keeps sessions and their queued messages across a restart, as
+    Debian's mosquitto package does; every outcome of a run may wait in a persistent
+    session while its client is away."""
+    running = MosquittoBroker(tmp_path, persistence=True, max_queued_messages=2 * scale.objects)
+    running.start()
+    yield running
+    running.stop()

@@ -18,7 +18,7 @@ import json
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,15 +272,6 @@ async def daemon_running(config_path: Path) -> AsyncIterator[asyncio.subprocess.
         if daemon.returncode is None:
             daemon.send_signal(signal.SIGTERM)
             await daemon.wait()
-
-
-@pytest.fixture
-def persistent_broker(tmp_path: Path, scale: Scale) -> Iterator[MosquittoBroker]:
-    # Every outcome of the run may wait in the persistent session while its client is away.
-    running = MosquittoBroker(tmp_path, persistence=True, max_queued_messages=2 * scale.objects)
-    running.start()
-    yield running
-    running.stop()
 
 
 async def test_a_broker_stopped_mid_run_loses_no_outcome(

@@ -8,6 +8,7 @@ tests need persons crisync writes, as a site without HR synchronisation would co
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from typing import Any
 
 from crisync.mapping.rules import MappingsConfig
@@ -23,11 +24,7 @@ reference_key = ["name.lastName", "name.firstName|initials"]
 """
 
 
-def users_created_tables() -> dict[str, Any]:
-    """The [mappings] tables, to combine with others."""
-    tables: dict[str, Any] = tomllib.loads(USERS_CREATED_TOML)["mappings"]
-    return tables
-
-
-def users_created() -> MappingsConfig:
-    return MappingsConfig.model_validate(users_created_tables())
+def users_created(more_sources: Mapping[str, Any] | None = None) -> MappingsConfig:
+    """That mapping, and `more_sources`' tables ([mappings.<source>...]) beside it."""
+    tables = tomllib.loads(USERS_CREATED_TOML)["mappings"]
+    return MappingsConfig.model_validate({**tables, **(more_sources or {})})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 
 from crisync.lifecycle import Lifecycle
@@ -12,7 +14,7 @@ from crisync.listener.unicat.feed import UnicatListener
 from crisync.mapping.rules import MappingsConfig
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
-from tests.support.mappings import users_created_tables
+from tests.support.mappings import users_created
 
 UNICAT_PROJECT = "3f6c1a9e-8b2d-4e57-9c1a-6d0b2e4f8a13"
 UNICAT_API_KEY = "unicat-canary-5d1e"
@@ -24,45 +26,45 @@ DEFINITIONS = ["person", "publication"]
 def unicat_mappings(organization: str) -> MappingsConfig:
     """Persons to persons; publications to research outputs with what Pure requires (and
     Elements users created as persons, as in the other tests)."""
-    return MappingsConfig.model_validate(
-        {
-            **users_created_tables(),
-            "unicat": {
-                "person": {
-                    "pure_type": "persons",
-                    "properties": {
-                        "name.firstName": {"from": "fields.firstname"},
-                        "name.lastName": {"from": "fields.lastname"},
-                    },
+    return users_created(unicat_mapping_tables(organization))
+
+
+def unicat_mapping_tables(organization: str) -> dict[str, Any]:
+    """The tables of `unicat_mappings`, as [mappings] holds them."""
+    return {
+        "unicat": {
+            "person": {
+                "pure_type": "persons",
+                "properties": {
+                    "name.firstName": {"from": "fields.firstname"},
+                    "name.lastName": {"from": "fields.lastname"},
                 },
-                "publication": {
-                    "pure_type": "research-outputs",
-                    "properties": {
-                        "typeDiscriminator": {"value": "OtherContribution"},
-                        "type.uri": {"value": RESEARCH_OUTPUT_TYPE},
-                        "category.uri": {
-                            "value": "/dk/atira/pure/researchoutput/category/research"
-                        },
-                        "language.uri": {"value": "/dk/atira/pure/core/languages/en_GB"},
-                        "contributors": {"value": []},
-                        "managingOrganization": {
-                            "value": {"systemName": "Organization", "uuid": organization}
-                        },
-                        "publicationStatuses": {
-                            "value": [
-                                {
-                                    "publicationStatus": {
-                                        "uri": "/dk/atira/pure/researchoutput/status/published"
-                                    }
-                                }
-                            ]
-                        },
-                        "title.value": {"from": "fields.title"},
+            },
+            "publication": {
+                "pure_type": "research-outputs",
+                "properties": {
+                    "typeDiscriminator": {"value": "OtherContribution"},
+                    "type.uri": {"value": RESEARCH_OUTPUT_TYPE},
+                    "category.uri": {"value": "/dk/atira/pure/researchoutput/category/research"},
+                    "language.uri": {"value": "/dk/atira/pure/core/languages/en_GB"},
+                    "contributors": {"value": []},
+                    "managingOrganization": {
+                        "value": {"systemName": "Organization", "uuid": organization}
                     },
+                    "publicationStatuses": {
+                        "value": [
+                            {
+                                "publicationStatus": {
+                                    "uri": "/dk/atira/pure/researchoutput/status/published"
+                                }
+                            }
+                        ]
+                    },
+                    "title.value": {"from": "fields.title"},
                 },
             },
         }
-    )
+    }
 
 
 def unicat_settings(url: str, **changes: object) -> UnicatConfig:

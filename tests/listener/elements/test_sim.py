@@ -579,6 +579,21 @@ async def test_deleted_objects_are_listed_since_a_time_and_answer_410() -> None:
     assert str(second) not in {obj.get("id") for obj in listed}
 
 
+def test_publications_added_after_users_were_deleted_have_living_authors() -> None:
+    sim = ElementsSimulator(objects=20, seed=3, start=START)
+    users = sim.object_ids("user")
+    for user in users[: len(users) - 1]:
+        sim.delete("user", user)
+    added = [sim.add("publication") for _ in range(5)]
+    authors = {
+        author
+        for publication in sim.publications()
+        if publication.id in added
+        for author in publication.author_ids
+    }
+    assert authors == {users[-1]}
+
+
 async def test_the_deleted_feed_carries_deleted_objects_with_their_time() -> None:
     sim = ElementsSimulator(objects=20, start=START)
     victim = sim.object_ids("publication")[4]

@@ -216,3 +216,25 @@ async def test_a_refused_write_back_is_a_dead_letter_and_pure_replication_goes_o
     assert all("right to modify data" in letter.message for letter in letters)
     assert all("unauthorised access" in letter.message for letter in letters)
     assert all(letter.status == 403 for letter in letters)
+
+
+async def test_a_write_back_to_an_object_deleted_meanwhile_is_skipped(
+    config: Config, session: aiohttp.ClientSession, store: Store, elements_sim: ElementsSimulator
+) -> None:
+    writeback = writeback_for(config, session, NOTES, store)
+    client = ElementsClient(session, elements_settings(config), telemetry=Telemetry())
+    written = next(
+        p
+        for p in elements_sim.object_ids("publication")
+        if elements_sim.type_of("publication", p) != "conference"
+    )
+    read = (await client.get_object("publications", str(written))).obj
+    assert read is not None
+    elements_sim.delete("publication", written)
+
+    with capture_logs() as logs:
+        # Not a dead letter: there is nothing left to write into, and nothing to retry.
+        assert not await writeback.write("publication", read.payload, "6a1d-uuid")
+    (skipped,) = [e for e in logs if e["event"] == "elements.writeback_skipped"]
+    assert skipped["reason"] == "its record from manual is gone"
+    assert elements_sim.patches == []

@@ -501,6 +501,8 @@ class ElementsSimulator:
         obj = self._get(category, object_id)
         neighbours = self._related(obj)
         del self._store(category)[object_id]
+        if category == "user":
+            self._user_ids.remove(object_id)  # new publications are authored by users that exist
         self._selection = None
         instant = _ms(self._now)
         self._deletions.append(_Deletion(category, object_id, instant))

@@ -26,7 +26,7 @@ from typing import Any, cast
 import structlog
 from lxml import etree
 
-from crisync.errors import CredentialError, CrisyncError, PermanentError
+from crisync.errors import CredentialError, CrisyncError, NotFoundError, PermanentError
 from crisync.handlers.base import HandlerResult
 from crisync.listener.elements.atom import FeedPage, parse_sources, parse_types
 from crisync.listener.elements.client import ElementsClient
@@ -201,9 +201,16 @@ class ElementsWriteback:
             return _skipped(category, payload, f"it has no record from {target.source}")
         if object_type is not None and object_type not in target.types:
             return _skipped(category, payload, f"its type {object_type} lacks {target.field}")
-        answer = await self._client.patch_record(
-            category, target.source, str(record["id_at_source"]), update_record(target.field, value)
-        )
+        try:
+            answer = await self._client.patch_record(
+                category,
+                target.source,
+                str(record["id_at_source"]),
+                update_record(target.field, value),
+            )
+        except NotFoundError:
+            # Deleted in Elements since it was read: its deletion comes through the feed.
+            return _skipped(category, payload, f"its record from {target.source} is gone")
         await self._recognise_echo(category, payload, target.field, answer)
         return True
 

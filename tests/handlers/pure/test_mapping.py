@@ -62,13 +62,15 @@ async def test_lookups_pick_the_class_type_language_and_status(
     assert other["language"] == {"uri": "/dk/atira/pure/core/languages/und"}
 
 
-async def test_authors_who_are_replicated_users_are_linked_the_others_are_external(
+async def test_authors_related_to_replicated_users_are_linked_the_others_are_external(
     context: PureContext, pure_sim: PureSimulator
 ) -> None:
     await enqueue(
         context.store,
         user("1", "Lovelace"),
-        publication("7", "On engines", authors=[("Lovelace", "A."), ("Babbage", "C")]),
+        publication(
+            "7", "On engines", authors=[("Lovelace", "A."), ("Babbage", "C")], related=["1"]
+        ),
         publication("8", "On tables", 1, authors=[("BABBAGE", "c")]),
     )
     ada = (await replicate_next(context)).target_uuid

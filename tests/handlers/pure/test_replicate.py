@@ -210,7 +210,10 @@ async def test_request_economy_new_two_changed_two_unchanged_none(
         context.store,
         user("1", "Lovelace"),
         user("2", "Hopper", first_name="Grace"),
-        *(publication(str(n), f"Title {n}", authors=authors, related=related) for n in range(10, 15)),
+        *(
+            publication(str(n), f"Title {n}", authors=authors, related=related)
+            for n in range(10, 15)
+        ),
     )
     for _ in range(7):
         await replicate_next(context)

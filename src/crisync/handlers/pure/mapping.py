@@ -497,8 +497,8 @@ def _agree(own: list[str], theirs: list[str], exact: bool) -> bool:
     if own[0] != theirs[0]:
         return False
     for mine, its in zip(own[1:], theirs[1:], strict=True):
-        mine, its = mine.replace(" ", ""), its.replace(" ", "")
-        if not (mine.startswith(its) or its.startswith(mine)):
+        shorter, longer = sorted((mine.replace(" ", ""), its.replace(" ", "")), key=len)
+        if not longer.startswith(shorter):
             return False
     return True
 

@@ -121,7 +121,9 @@ class PureReferences:
         found = await self._find_external(identity, name)
         return found or await self._create_external(identity.key, name)
 
-    async def _find_external(self, identity: ExternalIdentity, name: Mapping[str, str]) -> str | None:
+    async def _find_external(
+        self, identity: ExternalIdentity, name: Mapping[str, str]
+    ) -> str | None:
         """The external person of this identity in Pure, matched exactly; crisync's own first.
 
         Searched for by name: Pure's search takes no identifier. A name is evidence enough
@@ -131,12 +133,11 @@ class PureReferences:
         page = await self._pure.search(EXTERNAL_PERSONS, text, size=NAME_SEARCH_SIZE)
         ours = external_person_primary_id(identity.key)
         for item in page.items:
-            values = [i.get("value") for i in item.get("identifiers") or []]
-            if ours in values:
+            if ours in _identifier_values(item):
                 return str(item["uuid"])
         if identity.orcid is not None:
             for item in page.items:
-                values = [i.get("value") for i in item.get("identifiers") or []]
+                values = _identifier_values(item)
                 if identity.orcid in (normalised("orcid", value) for value in values):
                     return str(item["uuid"])
             return None
@@ -156,3 +157,8 @@ class PureReferences:
         }
         created = await self._pure.create(EXTERNAL_PERSONS, body)
         return str(created["uuid"])
+
+
+def _identifier_values(item: Mapping[str, Any]) -> list[Any]:
+    """The values of an object's identifiers: a PrimaryId's value, a ClassifiedId's id."""
+    return [i.get("value") or i.get("id") for i in item.get("identifiers") or []]

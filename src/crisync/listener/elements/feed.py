@@ -73,9 +73,7 @@ class ElementsListener(FeedLoop):
         super().__init__(context, api="elements", park_duration=config.park_duration)
         self._config = config
         self._client = client
-        self._relationships = RelationshipReader(
-            client, config.url, suggestions=config.suggestions
-        )
+        self._relationships = RelationshipReader(client, config.url, suggestions=config.suggestions)
         self._schema_version: tuple[int, ...] | None = None
         self._schema_known = False
 

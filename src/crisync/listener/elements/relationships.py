@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from crisync.listener.elements.atom import RelationshipPage
 from crisync.listener.elements.client import ElementsClient
 from crisync.listener.elements.config import CATEGORY_OF_FEED, MAX_PER_PAGE, ElementsCategory
-from crisync.listener.elements.paging import PaginationLoopError, PageKey, same_page
+from crisync.listener.elements.paging import PageKey, PaginationLoopError, same_page
 
 # A relationship at full detail (is-visible is only there) counts as a full-detail item.
 RELATIONSHIPS_PER_PAGE = MAX_PER_PAGE["full"]
@@ -63,7 +63,9 @@ class RelationshipReader:
                 followed.add(same_page(url))
                 page = await send(partial(self._client.get_relationships, url, involved))
                 found += [relationship.as_json() for relationship in page.relationships]
-                url = self._client.on_base(page.next_url, relative_to=url) if page.next_url else None
+                url = (
+                    self._client.on_base(page.next_url, relative_to=url) if page.next_url else None
+                )
                 if url is not None and same_page(url) in followed:
                     raise PaginationLoopError(url)
         return found

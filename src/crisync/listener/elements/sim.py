@@ -7,10 +7,11 @@ Responses" and "PATCH record" documents show:
 - `{api_path}/{plural}`: paginated ATOM feeds with `affected-since` / `modified-since`;
 - `{api_path}/{plural}/{id}`: one object at full detail, with ETag and Last-Modified (304);
 - `{api_path}/deleted/{plural}?deleted-since=`: the objects deleted since then;
-- `{api_path}/relationships?involving={category}({id})` and `{api_path}/{plural}/{id}/relationships`:
-  the relationships of an object (authorship, editorship), `is-visible` included at full
-  detail; `{api_path}/{plural}/{id}/suggestions/relationships/pending`: links Elements
-  suggested and nobody claimed yet;
+- `{api_path}/relationships?involving={category}({id})` and
+  `{api_path}/{plural}/{id}/relationships`: the relationships of an object (authorship,
+  editorship), `is-visible` included at full detail;
+  `{api_path}/{plural}/{id}/suggestions/relationships/pending`: links Elements suggested
+  and nobody claimed yet;
 - `{api_path}/{category}/sources` and `/{category}/types`, and
   `PATCH {api_path}/{category}/records/{source}/{proprietary-id}` with an `update-record`
   document (answered, by default, with a 303 to the object).
@@ -316,6 +317,7 @@ class UserSnapshot:
     initials: str
     email: str
     faculty: str | None
+    current_staff: bool = True
 
 
 @dataclass(frozen=True)
@@ -331,6 +333,7 @@ class PublicationSnapshot:
     doi: str | None  # bare and in lower case: "10.1016/j.jcp.2019.17"
     doi_as_written: str | None  # as the manual record writes it: "doi:10.1016/...", ...
     scopus_id: str | None  # id-at-source of its Scopus record: "2-s2.0-" and 11 digits
+    authors: tuple[Author, ...] = ()  # its record's author list: staff and external
 
 
 @dataclass(frozen=True)
@@ -488,7 +491,8 @@ class ElementsSimulator:
             tuple[tuple[str, datetime | None, datetime | None], list[int], list[_Any]] | None
         ) = None
         self._next_id = {"user": self._rng.randint(1, 40), "publication": self._rng.randint(1, 400)}
-        self._faults: list[_ApiError] = []
+        # Each injected failure with the path part it waits for (None: any request).
+        self._faults: list[tuple[_ApiError, str | None]] = []
         self._canned: list[_Canned] = []
         self._truncations = 0
         self._stalls: list[float] = []
@@ -603,7 +607,12 @@ class ElementsSimulator:
         return publication.id
 
     def relate(
-        self, publication_id: int, user_id: int, *, visible: bool = True, type_name: str = AUTHORSHIP
+        self,
+        publication_id: int,
+        user_id: int,
+        *,
+        visible: bool = True,
+        type_name: str = AUTHORSHIP,
     ) -> int:
         """Create a (claimed) relationship; both objects are affected. Its id."""
         self._get("publication", publication_id), self._get("user", user_id)
@@ -647,6 +656,7 @@ class ElementsSimulator:
                 initials=user.initials,
                 email=user.email,
                 faculty=user.faculty,
+                current_staff=user.current_staff,
             )
             for user in self._users.values()
         ]
@@ -667,6 +677,7 @@ class ElementsSimulator:
                 doi=None if publication.doi is None else _bare_doi(publication.doi),
                 doi_as_written=publication.doi,
                 scopus_id=publication.scopus_id,
+                authors=tuple(publication.authors),
             )
             for publication in self._publications.values()
         ]
@@ -687,14 +698,21 @@ class ElementsSimulator:
         return obj.type_name if isinstance(obj, _Recorded) else "person"
 
     def fail_next(
-        self, status: int, code: str, count: int = 1, retry_after: float | None = None
+        self,
+        status: int,
+        code: str,
+        count: int = 1,
+        retry_after: float | None = None,
+        *,
+        path: str | None = None,
     ) -> None:
+        """Fail the next requests, or the next whose path contains `path`."""
         if code not in ERROR_STATUS:
             raise ValueError(f"unknown Elements error code {code!r}")
         if not 400 <= status <= 599:
             raise ValueError("an injected failure needs an HTTP error status")
         self._faults.extend(
-            _ApiError(code, f"Simulated {code}.", status, retry_after) for _ in range(count)
+            (_ApiError(code, f"Simulated {code}.", status, retry_after), path) for _ in range(count)
         )
 
     def truncate_next(self, count: int = 1) -> None:
@@ -1103,7 +1121,7 @@ class ElementsSimulator:
             await asyncio.sleep(self._stalls.pop(0))
         try:
             self._authenticate(request)
-            fault = self._next_fault()
+            fault = self._next_fault(request.path)
             if fault is not None:
                 raise fault
             if self._canned:
@@ -1125,9 +1143,11 @@ class ElementsSimulator:
         response.headers[hdrs.DATE] = format_datetime(self._now + self._date_skew, usegmt=True)
         return response
 
-    def _next_fault(self) -> _ApiError | None:
-        if self._faults:
-            return self._faults.pop(0)
+    def _next_fault(self, path: str) -> _ApiError | None:
+        for index, (fault, waits_for) in enumerate(self._faults):
+            if waits_for is None or waits_for in path:
+                del self._faults[index]
+                return fault
         if self._fault_rate and self._fault_rng.random() < self._fault_rate:
             code = self._fault_rng.choice(
                 ("concurrency conflict", "database timeout", "server fault")

@@ -109,6 +109,23 @@ async def test_a_relationships_request_that_fails_for_good_fails_the_page_and_ke
     assert (await cursor_of(store, "elements:publications")).high_water is None
 
 
+async def test_an_object_gone_before_its_relationships_are_read_gives_no_event(
+    store: Store, config: Config, session: aiohttp.ClientSession, no_backoff: list[float | None]
+) -> None:
+    sim = simulator(objects=0)
+    big_team(sim, 1)  # its relationships are asked for first, and it is gone by then
+    kept, _ = big_team(sim, 1)
+    sim.fail_next(410, "resource deleted", path="/relationships")
+    async with served(sim) as url:
+        result = await listener_with(session, config, store, url=url).sweep(PUBLICATIONS)
+    assert result.complete
+    async with store.reading() as conn:
+        events = await inbox.claim_ready(conn, busy_keys=[], now="9999", limit=1000)
+    assert [(e.kind, e.key) for e in events if e.kind == "publication"] == [
+        ("publication", str(kept))
+    ]
+
+
 async def test_categories_whose_relationships_are_read_are_checked(config: Config) -> None:
     assert config.elements is not None
     assert config.elements.relationship_categories == {"publications"}

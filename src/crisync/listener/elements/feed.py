@@ -271,12 +271,20 @@ class ElementsListener(FeedLoop):
         else:
             events, validators = await self._fetch_listed(feed, listed)
         if feed.category_feed in self._config.relationship_categories:
-            for event in events:
-                event.payload["relationships"] = await self._relationships.read(
-                    feed.category_feed, event.key, partial(self._request, feed)
-                )
-                self._telemetry.beat(self.loop_name)
+            events = [e for e in events if await self._with_relationships(feed, e)]
         return events, validators
+
+    async def _with_relationships(self, feed: Feed, event: ChangeEvent) -> bool:
+        """Put the object's relationships in its payload; False when it is gone since."""
+        try:
+            event.payload["relationships"] = await self._relationships.read(
+                feed.category_feed, event.key, partial(self._request, feed)
+            )
+        except NotFoundError:
+            return False  # deleted since it was listed: the deletions feed tells
+        finally:
+            self._telemetry.beat(self.loop_name)
+        return True
 
     async def _fetch_listed(
         self, feed: Feed, listed: list[ElementsObject]

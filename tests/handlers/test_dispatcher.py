@@ -132,13 +132,16 @@ async def test_events_of_one_key_coalesce_into_the_newest(
 async def test_a_publication_waits_for_its_authors_users_to_be_replicated(
     context: PureContext, pure_sim: PureSimulator
 ) -> None:
-    """Authors are matched by name: run alongside its author's user, a publication would name
-    an external person instead of the person being created."""
+    """Run alongside its author's user, a publication would name an external person instead
+    of the person being created."""
     names = ["Hopper", "Lovelace", "Turing", "Noether", "Curie", "Meitner"]
     await enqueue(
         context.store,
         *(user(f"u{n}", name, first_name="Ada") for n, name in enumerate(names)),
-        *(publication(str(n), f"Title {n}", authors=[(names[-1], "A")]) for n in range(6)),
+        *(
+            publication(str(n), f"Title {n}", authors=[(names[-1], "A")], related=["u5"])
+            for n in range(6)
+        ),
     )
     await drain(context)
     assert pure_sim.objects("external-persons") == {}

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from crisync.config.load import ConfigError, load_config
 from crisync.handlers.pure.mapping import id_source_of
 from crisync.mapping.expressions import normalise_key, parse_expression
-from crisync.mapping.rules import MappingsConfig
+from crisync.mapping.rules import MappingsConfig, PersonsRule
 from tests.config.test_load import SECRETS, VALID
 from tests.support.example import switched_on
 
@@ -284,3 +284,29 @@ def test_a_kind_read_without_a_mapping_is_refused_before_it_runs(tmp_path: Path)
         "elements: reads teaching-activity objects, but no mapping says what they become: "
         "add [mappings.elements.teaching-activity] or stop reading them"
     ]
+
+
+@pytest.mark.parametrize(
+    ("rule", "problem"),
+    [
+        ({"key": ["user-id"], "relationships": {}}, "recognise persons by `key`"),
+        ({"relationships": {}}, "relationships need `match`"),
+        ({"match": ["last-name"], "relationships": {"types": []}}, "at least 1 item"),
+        ({"match": ["last-name"], "relationships": {"visible": True}}, "Extra inputs"),
+    ],
+)
+def test_a_persons_rule_with_relationships_is_checked(
+    rule: dict[str, object], problem: str
+) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        PersonsRule.model_validate({"from": "fields.authors", "role": "r", **rule})
+
+
+def test_the_built_in_publication_mapping_links_visible_claimed_authorship_only() -> None:
+    persons = MappingsConfig.model_validate({}).sources["elements"]["publication"]
+    rule = persons.properties["contributors"].persons
+    assert rule is not None
+    assert rule.relationships is not None
+    assert rule.relationships.types == ["publication-user-authorship"]
+    assert (rule.relationships.visible_only, rule.relationships.claimed_only) == (True, True)
+    assert rule.identifier == ["identifiers.orcid"]

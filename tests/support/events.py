@@ -20,12 +20,14 @@ def publication(
     minute: int = 0,
     *,
     authors: Iterable[tuple[str, str]] = (),
+    related: Iterable[str] = (),
     publication_type: str = "journal-article",
     scopus_eid: str | None = None,
     **fields: Any,
 ) -> ChangeEvent:
     """An Elements publication as the listener reads it; authors are (last name, initials);
-    `scopus_eid` gives it a record from Scopus."""
+    `related` are the users a visible, claimed authorship relates to it; `scopus_eid` gives
+    it a record from Scopus."""
     fields = {
         "title": title,
         "language": "en",
@@ -40,6 +42,7 @@ def publication(
         "category": "publication",
         "attributes": {"type": publication_type},
         "fields": fields,
+        "relationships": [authorship(user_key) for user_key in related],
     }
     if scopus_eid is not None:
         payload["record_ids"] = {"scopus": scopus_eid}
@@ -52,6 +55,21 @@ def publication(
         T0 + timedelta(minutes=minute),
         payload,
     )
+
+
+def authorship(
+    user_key: str, *, visible: bool = True, claimed: bool = True, relationship: str = ""
+) -> dict[str, Any]:
+    """One entry of a publication's relationships: an authorship of the user `user_key`."""
+    return {
+        "relationship": relationship or f"r{user_key}",
+        "type": "publication-user-authorship",
+        "type_id": "8",
+        "category": "user",
+        "id": user_key,
+        "visible": visible,
+        "claimed": claimed,
+    }
 
 
 def user(

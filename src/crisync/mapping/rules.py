@@ -45,13 +45,33 @@ class Rules(BaseModel):
     )
 
 
+class RelationshipsRule(Rules):
+    """Which of the payload's relationships say that a related object is one of the people.
+
+    The payload's `relationships` (listener/elements/relationships.py) name the related
+    objects; those of the rule's `kind`, one of `types`, visible and claimed unless said
+    otherwise, are the people the list may link to.
+    """
+
+    from_: list[str] = Field(["relationships"], alias="from")
+    types: list[str] = Field(["publication-user-authorship"], min_length=1)
+    visible_only: bool = True
+    claimed_only: bool = True
+
+    _expressions = field_validator("from_", mode="before")(expression_list)
+
+
 class PersonsRule(Rules):
     """A list of people in the payload → associations with the target's persons or external ones.
 
-    A person is recognised as replicated content either by `key` (expressions giving the
-    source key of the person's own object: when it is not replicated yet, the object waits)
-    or by `match` (expressions on the person entry compared with the `reference_key` of
-    the `kind` mapping: no match makes an external person, reused by name).
+    A person is recognised as replicated content by `key` (expressions giving the source
+    key of the person's own object: when it is not replicated yet, the object waits), by
+    `relationships` (the payload's relationships name the related objects; `match` pairs
+    them with the entries, among the related objects only), or by `match` alone (the entry
+    compared with the `reference_key` of every `kind` object: a name decides). An entry
+    nothing links is an external person: one per `identifier` (e.g. an ORCID) where the
+    entry has one, else per name and `context` (expressions into the object, e.g. ["id"]:
+    one external person per name per object; none: one per name).
     """
 
     from_: list[str] = Field(alias="from", min_length=1)
@@ -59,6 +79,11 @@ class PersonsRule(Rules):
     kind: str = Field("user", description="the kind whose mapped persons are linked")
     key: list[str] = []
     match: list[str] = []
+    relationships: RelationshipsRule | None = None
+    identifier: list[str] = Field(
+        ["identifiers.orcid"], description="expressions giving an entry's ORCID iD"
+    )
+    context: list[str] = []
     last_name: list[str] = ["last-name"]
     first_name: list[str] = ["first-names", "first-name", "initials"]
     internal: str = Field(
@@ -70,13 +95,15 @@ class PersonsRule(Rules):
     )
 
     _expressions = field_validator(
-        "from_", "key", "match", "last_name", "first_name", mode="before"
+        "from_", "key", "match", "identifier", "context", "last_name", "first_name", mode="before"
     )(expression_list)
 
     @model_validator(mode="after")
     def _one_way_to_recognise(self) -> PersonsRule:
-        if self.key and self.match:
-            raise ValueError("recognise persons by `key` or by `match`, not both")
+        if self.key and (self.match or self.relationships):
+            raise ValueError("recognise persons by `key`, or by `match` (with relationships)")
+        if self.relationships and not self.match:
+            raise ValueError("relationships need `match` to pair related objects with entries")
         return self
 
 

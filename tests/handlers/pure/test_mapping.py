@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from crisync.errors import PermanentError
 from crisync.handlers.pure.context import PureContext
@@ -19,7 +20,7 @@ from crisync.state import inbox
 from crisync.state.inbox import ChangeEvent
 from crisync.state.store import utc_now
 from tests.handlers.pure.helpers import replicate_next
-from tests.support.events import claim_one, enqueue, publication, user
+from tests.support.events import authorship, claim_one, enqueue, publication, user
 
 RESEARCH_OUTPUT_TYPES = "/dk/atira/pure/researchoutput/researchoutputtypes"
 
@@ -62,13 +63,15 @@ async def test_lookups_pick_the_class_type_language_and_status(
     assert other["language"] == {"uri": "/dk/atira/pure/core/languages/und"}
 
 
-async def test_authors_who_are_replicated_users_are_linked_the_others_are_external(
+async def test_authors_related_to_replicated_users_are_linked_the_others_are_external(
     context: PureContext, pure_sim: PureSimulator
 ) -> None:
     await enqueue(
         context.store,
         user("1", "Lovelace"),
-        publication("7", "On engines", authors=[("Lovelace", "A."), ("Babbage", "C")]),
+        publication(
+            "7", "On engines", authors=[("Lovelace", "A."), ("Babbage", "C")], related=["1"]
+        ),
         publication("8", "On tables", 1, authors=[("BABBAGE", "c")]),
     )
     ada = (await replicate_next(context)).target_uuid
@@ -291,3 +294,153 @@ async def test_a_unicat_mapping_is_only_configuration(
     output = output_of(pure_sim, result.target_uuid)
     assert output["identifiers"][0]["value"] == "unicat:record:r-1"
     assert output["contributors"][0]["person"] == {"systemName": "Person", "uuid": daniel}
+
+
+# ----------------------------------------------------------------- authorship by relationship
+
+ORCID = "0000-0002-1825-0097"
+OTHER_ORCID = "0000-0001-5109-3700"
+
+
+def with_persons_rule(base: PureContext, **changes: Any) -> PureContext:
+    """The context with the publication mapping's persons rule changed by `changes`."""
+    publication_rules = base.mappings.sources["elements"]["publication"].model_dump()
+    properties = publication_rules["properties"]
+    contributors = properties["contributors"]
+    persons = {**contributors["persons"], **changes}
+    properties = {**properties, "contributors": {**contributors, "persons": persons}}
+    mappings = MappingsConfig.model_validate(
+        {
+            "elements": {
+                "user": base.mappings.sources["elements"]["user"].model_dump(),
+                "publication": {**publication_rules, "properties": properties},
+            }
+        }
+    )
+    return replace(base, mappings=mappings)
+
+
+def with_orcids(event: ChangeEvent, *orcids: str | None) -> ChangeEvent:
+    """The publication with these ORCID iDs on its author entries, in order."""
+    for entry, orcid in zip(event.payload["fields"]["authors"], orcids, strict=True):
+        if orcid is not None:
+            entry["identifiers"] = {"orcid": orcid}
+    return event
+
+
+def sides(output: dict[str, Any]) -> list[str]:
+    return ["person" if "person" in c else "external" for c in output["contributors"]]
+
+
+@pytest.mark.parametrize(
+    ("admitted", "expected"),
+    [
+        ({}, ["external", "external"]),
+        ({"visible_only": False, "claimed_only": False}, ["person"] * 2),
+    ],
+)
+async def test_hidden_and_suggested_links_link_only_where_the_mapping_admits_them(
+    context: PureContext, pure_sim: PureSimulator, admitted: dict[str, bool], expected: list[str]
+) -> None:
+    ctx = with_persons_rule(context, relationships=admitted)
+    paper = publication("7", "On engines", authors=[("Lovelace", "A"), ("Babbage", "C")])
+    paper.payload["relationships"] = [
+        authorship("1", visible=False),
+        authorship("2", claimed=False),
+    ]
+    await enqueue(ctx.store, user("1", "Lovelace"), user("2", "Babbage", first_name="Charles"))
+    await enqueue(ctx.store, paper)
+    for _ in range(2):
+        await replicate_next(ctx)
+    assert sides(output_of(pure_sim, (await replicate_next(ctx)).target_uuid)) == expected
+
+
+async def test_entries_of_one_name_are_taken_in_their_order_by_the_related_users(
+    context: PureContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(
+        context.store,
+        user("1", "Kim", first_name="Jin"),
+        publication("7", "On Kims", authors=[("Kim", "J"), ("Kim", "J")], related=["1"]),
+    )
+    kim = (await replicate_next(context)).target_uuid
+    output = output_of(pure_sim, (await replicate_next(context)).target_uuid)
+    assert sides(output) == ["person", "external"]
+    assert output["contributors"][0]["person"]["uuid"] == kim
+
+
+async def test_a_related_user_the_author_list_does_not_name_is_logged_not_added(
+    context: PureContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(
+        context.store,
+        user("1", "Turing", first_name="Alan"),
+        publication("7", "On engines", authors=[("Babbage", "C")], related=["1"]),
+    )
+    await replicate_next(context)
+    with capture_logs() as logs:
+        output = output_of(pure_sim, (await replicate_next(context)).target_uuid)
+    assert sides(output) == ["external"]
+    (unnamed,) = [e for e in logs if e["event"] == "mapping.related_person_unnamed"]
+    assert (unnamed["log_level"], unnamed["person"], unnamed["match_key"]) == (
+        "warning",
+        "1",
+        "turing|a",
+    )
+
+
+async def test_a_publication_without_its_relationships_read_fails_naming_the_setting(
+    context: PureContext,
+) -> None:
+    paper = publication("7", "On engines", authors=[("Babbage", "C")])
+    del paper.payload["relationships"]
+    await enqueue(context.store, paper)
+    with pytest.raises(PermanentError, match=r"\[elements\] relationships"):
+        await replicate_to_pure(await claim_one(context.store), context)
+
+
+async def test_an_external_person_with_an_orcid_is_reused_by_it_alone(
+    context: PureContext, pure_sim: PureSimulator
+) -> None:
+    await context.pure.create("external-persons", {"name": {"firstName": "J", "lastName": "Kim"}})
+    orcid_type = {"uri": "/dk/atira/pure/externalperson/externalpersonsources/orcid"}
+    known = await context.pure.create(
+        "external-persons",
+        {
+            "name": {"firstName": "Jae", "lastName": "Kim"},
+            "identifiers": [{"typeDiscriminator": "ClassifiedId", "id": ORCID, "type": orcid_type}],
+        },
+    )
+    await enqueue(
+        context.store,
+        with_orcids(publication("7", "Known", authors=[("Kim", "J")]), ORCID),
+        with_orcids(publication("8", "Another", authors=[("Kim", "J")]), OTHER_ORCID),
+        with_orcids(publication("9", "Known again", authors=[("Kim", "J")]), ORCID),
+    )
+    first, second, third = [
+        output_of(pure_sim, (await replicate_next(context)).target_uuid)["contributors"][0]
+        for _ in range(3)
+    ]
+    assert first["externalPerson"]["uuid"] == third["externalPerson"]["uuid"] == known["uuid"]
+    created = pure_sim.objects("external-persons")[second["externalPerson"]["uuid"]]
+    assert created["identifiers"][0]["value"] == (
+        f"crisync:external-person:orcid:{OTHER_ORCID.replace('-', '')}"
+    )
+    assert len(pure_sim.objects("external-persons")) == 3  # the namesake was not taken
+
+
+async def test_a_context_makes_one_external_person_per_name_per_object(
+    context: PureContext, pure_sim: PureSimulator
+) -> None:
+    ctx = with_persons_rule(context, context=["id"])
+    await ctx.pure.create("external-persons", {"name": {"firstName": "C", "lastName": "Babbage"}})
+    await enqueue(
+        ctx.store,
+        *(publication(key, "On engines", authors=[("Babbage", "C")]) for key in ("7", "8")),
+    )
+    first, second = [
+        output_of(pure_sim, (await replicate_next(ctx)).target_uuid)["contributors"][0]
+        for _ in range(2)
+    ]
+    assert first["externalPerson"] != second["externalPerson"]
+    assert len(pure_sim.objects("external-persons")) == 3

@@ -94,13 +94,15 @@ async def test_a_user_is_linked_to_hrs_person_which_is_never_written_nor_locked(
     assert (row.origin, row.locked, row.match_key) == ("linked", False, "lovelace|a")
 
 
-async def test_authors_are_linked_to_hr_persons_by_the_name_pure_holds(
+async def test_related_authors_are_linked_to_hr_persons_by_the_name_pure_holds(
     site: PureContext, pure_sim: PureSimulator
 ) -> None:
     uuid = await hr_person(site, "Ada", "Lovelace", "0012345")
     await enqueue(site.store, user("5", "Lovelace", proprietary_id="0012345"))
     assert (await replicate_next(site)).action == "linked"
-    await enqueue(site.store, publication("7", "On engines", authors=[("Lovelace", "A")]))
+    await enqueue(
+        site.store, publication("7", "On engines", authors=[("Lovelace", "A")], related=["5"])
+    )
     created = await replicate_next(site)
     output = pure_sim.objects("research-outputs")[created.target_uuid or ""]
     (author,) = output["contributors"]

@@ -205,12 +205,15 @@ async def test_request_economy_new_two_changed_two_unchanged_none(
     context: PureContext, pure_sim: PureSimulator
 ) -> None:
     """Per object: a new one costs create + lock, a changed one read + write, else nothing."""
-    authors = [("Lovelace", "A"), ("Hopper", "G")]
+    authors, related = [("Lovelace", "A"), ("Hopper", "G")], ["1", "2"]
     await enqueue(
         context.store,
         user("1", "Lovelace"),
         user("2", "Hopper", first_name="Grace"),
-        *(publication(str(n), f"Title {n}", authors=authors) for n in range(10, 15)),
+        *(
+            publication(str(n), f"Title {n}", authors=authors, related=related)
+            for n in range(10, 15)
+        ),
     )
     for _ in range(7):
         await replicate_next(context)
@@ -225,8 +228,13 @@ async def test_request_economy_new_two_changed_two_unchanged_none(
         assert {c["person"]["uuid"] for c in output["contributors"]} == persons
     pure_sim.request_counts.clear()
 
-    changed = [publication(str(n), f"New title {n}", 5, authors=authors) for n in (10, 11, 12)]
-    unchanged = [publication(str(n), f"Title {n}", 5, authors=authors) for n in (13, 14)]
+    changed = [
+        publication(str(n), f"New title {n}", 5, authors=authors, related=related)
+        for n in (10, 11, 12)
+    ]
+    unchanged = [
+        publication(str(n), f"Title {n}", 5, authors=authors, related=related) for n in (13, 14)
+    ]
     await enqueue(context.store, *changed, *unchanged, user("1", "Lovelace", 5))
     actions = [(await replicate_next(context)).action for _ in range(6)]
     assert sorted(actions) == ["unchanged"] * 3 + ["updated"] * 3

@@ -11,6 +11,7 @@ from crisync.listener.elements.atom import (
     MalformedFeedError,
     parse_error,
     parse_feed,
+    parse_relationships,
     parse_sources,
     parse_types,
 )
@@ -183,3 +184,62 @@ def test_sources_and_types_are_read() -> None:
         ("book", "title", "text", frozenset({"set", "clear"})),
         ("book", "authors", "person-list", frozenset()),
     ]
+
+
+RELATIONSHIPS = b"""<feed xmlns="http://www.w3.org/2005/Atom"
+    xmlns:api="http://www.symplectic.co.uk/publications/api">
+  <api:schema-version>5.5</api:schema-version>
+  <api:pagination results-count="3" items-per-page="2">
+    <api:page position="next" href="https://e.example/api/relationships?after-id=902"/>
+  </api:pagination>
+  <entry><api:relationship id="901" type-id="8" type="publication-user-authorship">
+    <api:related direction="to"><api:object category="user" id="42"
+        last-modified-when="2026-01-02T10:00:00+01:00"/></api:related>
+    <api:is-visible>false</api:is-visible><api:is-favourite>false</api:is-favourite>
+  </api:relationship></entry>
+  <entry><api:relationship id="902" type-id="9" type="publication-user-editorship">
+    <api:related direction="from"><api:object category="publication" id="7"/></api:related>
+    <api:related direction="to"><api:object category="user" id="43"/></api:related>
+    <api:is-visible>true</api:is-visible>
+  </api:relationship></entry>
+  <entry><api:relationship-suggestion id="77" type-id="8" type="publication-user-authorship">
+    <api:related direction="to"><api:object category="user" id="44"/></api:related>
+  </api:relationship-suggestion></entry>
+</feed>"""
+
+
+def test_relationships_name_the_other_end_whether_or_not_the_feed_names_both() -> None:
+    page = parse_relationships(RELATIONSHIPS, ("publication", "7"))
+    assert page.next_url == "https://e.example/api/relationships?after-id=902"
+    assert [
+        (r.id, r.type, r.category, r.object_id, r.visible, r.claimed) for r in page.relationships
+    ] == [
+        ("901", "publication-user-authorship", "user", "42", False, True),
+        ("902", "publication-user-editorship", "user", "43", True, True),
+        ("77", "publication-user-authorship", "user", "44", True, False),
+    ]
+
+
+def test_a_relationship_relating_nothing_else_is_malformed() -> None:
+    body = b"""<feed xmlns:api="http://www.symplectic.co.uk/publications/api"><entry>
+        <api:relationship id="1" type="publication-user-authorship"><api:related>
+        <api:object category="publication" id="7"/></api:related></api:relationship>
+        </entry></feed>"""
+    with pytest.raises(MalformedFeedError, match="relates no other object"):
+        parse_relationships(body, ("publication", "7"))
+
+
+def test_a_persons_identifiers_are_read_by_scheme() -> None:
+    body = FEED.format(ns="http://www.symplectic.co.uk/publications/api").replace(
+        "<api:initials>TL</api:initials>",
+        "<api:initials>TL</api:initials><api:identifiers>"
+        '<api:identifier scheme="orcid">0000-0002-1825-0097</api:identifier>'
+        '<api:identifier scheme="scopus-author-id">7004212771</api:identifier>'
+        "</api:identifiers>",
+    )
+    (obj,) = parse_feed(body.encode()).objects
+    (author,) = obj.payload["fields"]["authors"]
+    assert author["identifiers"] == {
+        "orcid": "0000-0002-1825-0097",
+        "scopus-author-id": "7004212771",
+    }

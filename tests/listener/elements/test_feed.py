@@ -193,6 +193,8 @@ async def test_every_category_can_be_read_with_the_generic_payload(
         events = await inbox.claim_ready(conn, busy_keys=[], now="9999", limit=1000)
     assert {event.kind for event in events} == set(CATEGORY_OF_FEED.values())
     for event in events:
+        # Publications' relationships are read by default, no other category's.
+        relationships = {"relationships"} if event.kind == "publication" else set()
         assert set(event.payload) == {
             "id",
             "category",
@@ -200,6 +202,7 @@ async def test_every_category_can_be_read_with_the_generic_payload(
             "fields",
             "records",
             "record_ids",
+            *relationships,
         }
         assert event.feed == f"elements:{_feed_of(event.kind)}"
     grant = next(event for event in events if event.kind == "grant")
@@ -321,7 +324,14 @@ async def test_with_detail_ref_unchanged_objects_are_answered_304_and_give_no_ev
 ) -> None:
     telemetry = Telemetry()
     listener = listener_with(
-        session, config, store, telemetry=telemetry, detail="ref", per_page=100, lookback=0
+        session,
+        config,
+        store,
+        telemetry=telemetry,
+        detail="ref",
+        per_page=100,
+        lookback=0,
+        relationships=[],
     )
     await listener.sweep(PUBLICATIONS)
     publications = elements_sim.object_ids("publication")
@@ -348,6 +358,25 @@ async def test_with_detail_ref_unchanged_objects_are_answered_304_and_give_no_ev
     elements_sim.touch("publication", publications[0], title="Really changed")
     result = await listener.sweep(PUBLICATIONS)
     assert result.events_added == 1
+
+
+async def test_with_detail_ref_objects_whose_relationships_are_read_are_fetched_whole(
+    store: Store, elements_sim: ElementsSimulator, config: Config, session: aiohttp.ClientSession
+) -> None:
+    listener = listener_with(session, config, store, detail="ref", per_page=100, lookback=0)
+    await listener.sweep(PUBLICATIONS)
+    publication = elements_sim.object_ids("publication")[0]
+    user = elements_sim.object_ids("user")[0]
+    elements_sim.advance(5)
+    elements_sim.relate(publication, user)  # affects the publication, modifies nothing
+    elements_sim.requests.clear()
+    result = await listener.sweep(PUBLICATIONS)
+    assert result.events_added == 1
+    async with store.reading() as conn:
+        events = await inbox.claim_ready(conn, busy_keys=[], now="9999", limit=1000)
+    (event,) = [e for e in events if e.key == str(publication)]
+    related = {(r["category"], r["id"]) for r in event.payload["relationships"]}
+    assert ("user", str(user)) in related
 
 
 async def test_a_conditional_get_of_one_object(

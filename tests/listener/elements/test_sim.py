@@ -18,7 +18,7 @@ from lxml import etree
 from yarl import URL
 
 from crisync.listener.elements.atom import parse_feed
-from crisync.listener.elements.sim import API_NS_HTTPS, ElementsSimulator
+from crisync.listener.elements.sim import API_NS_HTTPS, Author, ElementsSimulator
 from crisync.sim.server import serve
 
 API = "/secure-api/v5.5"
@@ -417,8 +417,19 @@ async def test_full_detail_has_the_documented_shape() -> None:
         assert native is not None
         assert native.findtext("api:field[@name='title']/api:text", namespaces=NS)
         authors = native.findall("api:field[@name='authors']/api:people/api:person", NS)
-        assert 1 <= len(authors) <= 4
-        assert {a.findtext("api:last-name", namespaces=NS) for a in authors} <= last_names
+        # Up to four staff and three external co-authors.
+        assert 1 <= len(authors) <= 7
+        assert all(a.findtext("api:initials", namespaces=NS) for a in authors)
+    people = [
+        person
+        for publication in publications
+        for person in publication.iterfind(".//api:person", NS)
+    ]
+    assert {p.findtext("api:last-name", namespaces=NS) for p in people} & last_names
+    orcids = [
+        p.findtext("api:identifiers/api:identifier[@scheme='orcid']", namespaces=NS) for p in people
+    ]
+    assert any(orcids)
     dates = [p.find(".//api:field[@name='publication-date']", NS) for p in publications]
     assert None in dates  # optional fields are sometimes missing
 
@@ -956,3 +967,130 @@ async def test_the_world_changes_from_outside_without_the_api_s_credentials() ->
         assert status == 400
         assert "no title" in refused["error"]
     assert sim.requests == []  # the API saw none of it
+
+
+# ----------------------------------------------------------------------- relationships
+
+
+def relationship_entries(root: etree._Element, tag: str = "relationship") -> list[etree._Element]:
+    return root.findall(f"atom:entry/api:{tag}", NS)
+
+
+async def test_relationships_of_a_publication_page_by_page_with_visibility_at_full_detail() -> None:
+    sim = ElementsSimulator(objects=0, start=START)
+    users = [sim.add_user("Ann", f"Author{n}") for n in range(30)]
+    paper = sim.add_publication("Big team", [])
+    links = [sim.relate(paper, user, visible=n != 3) for n, user in enumerate(users)]
+    sim.suggest(paper, sim.add_user("Sue", "Suggested"))
+    async with running(sim) as (session, base):
+        query = urlencode({"involving": f"publication({paper})", "detail": "full", "per-page": 25})
+        seen: list[etree._Element] = []
+        target: str | None = f"{base}/relationships?{query}"
+        while target is not None:
+            response, body = await fetch(session, target)
+            assert response.status == 200, body
+            root = etree.fromstring(body)
+            seen += relationship_entries(root)
+            target = next_href(root)
+        too_many = urlencode(
+            {"involving": f"publication({paper})", "detail": "full", "per-page": 26}
+        )
+        refused, refusal = await fetch(session, f"{base}/relationships?{too_many}")
+        ref_response, ref_body = await fetch(session, f"{base}/publications/{paper}/relationships")
+    assert [int(r.get("id", "")) for r in seen] == links  # the suggestion is not among them
+    assert {r.get("type") for r in seen} == {"publication-user-authorship"}
+    # The feed is about the publication: each relationship names only the other end.
+    ends = [r.findall("api:related/api:object", NS) for r in seen]
+    assert [(o.get("category"), int(o.get("id", ""))) for (o,) in ends] == [
+        ("user", user) for user in users
+    ]
+    visible = [r.findtext("api:is-visible", namespaces=NS) for r in seen]
+    assert visible.count("false") == 1
+    assert visible[3] == "false"
+    assert (refused.status, error_code(refusal)) == (400, "argument fault")
+    # At reference detail (the default) neither the other end nor is-visible is there.
+    (first, *_) = relationship_entries(etree.fromstring(ref_body))
+    assert ref_response.status == 200
+    assert first.find("api:is-visible", NS) is None
+    assert first.find("api:related", NS) is None
+
+
+async def test_suggestions_are_their_own_resource_and_never_relationships() -> None:
+    sim = ElementsSimulator(objects=0, start=START)
+    paper = sim.add_publication("Suggested", [])
+    suggestion = sim.suggest(paper, sim.add_user("Sue", "Suggested"))
+    sim.relate(paper, sim.add_user("Cal", "Claimed"))
+    async with running(sim) as (session, base):
+        pending = f"{base}/publications/{paper}/suggestions/relationships/pending?detail=full"
+        _, body = await fetch(session, pending)
+    (found,) = relationship_entries(etree.fromstring(body), "relationship-suggestion")
+    assert int(found.get("id", "")) == suggestion
+    assert relationship_entries(etree.fromstring(body)) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "code"),
+    [
+        ({"involving": "publication 5"}, 400, "argument fault"),
+        ({"involving": "planet(5)"}, 400, "argument fault"),
+        ({"involving": "publication(999999)"}, 404, "resource not found"),
+        ({"types": "eight"}, 400, "argument fault"),
+        ({"involving": "publication(1)", "colour": "red"}, 400, "argument fault"),
+    ],
+)
+async def test_relationship_queries_are_parsed_strictly(
+    query: dict[str, str], status: int, code: str
+) -> None:
+    sim = ElementsSimulator(objects=0, start=START)
+    async with running(sim) as (session, base):
+        response, body = await fetch(session, f"{base}/relationships?{urlencode(query)}")
+    assert (response.status, error_code(body)) == (status, code)
+
+
+async def test_relating_and_unrelating_affect_both_objects_and_modify_neither() -> None:
+    sim = ElementsSimulator(objects=0, start=START)
+    user = sim.add_user("Ann", "Author")
+    paper = sim.add_publication("Affected", [])
+    sim.advance(60)
+    since = sim.now
+    async with running(sim) as (session, base):
+
+        async def affected(plural: str) -> list[int]:
+            query = urlencode({"affected-since": since.isoformat(), "detail": "full"})
+            return [int(o.get("id", "")) for o in await walk(session, f"{base}/{plural}?{query}")]
+
+        assert (await affected("publications"), await affected("users")) == ([], [])
+        link = sim.relate(paper, user)
+        assert (await affected("publications"), await affected("users")) == ([paper], [user])
+        sim.advance(60)
+        since = sim.now
+        sim.unrelate(link)
+        assert (await affected("publications"), await affected("users")) == ([paper], [user])
+        modified = await walk(
+            session, f"{base}/publications?modified-since={since.isoformat().replace('+', '%2B')}"
+        )
+    assert modified == []
+
+
+def test_seeded_data_has_hidden_suggested_and_external_authors_and_former_staff() -> None:
+    sim = ElementsSimulator(objects=200, seed=11, start=START)
+    links = [link for p in sim.object_ids("publication") for link in sim.links_of(p)]
+    assert any(not visible for _, _, visible, _ in links)
+    assert any(suggested for _, _, _, suggested in links)
+    publications = sim.publications()
+    assert any(len(p.authors) > len(sim.links_of(p.id)) for p in publications)  # externals
+    orcids = [a.orcid for p in publications for a in p.authors if a.orcid is not None]
+    assert orcids
+    assert all(re.fullmatch(r"[0-9]{4}(-[0-9]{4}){2}-[0-9]{3}[0-9X]", o) for o in orcids)
+    users = sim.users()
+    assert any(not u.current_staff for u in users)
+    assert any(u.current_staff for u in users)
+    # A record may write fewer initials than the first names of a user it links give.
+    by_id = {u.id: u for u in users}
+    assert any(
+        Author(by_id[user].last_name, by_id[user].initials[0]) in p.authors
+        and Author(by_id[user].last_name, by_id[user].initials) not in p.authors
+        for p in publications
+        for _, user, _, _ in sim.links_of(p.id)
+        if len(by_id[user].initials) > 1
+    )

@@ -4,7 +4,8 @@ What an object becomes is configuration (crisync.mapping.rules): the engine appl
 mapping's property rules in order, writes the custom-defined fields it names, and adds the
 PrimaryId identifier whose idSource is the one Pure's own synchronisation would use.
 References to other content are resolved through `References`: content crisync
-replicated (the mapping table) and external persons (reused by name).
+replicated (the mapping table) and external persons (one per identifier, or per name in a
+context).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from crisync.mapping.rules import (
     ObjectMapping,
     PersonsRule,
     PropertyRule,
+    RelationshipsRule,
 )
 from crisync.state.inbox import InboxEvent
 
@@ -91,6 +93,36 @@ INTERNAL_ASSOCIATION = "InternalContributorAssociation"
 EXTERNAL_ASSOCIATION = "ExternalContributorAssociation"
 
 
+@dataclass(frozen=True)
+class ReplicatedPerson:
+    """A person's replicated content and the match key people lists recognise it by."""
+
+    ref: ContentRef
+    match_key: str | None
+
+
+def name_key_of(name: Mapping[str, Any]) -> str:
+    return normalise_key([name.get("lastName") or "", name.get("firstName") or ""])
+
+
+@dataclass(frozen=True)
+class ExternalIdentity:
+    """Who an external person is: the ORCID iD the record gives, else a name in a context."""
+
+    name_key: str
+    orcid: str | None = None
+    context: str | None = None  # normalised; None: the name alone
+
+    @property
+    def key(self) -> str:
+        """What crisync remembers the person by (state/external_persons, its PrimaryId)."""
+        if self.orcid is not None:
+            return f"orcid:{self.orcid}"
+        if self.context is not None:
+            return f"in:{self.context}|{self.name_key}"
+        return self.name_key
+
+
 class ReferenceNotReplicatedError(RetriableError):
     """The object refers to content that is not in Pure yet: it waits and is tried again."""
 
@@ -104,8 +136,13 @@ class References(Protocol):
     async def persons(self, source: str, kind: str, match_key: str) -> list[ContentRef]:
         """The replicated objects of a kind whose reference_key gives this match key."""
 
-    async def external_person(self, name: Mapping[str, str]) -> ContentRef:
-        """The external person of this name, found or created in Pure."""
+    async def person(self, source: str, kind: str, key: str) -> ReplicatedPerson | None:
+        """A source object's person content with its match key, if it was replicated."""
+
+    async def external_person(
+        self, name: Mapping[str, str], identity: ExternalIdentity
+    ) -> ContentRef:
+        """The external person of this identity, found or created in Pure."""
 
     async def find(self, content_type: str, probes: Iterable[MatchProbe]) -> ContentRef | None:
         """The one piece of content of the type the first probe with hits finds, if any;
@@ -268,32 +305,143 @@ class _Builder:
         return refs if rule.many else refs[0]
 
     async def _persons(self, rule: PersonsRule) -> list[dict[str, Any]]:
-        found = first_value(rule.from_, self._payload)
-        entries = [found] if isinstance(found, dict) else found if isinstance(found, list) else []
+        entries = self._person_entries(rule)
+        if rule.relationships is not None:
+            linked = await self._related_persons(rule, rule.relationships, entries)
+        else:
+            linked = {}
+            for index, (entry, _) in enumerate(entries):
+                person = await self._replicated_person(rule, entry)
+                if person is not None:
+                    linked[index] = person
         associations = []
-        for entry in entries:
-            if not isinstance(entry, dict):
-                continue
-            last = first_value(rule.last_name, entry)
-            if last is None:
-                continue  # nobody to name
-            first = first_value(rule.first_name, entry)
-            name = {"lastName": str(last)}
-            if first is not None:
-                name = {"firstName": str(first), **name}
+        for index, (entry, name) in enumerate(entries):
             association = {"typeDiscriminator": rule.internal or INTERNAL_ASSOCIATION, "name": name}
             association["role"] = {"uri": rule.role}
-            person = await self._replicated_person(rule, entry)
+            person = linked.get(index)
             if person is not None:
                 association["person"] = person.as_json()
             elif rule.external is not None:
-                external = await self._references.external_person(name)
+                identity = self._external_identity(rule, entry, name)
+                external = await self._references.external_person(name, identity)
                 association["typeDiscriminator"] = rule.external or EXTERNAL_ASSOCIATION
                 association["externalPerson"] = external.as_json()
             else:
                 continue
             associations.append(association)
         return associations
+
+    def _person_entries(self, rule: PersonsRule) -> list[tuple[Mapping[str, Any], dict[str, str]]]:
+        """The people list's entries that name somebody, each with its Pure name."""
+        found = first_value(rule.from_, self._payload)
+        items = [found] if isinstance(found, dict) else found if isinstance(found, list) else []
+        entries = []
+        for entry in items:
+            last = first_value(rule.last_name, entry) if isinstance(entry, dict) else None
+            if last is None:
+                continue  # nobody to name
+            first = first_value(rule.first_name, entry)
+            name = {"lastName": str(last)}
+            if first is not None:
+                name = {"firstName": str(first), **name}
+            entries.append((entry, name))
+        return entries
+
+    def _external_identity(
+        self, rule: PersonsRule, entry: Mapping[str, Any], name: Mapping[str, str]
+    ) -> ExternalIdentity:
+        orcid = normalised("orcid", first_value(rule.identifier, entry))
+        context = [parse_expression(text).evaluate(self._payload) for text in rule.context]
+        return ExternalIdentity(
+            name_key_of(name),
+            orcid,
+            normalise_key(context) if context and None not in context else None,
+        )
+
+    async def _related_persons(
+        self,
+        rule: PersonsRule,
+        relationships: RelationshipsRule,
+        entries: list[tuple[Mapping[str, Any], dict[str, str]]],
+    ) -> dict[int, ContentRef]:
+        """Entry index → the person of a related object it names; a name links nobody else.
+
+        Each related person takes the first entry whose match parts equal its own; those
+        left take the first entry that agrees (same first part, the others one a prefix of
+        the other: "J" and "JL"), so a record's shorter initials still link. Entries of one
+        name alike are told apart by nothing but their order: the related persons take them
+        in it, the rest are external.
+        """
+        event = self._event
+        people: list[tuple[str, ContentRef, list[str]]] = []
+        for key in self._related_keys(rule.kind, relationships):
+            found = await self._references.person(event.source, rule.kind, key)
+            if found is None or found.match_key is None:
+                # Not in Pure (yet): its entry names an external person until it is.
+                log.debug(
+                    "mapping.related_person_not_replicated",
+                    source=event.source,
+                    kind=event.kind,
+                    key=event.key,
+                    person=key,
+                )
+                continue
+            people.append((key, found.ref, found.match_key.split("|")))
+        parts = [self._match_parts(rule, entry) for entry, _ in entries]
+        linked: dict[int, ContentRef] = {}
+        for exact in (True, False):
+            unmatched = []
+            for key, ref, own in people:
+                index = next(
+                    (
+                        i
+                        for i, theirs in enumerate(parts)
+                        if i not in linked and theirs is not None and _agree(own, theirs, exact)
+                    ),
+                    None,
+                )
+                if index is None:
+                    unmatched.append((key, ref, own))
+                else:
+                    linked[index] = ref
+            people = unmatched
+        for key, _, own in people:
+            log.warning(
+                "mapping.related_person_unnamed",
+                source=event.source,
+                kind=event.kind,
+                key=event.key,
+                person=key,
+                match_key="|".join(own),
+            )
+        return linked
+
+    def _related_keys(self, kind: str, relationships: RelationshipsRule) -> list[str]:
+        """The keys of the related objects of `kind` the rule admits, in their order."""
+        found = first_value(relationships.from_, self._payload)
+        if found is None and not any(_holds(text, self._payload) for text in relationships.from_):
+            raise self._invalid(
+                f"no relationships in {', '.join(relationships.from_)}: the source must read "
+                "them (Elements: [elements] relationships) for persons.relationships"
+            )
+        keys: list[str] = []
+        for item in found if isinstance(found, list) else []:
+            if (
+                isinstance(item, dict)
+                and item.get("category") == kind
+                and item.get("type") in relationships.types
+                and (item.get("visible") is True or not relationships.visible_only)
+                and (item.get("claimed") is True or not relationships.claimed_only)
+                and item.get("id") is not None
+                and str(item["id"]) not in keys
+            ):
+                keys.append(str(item["id"]))
+        return keys
+
+    @staticmethod
+    def _match_parts(rule: PersonsRule, entry: Mapping[str, Any]) -> list[str] | None:
+        parts = [parse_expression(text).evaluate(entry) for text in rule.match]
+        return None if any(part is None for part in parts) else normalise_key(parts).split("|")
 
     async def _replicated_person(
         self, rule: PersonsRule, entry: Mapping[str, Any]
@@ -313,10 +461,10 @@ class _Builder:
             return ref
         if not rule.match:
             return None
-        parts = [parse_expression(text).evaluate(entry) for text in rule.match]
-        if any(part is None for part in parts):
+        parts = self._match_parts(rule, entry)
+        if parts is None:
             return None
-        match_key = normalise_key(parts)
+        match_key = "|".join(parts)
         found = await self._references.persons(source, rule.kind, match_key)
         if len(found) > 1:
             # Two people share the identifying values: linking either could be wrong. Debug:
@@ -353,6 +501,29 @@ def _filled(template: Any, value: Any) -> Any:
     if isinstance(template, list):
         return [_filled(item, value) for item in template]
     return template
+
+
+def _holds(expression: str, document: Any) -> bool:
+    """Whether the document has the expression's path at all, empty or not."""
+    value = document
+    for segment in parse_expression(expression).path:
+        if not isinstance(value, dict) or segment not in value:
+            return False
+        value = value[segment]
+    return True
+
+
+def _agree(own: list[str], theirs: list[str], exact: bool) -> bool:
+    """Whether a person's match parts and an entry's name the same person."""
+    if exact or len(own) != len(theirs):
+        return own == theirs
+    if own[0] != theirs[0]:
+        return False
+    for mine, its in zip(own[1:], theirs[1:], strict=True):
+        shorter, longer = sorted((mine.replace(" ", ""), its.replace(" ", "")), key=len)
+        if not longer.startswith(shorter):
+            return False
+    return True
 
 
 def _coerce_custom(field_type: str, value: Any) -> Any:

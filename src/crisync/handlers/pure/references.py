@@ -1,9 +1,12 @@
 """References between objects, resolved through the mapping table and, for external persons, Pure.
 
 Content crisync replicated is found in the mapping table without asking Pure. An external
-person is created once per name: crisync remembers it (state/external_persons), and before
-creating one it searches Pure for that name, so a lost state database or a person an
-editor created already is reused instead of duplicated.
+person is created once per identity (`ExternalIdentity`: an ORCID iD, else a name in a
+context, else a name): crisync remembers it (state/external_persons, keyed by the
+identity's key), and before creating one it searches Pure, so a lost state database or a
+person an editor created already is reused instead of duplicated. Reuse needs an exact
+match: crisync's own PrimaryId for the identity, or the same ORCID iD among the person's
+identifiers, or, for a person known by name alone, the same normalised name.
 """
 
 from __future__ import annotations
@@ -15,10 +18,17 @@ from functools import partial
 from typing import Any
 
 from crisync.handlers.pure.client import PureClient, replaying
-from crisync.handlers.pure.mapping import ContentRef, MatchProbe, primary_identifier
+from crisync.handlers.pure.mapping import (
+    ContentRef,
+    ExternalIdentity,
+    MatchProbe,
+    ReplicatedPerson,
+    name_key_of,
+    primary_identifier,
+)
 from crisync.handlers.pure.match import AmbiguousMatchError, ContentIndex, candidates
 from crisync.handlers.pure.types import PURE_TYPES
-from crisync.mapping.expressions import normalise_key
+from crisync.mapping.compare import normalised
 from crisync.state import external_persons, mapping
 from crisync.state.store import Store
 
@@ -29,12 +39,8 @@ EXTERNAL_PERSON_ID_SOURCE = PURE_TYPES[EXTERNAL_PERSONS].id_source
 NAME_SEARCH_SIZE = 50
 
 
-def external_person_primary_id(name_key: str) -> str:
-    return f"crisync:external-person:{name_key}"
-
-
-def name_key_of(name: Mapping[str, Any]) -> str:
-    return normalise_key([name.get("lastName") or "", name.get("firstName") or ""])
+def external_person_primary_id(identity_key: str) -> str:
+    return f"crisync:external-person:{identity_key}"
 
 
 class KeyedLocks:
@@ -96,16 +102,26 @@ class PureReferences:
                 return ContentRef(PURE_TYPES[content_type].system_name, uuids[0])
         return None
 
-    async def external_person(self, name: Mapping[str, str]) -> ContentRef:
-        key = name_key_of(name)
+    async def person(self, source: str, kind: str, key: str) -> ReplicatedPerson | None:
+        async with self._store.reading() as conn:
+            row = await mapping.get(conn, source, kind, key)
+        if row is None:
+            return None
+        ref = ContentRef(PURE_TYPES[row.target_type].system_name, row.target_uuid)
+        return ReplicatedPerson(ref, row.match_key)
+
+    async def external_person(
+        self, name: Mapping[str, str], identity: ExternalIdentity
+    ) -> ContentRef:
+        key = identity.key
         uuid = await self._known_external(key)
         if uuid is None:
-            # One lookup and create per name at a time, so concurrent objects share one.
+            # One lookup and create per identity at a time, so concurrent objects share one.
             async with self._creating.hold(key):
                 uuid = await self._known_external(key)
                 if uuid is None:
                     uuid = await replaying(
-                        partial(self._find_or_create_external, key, name),
+                        partial(self._find_or_create_external, identity, name),
                         f"find or create external person {key}",
                     )
                     async with self._store.transaction() as conn:
@@ -116,19 +132,38 @@ class PureReferences:
         async with self._store.reading() as conn:
             return await external_persons.get(conn, key)
 
-    async def _find_or_create_external(self, key: str, name: Mapping[str, str]) -> str:
+    async def _find_or_create_external(
+        self, identity: ExternalIdentity, name: Mapping[str, str]
+    ) -> str:
         """Safe to replay: a create whose answer was lost is found by the search first."""
-        return await self._find_external(key, name) or await self._create_external(key, name)
+        found = await self._find_external(identity, name)
+        return found or await self._create_external(identity.key, name)
 
-    async def _find_external(self, key: str, name: Mapping[str, str]) -> str | None:
-        """An external person of exactly this name in Pure; crisync's own first."""
+    async def _find_external(
+        self, identity: ExternalIdentity, name: Mapping[str, str]
+    ) -> str | None:
+        """The external person of this identity in Pure, matched exactly; crisync's own first.
+
+        Searched for by name: Pure's search takes no identifier. A name is evidence enough
+        only for a person known by name alone; an ORCID iD or a context must match exactly.
+        """
         text = " ".join(part for part in (name.get("firstName"), name.get("lastName")) if part)
         page = await self._pure.search(EXTERNAL_PERSONS, text, size=NAME_SEARCH_SIZE)
-        namesakes = [item for item in page.items if name_key_of(item.get("name") or {}) == key]
-        ours = external_person_primary_id(key)
-        for item in namesakes:
-            if any(i.get("value") == ours for i in item.get("identifiers") or []):
+        ours = external_person_primary_id(identity.key)
+        for item in page.items:
+            if ours in _identifier_values(item):
                 return str(item["uuid"])
+        if identity.orcid is not None:
+            for item in page.items:
+                values = _identifier_values(item)
+                if identity.orcid in (normalised("orcid", value) for value in values):
+                    return str(item["uuid"])
+            return None
+        if identity.context is not None:
+            return None
+        namesakes = [
+            item for item in page.items if name_key_of(item.get("name") or {}) == identity.name_key
+        ]
         return str(namesakes[0]["uuid"]) if namesakes else None
 
     async def _create_external(self, key: str, name: Mapping[str, str]) -> str:
@@ -140,3 +175,8 @@ class PureReferences:
         }
         created = await self._pure.create(EXTERNAL_PERSONS, body)
         return str(created["uuid"])
+
+
+def _identifier_values(item: Mapping[str, Any]) -> list[Any]:
+    """The values of an object's identifiers: a PrimaryId's value, a ClassifiedId's id."""
+    return [i.get("value") or i.get("id") for i in item.get("identifiers") or []]

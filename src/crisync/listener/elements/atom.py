@@ -120,18 +120,27 @@ def parse_error(body: bytes) -> ApiError | None:
     return ApiError(error.get("code", "unknown"), (error.text or "").strip())
 
 
-def parse_feed(body: bytes) -> FeedPage:
+def _success_document(body: bytes) -> tuple[etree._Element, str]:
+    """The root and the API namespace ("{...}") of a success response."""
     root, ns = parse_document(body)
     if root.find(f".//{{{ns}}}error") is not None:
         raise MalformedFeedError("a success response carried an api:error")
-    api = f"{{{ns}}}"
-    version = root.findtext(f"{api}schema-version")
-    next_url = None
+    return root, f"{{{ns}}}"
+
+
+def _next_link(root: etree._Element, api: str) -> str | None:
     pagination = root.find(f"{api}pagination")
     if pagination is not None:
         for page in pagination.findall(f"{api}page"):
             if page.get("position") == "next":
-                next_url = page.get("href")
+                return page.get("href")
+    return None
+
+
+def parse_feed(body: bytes) -> FeedPage:
+    root, api = _success_document(body)
+    version = root.findtext(f"{api}schema-version")
+    next_url = _next_link(root, api)
     objects = [_read_object(element, api) for element in root.iterfind(f".//{api}object")]
     deleted = [_read_deleted(element) for element in root.iterfind(f".//{api}deleted-object")]
     return FeedPage(
@@ -144,6 +153,74 @@ def parse_feed(body: bytes) -> FeedPage:
             for warning in root.iterfind(f".//{api}warning")
         ],
     )
+
+
+@dataclass(frozen=True)
+class Relationship:
+    """A relationship (or a suggestion of one) between the object asked about and another."""
+
+    id: str
+    type: str  # e.g. publication-user-authorship
+    type_id: str
+    category: str  # the other object's
+    object_id: str
+    visible: bool
+    claimed: bool  # False: a suggestion nobody accepted
+
+    def as_json(self) -> dict[str, Any]:
+        """As the payload holds it under `relationships` (docs: notes on relationships)."""
+        return {
+            "relationship": self.id,
+            "type": self.type,
+            "type_id": self.type_id,
+            "category": self.category,
+            "id": self.object_id,
+            "visible": self.visible,
+            "claimed": self.claimed,
+        }
+
+
+@dataclass(frozen=True)
+class RelationshipPage:
+    next_url: str | None
+    relationships: list[Relationship]
+
+
+def parse_relationships(body: bytes, involved: tuple[str, str]) -> RelationshipPage:
+    """A page of api:relationship (or api:relationship-suggestion) entries at full detail.
+
+    Each names the object other than `involved` (category, id): a feed for one object may
+    leave that object out, or name both ends.
+    """
+    root, api = _success_document(body)
+    found = []
+    for tag, claimed in (("relationship", True), ("relationship-suggestion", False)):
+        for element in root.iterfind(f".//{api}{tag}"):
+            relationship_id, type_name = element.get("id"), element.get("type")
+            if not relationship_id or not type_name:
+                raise MalformedFeedError(f"api:{tag} without id or type")
+            ends = [
+                (end.get("category") or "", end.get("id") or "")
+                for end in element.iterfind(f"{api}related/{api}object")
+            ]
+            others = [end for end in ends if end != involved and all(end)]
+            if not others:
+                raise MalformedFeedError(f"api:{tag} {relationship_id} relates no other object")
+            # Absent only below full detail; a relationship is shown unless its user hid it.
+            visible = (element.findtext(f"{api}is-visible") or "true").strip() != "false"
+            category, object_id = others[0]
+            found.append(
+                Relationship(
+                    relationship_id,
+                    type_name,
+                    element.get("type-id") or "",
+                    category,
+                    object_id,
+                    visible,
+                    claimed,
+                )
+            )
+    return RelationshipPage(_next_link(root, api), found)
 
 
 def _read_deleted(element: etree._Element) -> DeletedObject:
@@ -263,6 +340,9 @@ def _as_json(element: etree._Element) -> Any:
     if not children:
         return (element.text or "").strip() or None
     names = [_local(child) for child in children]
+    if set(names) == {"identifier"} and all(child.get("scheme") for child in children):
+        # A person's identifiers by scheme: `identifiers.orcid`.
+        return {str(child.get("scheme")): _as_json(child) for child in children}
     if len(children) > 1 and len(set(names)) == 1:
         return [_as_json(child) for child in children]
     if len(children) == 1 and names[0] in LIST_ITEMS:

@@ -14,7 +14,14 @@ import structlog
 from multidict import CIMultiDictProxy
 
 from crisync.errors import PermanentError, classify_exception, parse_retry_after
-from crisync.listener.elements.atom import ElementsObject, FeedPage, parse_error, parse_feed
+from crisync.listener.elements.atom import (
+    ElementsObject,
+    FeedPage,
+    RelationshipPage,
+    parse_error,
+    parse_feed,
+    parse_relationships,
+)
 from crisync.listener.elements.config import ElementsConfig
 from crisync.listener.elements.errors import classify_elements_error
 from crisync.state.http_validators import Validators
@@ -113,6 +120,10 @@ class ElementsClient:
         if len(objects) != 1:
             raise PermanentError(f"{url} answered {len(objects)} objects, not one", api="elements")
         return ObjectFetch(url, objects[0], answer.validators)
+
+    async def get_relationships(self, url: str, involved: tuple[str, str]) -> RelationshipPage:
+        """A page of the relationships (or suggestions) of the `involved` object."""
+        return parse_relationships((await self._send("GET", url)).body, involved)
 
     async def get_document(self, path: str) -> bytes:
         """The body of a GET below the API URL, e.g. /publication/types."""

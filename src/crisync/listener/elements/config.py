@@ -67,6 +67,14 @@ class ElementsConfig(SourceSection):
         32 * 1024 * 1024, ge=64 * 1024, description="a larger response fails that request"
     )
     writeback: dict[ElementsCategory, WritebackConfig] = Field(default_factory=dict)
+    relationships: list[ElementsCategory] | None = Field(
+        None,
+        description="categories whose objects' relationships are read into their payload; "
+        "default: publications, when read",
+    )
+    suggestions: bool = Field(
+        False, description="read pending relationship suggestions too (claimed = false)"
+    )
 
     _check_url = field_validator("url")(http_url)
 
@@ -92,6 +100,20 @@ class ElementsConfig(SourceSection):
         if unread:
             raise ValueError(f"writeback for categories that are not read: {', '.join(unread)}")
         return self
+
+    @model_validator(mode="after")
+    def _relationship_categories_are_read(self) -> ElementsConfig:
+        unread = sorted(set(self.relationships or ()) - set(self.categories))
+        if unread:
+            raise ValueError(f"relationships of categories that are not read: {', '.join(unread)}")
+        return self
+
+    @property
+    def relationship_categories(self) -> frozenset[ElementsCategory]:
+        """The categories whose objects carry their relationships in the payload."""
+        if self.relationships is not None:
+            return frozenset(self.relationships)
+        return frozenset(self.categories) & {"publications"}
 
     def kinds(self) -> frozenset[str]:
         return frozenset(CATEGORY_OF_FEED[feed] for feed in self.categories)

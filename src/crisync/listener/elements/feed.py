@@ -7,15 +7,17 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlencode
 
 import structlog
 
-from crisync.errors import NotFoundError, PermanentError
+from crisync.errors import NotFoundError
 from crisync.listener.base import REQUEST_ATTEMPTS, FeedLoop, SourceContext
 from crisync.listener.elements.atom import ElementsObject, FeedPage
 from crisync.listener.elements.client import ElementsClient
 from crisync.listener.elements.config import CATEGORY_OF_FEED, ElementsCategory, ElementsConfig
+from crisync.listener.elements.paging import PageKey, PaginationLoopError, same_page
+from crisync.listener.elements.relationships import RelationshipReader
 from crisync.state import cursors, http_validators, inbox
 from crisync.state.cursors import Cursor
 from crisync.state.http_validators import Validators
@@ -27,22 +29,6 @@ T = TypeVar("T")
 
 # Below this schema version there is no "affected" timestamp to filter on.
 AFFECTED_SINCE_VERSION = (5, 5)
-
-PageKey = tuple[str, str, str, tuple[tuple[str, str], ...]]
-
-
-class PaginationLoopError(PermanentError):
-    """A next link leads back to a page this sweep already read (a corrupt search index)."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(f"next link loops back to {url}; sweep abandoned", api="elements")
-
-
-def _same_page(url: str) -> PageKey:
-    """What identifies a page, whatever the order or encoding of its query."""
-    parts = urlsplit(url)
-    query = tuple(sorted(parse_qsl(parts.query, keep_blank_values=True)))
-    return parts.scheme, parts.netloc.lower(), parts.path, query
 
 
 def _schema(text: str | None) -> tuple[int, ...] | None:
@@ -87,6 +73,7 @@ class ElementsListener(FeedLoop):
         super().__init__(context, api="elements", park_duration=config.park_duration)
         self._config = config
         self._client = client
+        self._relationships = RelationshipReader(client, config.url, suggestions=config.suggestions)
         self._schema_version: tuple[int, ...] | None = None
         self._schema_known = False
 
@@ -145,14 +132,14 @@ class ElementsListener(FeedLoop):
         followed: set[PageKey] = set()
         pages = added = 0
         while True:
-            followed.add(_same_page(url))
+            followed.add(same_page(url))
             page, server_time = await self._request(feed, partial(self._client.get_feed, url))
             sweep_started = sweep_started or server_time
             self._learn_schema(page.schema_version)
             next_url = (
                 self._client.on_base(page.next_url, relative_to=url) if page.next_url else None
             )
-            if next_url is not None and _same_page(next_url) in followed:
+            if next_url is not None and same_page(next_url) in followed:
                 raise PaginationLoopError(next_url)
             events, validators = await self._events(feed, page)
             done = next_url is None
@@ -278,17 +265,42 @@ class ElementsListener(FeedLoop):
                 if gone.category == feed.category
             ], {}
         listed = [obj for obj in page.objects if obj.category == feed.category]
+        validators: dict[str, Validators | None] = {}
         if self._config.detail == "full":
-            return [self._upsert(feed, obj, obj) for obj in listed], {}
-        return await self._fetch_listed(feed, listed)
+            events = [self._upsert(feed, obj, obj) for obj in listed]
+        else:
+            events, validators = await self._fetch_listed(feed, listed)
+        if feed.category_feed in self._config.relationship_categories:
+            events = [e for e in events if await self._with_relationships(feed, e)]
+        return events, validators
+
+    async def _with_relationships(self, feed: Feed, event: ChangeEvent) -> bool:
+        """Put the object's relationships in its payload; False when it is gone since."""
+        try:
+            event.payload["relationships"] = await self._relationships.read(
+                feed.category_feed, event.key, partial(self._request, feed)
+            )
+        except NotFoundError:
+            return False  # deleted since it was listed: the deletions feed tells
+        finally:
+            self._telemetry.beat(self.loop_name)
+        return True
 
     async def _fetch_listed(
         self, feed: Feed, listed: list[ElementsObject]
     ) -> tuple[list[ChangeEvent], dict[str, Validators | None]]:
-        """With detail = ref, each listed object is fetched, conditionally: 304 is no news."""
+        """With detail = ref, each listed object is fetched, conditionally: 304 is no news.
+
+        Not so for an object whose relationships are read: it is affected when only its
+        relationships changed, and then its own answer is a 304 with news all the same.
+        """
         urls = {obj.id: self._client.object_url(feed.category_feed, obj.id) for obj in listed}
+        conditional = feed.category_feed not in self._config.relationship_categories
         async with self._store.reading() as conn:
-            known = {obj_id: await http_validators.get(conn, url) for obj_id, url in urls.items()}
+            known = {
+                obj_id: await http_validators.get(conn, url) if conditional else None
+                for obj_id, url in urls.items()
+            }
         events: list[ChangeEvent] = []
         validators: dict[str, Validators | None] = {}
         for listed_obj in listed:

@@ -7,6 +7,11 @@ Responses" and "PATCH record" documents show:
 - `{api_path}/{plural}`: paginated ATOM feeds with `affected-since` / `modified-since`;
 - `{api_path}/{plural}/{id}`: one object at full detail, with ETag and Last-Modified (304);
 - `{api_path}/deleted/{plural}?deleted-since=`: the objects deleted since then;
+- `{api_path}/relationships?involving={category}({id})` and
+  `{api_path}/{plural}/{id}/relationships`: the relationships of an object (authorship,
+  editorship), `is-visible` included at full detail;
+  `{api_path}/{plural}/{id}/suggestions/relationships/pending`: links Elements suggested
+  and nobody claimed yet;
 - `{api_path}/{category}/sources` and `/{category}/types`, and
   `PATCH {api_path}/{category}/records/{source}/{proprietary-id}` with an `update-record`
   document (answered, by default, with a 303 to the object).
@@ -21,14 +26,21 @@ simulator would hide client bugs:
 - "affected" follows the document: a change to a publication also affects its authors
   (users) and a change to a user affects the publications they authored;
 - users may lack a proprietary-id (the document's full-detail example has none), dates may
-  be partial and optional fields may be missing; object ids have gaps;
+  be partial and optional fields may be missing; object ids have gaps; some users are no
+  longer current staff;
+- authorship is a relationship, not a name: some are hidden by their user (is-visible
+  false), some only suggested; author lists name external co-authors too (often with an
+  ORCID), who may share a staff member's name, and may write a user's initials shorter than
+  their first names give;
+- a relationship feed for one object leaves that object out of each relationship;
 - most publications have a DOI, written the various ways records write them (upper case,
   ``https://doi.org/...``, ``doi:...``); some also hold a Scopus record; two users share a
   name (with usernames and e-mail addresses of their own);
 - ATOM wrapping (which clients must ignore) is present and noisy, and full-detail objects
   carry an XML comment among their children, as in the document.
 
-The clock is virtual: it only moves through `advance`, `touch`, `add` and `delete`, and
+The clock is virtual: it only moves through `advance`, `touch`, `add`, `delete` and the
+relationship controls (`relate`, `suggest`, `unrelate`, `set_visible`), and
 the HTTP ``Date`` header reports it (shifted by `date_skew`, as a web server whose clock
 differs from the database's would), so a client's "server time at sweep start" is under
 test control. A change can be stamped in the past (`touch(..., at=)`), as a transaction
@@ -157,6 +169,8 @@ _ISO_RE = re.compile(
     r"(?:Z|[+-][0-9]{2}:[0-9]{2})",
 )
 _UINT_RE = re.compile(r"[0-9]{1,9}")
+# The Object Identifier Format: {category}({generalised-id}).
+_INVOLVING_RE = re.compile(r"([a-z-]+)\(([^()]+)\)")
 
 _FIRST_NAMES = (
     "Daniel", "Mary Ann", "Jean-Luc", "Zoë", "Søren", "Ngozi", "Wei", "Priya", "Oisín",
@@ -195,6 +209,17 @@ _DOI_PREFIXES = ("10.1016", "10.1038", "10.1103", "10.1371", "10.1093", "10.1007
 _DOI_CODES = ("j.jcp", "s41586", "physrevb", "journal.pone", "mnras", "s00220", "adma")
 _DOI_SHARE = 0.85
 _SCOPUS_SHARE = 0.4
+# Relationship types by their /relationship/types number.
+AUTHORSHIP = "publication-user-authorship"
+_RELATIONSHIP_TYPES = {8: AUTHORSHIP, 9: "publication-user-editorship"}
+_TYPE_IDS = {name: type_id for type_id, name in _RELATIONSHIP_TYPES.items()}
+# What seeded data holds beside plain authorship, each from its own random stream.
+_HIDDEN_SHARE = 0.08  # an authorship its user hid from their profile
+_SUGGESTED_SHARE = 0.08  # a link Elements suggested and nobody claimed
+_EXTERNALS_SHARE = 0.4  # publications naming external co-authors
+_ORCID_SHARE = 0.5  # external co-authors whose record entry carries an ORCID
+_SHORT_INITIALS_SHARE = 0.5  # "Mary Ann" recorded as "M" instead of "MA"
+_FORMER_STAFF_SHARE = 0.1  # users whose is-current-staff is false
 
 
 @dataclass(kw_only=True)
@@ -217,6 +242,7 @@ class _User(_Object):
     cid: str | None
     faculty: str | None
     revision: int = 0
+    current_staff: bool = True
 
     @property
     def email(self) -> str:
@@ -239,10 +265,19 @@ class _Recorded(_Object):
     notes: str | None = None  # set by PATCH
 
 
+@dataclass(frozen=True)
+class Author:
+    """A person entry of a publication's record, as the source wrote it."""
+
+    last_name: str
+    initials: str
+    orcid: str | None = None
+
+
 @dataclass(kw_only=True)
 class _Publication(_Recorded):
-    author_ids: list[int]
-    authors: list[tuple[str, str]]  # (last name, initials) as recorded at the source
+    author_ids: list[int]  # the users its author list was drawn from
+    authors: list[Author]  # as recorded at the source: staff and external co-authors
     published: tuple[int, int | None, int | None] | None  # year, month, day
     language: str | None
     doi: str | None = None  # as the record writes it: "10.x/y", "doi:10.x/y", upper case, ...
@@ -252,6 +287,20 @@ class _Publication(_Recorded):
 @dataclass(kw_only=True)
 class _Item(_Recorded):
     started: tuple[int, int] | None  # year, month
+
+
+@dataclass(kw_only=True)
+class _Link:
+    """A relationship between a publication and a user, or a pending suggestion of one."""
+
+    id: int
+    type_id: int
+    publication_id: int
+    user_id: int
+    created: datetime
+    modified: datetime
+    visible: bool = True
+    suggested: bool = False
 
 
 _Any = _User | _Publication | _Item
@@ -270,6 +319,7 @@ class UserSnapshot:
     initials: str
     email: str
     faculty: str | None
+    current_staff: bool = True
 
 
 @dataclass(frozen=True)
@@ -281,10 +331,11 @@ class PublicationSnapshot:
     title: str
     year: int | None
     language: str | None
-    author_ids: tuple[int, ...]
+    author_ids: tuple[int, ...]  # users with a claimed authorship relationship
     doi: str | None  # bare and in lower case: "10.1016/j.jcp.2019.17"
     doi_as_written: str | None  # as the manual record writes it: "doi:10.1016/...", ...
     scopus_id: str | None  # id-at-source of its Scopus record: "2-s2.0-" and 11 digits
+    authors: tuple[Author, ...] = ()  # its record's author list: staff and external
 
 
 @dataclass(frozen=True)
@@ -416,6 +467,7 @@ class ElementsSimulator:
         self._item_rng = random.Random(f"items-{seed}")  # noqa: S311
         self._fault_rng = random.Random(f"faults-{seed}")  # noqa: S311
         self._identifier_rng = random.Random(f"identifiers-{seed}")  # noqa: S311
+        self._relation_rng = random.Random(f"relations-{seed}")  # noqa: S311
         self._latency = latency_ms / 1000
         self._username = username
         self._password = password
@@ -436,12 +488,17 @@ class ElementsSimulator:
         self._publications: dict[int, _Publication] = {}
         self._items: dict[str, dict[int, _Item]] = {category: {} for category in _ITEM_TYPES}
         self._deletions: list[_Deletion] = []
+        self._links: dict[int, _Link] = {}
+        # (category, object id) -> ids of the links involving it, in id order.
+        self._links_of: dict[tuple[str, int], list[int]] = {}
+        self._next_link_id = self._relation_rng.randint(1000, 5000)
         # The last list query's selection: (query, ids, objects); None once anything changed.
         self._selection: (
             tuple[tuple[str, datetime | None, datetime | None], list[int], list[_Any]] | None
         ) = None
         self._next_id = {"user": self._rng.randint(1, 40), "publication": self._rng.randint(1, 400)}
-        self._faults: list[_ApiError] = []
+        # Each injected failure with the path part it waits for (None: any request).
+        self._faults: list[tuple[_ApiError, str | None]] = []
         self._canned: list[_Canned] = []
         self._truncations = 0
         self._stalls: list[float] = []
@@ -500,6 +557,10 @@ class ElementsSimulator:
         """Delete an object; its neighbours count as affected (a relationship went away)."""
         obj = self._get(category, object_id)
         neighbours = self._related(obj)
+        for link in self._links_involving(category, object_id):
+            del self._links[link.id]
+            for key in (("publication", link.publication_id), ("user", link.user_id)):
+                self._links_of[key].remove(link.id)
         del self._store(category)[object_id]
         if category == "user":
             self._user_ids.remove(object_id)  # new publications are authored by users that exist
@@ -509,6 +570,86 @@ class ElementsSimulator:
         for neighbour in neighbours:
             neighbour.affected = instant
         self._now = instant + timedelta(milliseconds=1)
+
+    def add_user(
+        self,
+        first_name: str,
+        last_name: str,
+        *,
+        current_staff: bool = True,
+        proprietary_id: str | None = None,
+    ) -> int:
+        """A user of this name, for a test world: namesakes are welcome."""
+        user = self._new_user(self._now)
+        self._usernames.discard(user.username)
+        user.first_name, user.last_name = first_name, last_name
+        user.username, user.email_local = self._login(first_name, last_name)
+        user.proprietary_id = proprietary_id
+        self._add_user(user)
+        user.current_staff = current_staff
+        user.created = _ms(self._now)
+        self._changed(user)
+        return user.id
+
+    def add_publication(self, title: str, authors: list[Author]) -> int:
+        """A journal article with exactly this author list and no relationship yet."""
+        now = _ms(self._now)
+        type_id, type_name = _PUBLICATION_TYPES[0]
+        publication = _Publication(
+            category="publication",
+            id=self._allocate_id("publication"),
+            created=now,
+            modified=now,
+            affected=now,
+            record_id=str(uuid.UUID(int=self._relation_rng.getrandbits(128), version=4)).upper(),
+            type_id=type_id,
+            type_name=type_name,
+            title=title,
+            author_ids=[],
+            authors=list(authors),
+            published=(now.year, now.month, None),
+            language="en",
+        )
+        self._publications[publication.id] = publication
+        self._changed(publication)
+        return publication.id
+
+    def relate(
+        self,
+        publication_id: int,
+        user_id: int,
+        *,
+        visible: bool = True,
+        type_name: str = AUTHORSHIP,
+    ) -> int:
+        """Create a (claimed) relationship; both objects are affected. Its id."""
+        self._get("publication", publication_id), self._get("user", user_id)
+        return self._new_link(publication_id, user_id, type_name, visible=visible).id
+
+    def suggest(self, publication_id: int, user_id: int, type_name: str = AUTHORSHIP) -> int:
+        """Suggest a relationship nobody claimed yet; both objects are affected. Its id."""
+        self._get("publication", publication_id), self._get("user", user_id)
+        return self._new_link(publication_id, user_id, type_name, suggested=True).id
+
+    def unrelate(self, link_id: int) -> None:
+        """Delete a relationship or a suggestion; both objects are affected."""
+        link = self._links.pop(link_id)
+        for key in (("publication", link.publication_id), ("user", link.user_id)):
+            self._links_of[key].remove(link_id)
+        self._affect(link)
+
+    def set_visible(self, link_id: int, visible: bool) -> None:
+        """A user shows or hides a relationship on their profile; both objects are affected."""
+        link = self._links[link_id]
+        link.visible = visible
+        self._affect(link)
+
+    def links_of(self, publication_id: int) -> list[tuple[int, int, bool, bool]]:
+        """(link id, user id, visible, suggested) of each link of a publication."""
+        return [
+            (link.id, link.user_id, link.visible, link.suggested)
+            for link in self._links_involving("publication", publication_id)
+        ]
 
     def object_ids(self, category: str) -> list[int]:
         return sorted(self._store(category))
@@ -523,6 +664,7 @@ class ElementsSimulator:
                 initials=user.initials,
                 email=user.email,
                 faculty=user.faculty,
+                current_staff=user.current_staff,
             )
             for user in self._users.values()
         ]
@@ -535,10 +677,15 @@ class ElementsSimulator:
                 title=publication.title,
                 year=publication.published[0] if publication.published else None,
                 language=publication.language,
-                author_ids=tuple(publication.author_ids),
+                author_ids=tuple(
+                    link.user_id
+                    for link in self._links_involving("publication", publication.id)
+                    if not link.suggested and link.type_id == _TYPE_IDS[AUTHORSHIP]
+                ),
                 doi=None if publication.doi is None else _bare_doi(publication.doi),
                 doi_as_written=publication.doi,
                 scopus_id=publication.scopus_id,
+                authors=tuple(publication.authors),
             )
             for publication in self._publications.values()
         ]
@@ -559,14 +706,21 @@ class ElementsSimulator:
         return obj.type_name if isinstance(obj, _Recorded) else "person"
 
     def fail_next(
-        self, status: int, code: str, count: int = 1, retry_after: float | None = None
+        self,
+        status: int,
+        code: str,
+        count: int = 1,
+        retry_after: float | None = None,
+        *,
+        path: str | None = None,
     ) -> None:
+        """Fail the next requests, or the next whose path contains `path`."""
         if code not in ERROR_STATUS:
             raise ValueError(f"unknown Elements error code {code!r}")
         if not 400 <= status <= 599:
             raise ValueError("an injected failure needs an HTTP error status")
         self._faults.extend(
-            _ApiError(code, f"Simulated {code}.", status, retry_after) for _ in range(count)
+            (_ApiError(code, f"Simulated {code}.", status, retry_after), path) for _ in range(count)
         )
 
     def truncate_next(self, count: int = 1) -> None:
@@ -610,6 +764,12 @@ class ElementsSimulator:
             "PATCH", f"{base}/{{category:{category}}}/records/{{source}}/{{pid}}", self._patch
         )
         app.router.add_get(f"{base}/deleted/{{plural:{plural}}}", self._deleted)
+        app.router.add_get(f"{base}/relationships", self._relationships)
+        app.router.add_get(f"{base}/{{plural:{plural}}}/{{id}}/relationships", self._relationships)
+        app.router.add_get(
+            f"{base}/{{plural:{plural}}}/{{id}}/suggestions/relationships/pending",
+            self._relationships,
+        )
         app.router.add_get(f"{base}/{{plural:{plural}}}", self._list)
         app.router.add_get(f"{base}/{{plural:{plural}}}/{{id}}", self._one)
         app.router.add_route("*", f"{base}/{{tail:.*}}", self._unknown)
@@ -676,11 +836,60 @@ class ElementsSimulator:
         return obj
 
     def _related(self, obj: _Object) -> list[_Any]:
-        if isinstance(obj, _Publication):
-            return [self._users[i] for i in obj.author_ids if i in self._users]
-        if isinstance(obj, _User):
-            return [p for p in self._publications.values() if obj.id in p.author_ids]
-        return []
+        """The objects related to this one by a relationship or a suggestion."""
+        related: list[_Any] = []
+        for link in self._links_involving(obj.category, obj.id):
+            if obj.category == "publication" and link.user_id in self._users:
+                related.append(self._users[link.user_id])
+            elif obj.category == "user" and link.publication_id in self._publications:
+                related.append(self._publications[link.publication_id])
+        return related
+
+    def _links_involving(self, category: str, object_id: int) -> list[_Link]:
+        return [self._links[i] for i in self._links_of.get((category, object_id), [])]
+
+    def _new_link(
+        self,
+        publication_id: int,
+        user_id: int,
+        type_name: str,
+        *,
+        visible: bool = True,
+        suggested: bool = False,
+        at: datetime | None = None,
+    ) -> _Link:
+        """A link between two existing objects; without `at`, both are affected now."""
+        if type_name not in _TYPE_IDS:
+            raise ValueError(f"unknown relationship type {type_name!r}")
+        instant = at or _ms(self._now)
+        link = _Link(
+            id=self._next_link_id,
+            type_id=_TYPE_IDS[type_name],
+            publication_id=publication_id,
+            user_id=user_id,
+            created=instant,
+            modified=instant,
+            visible=visible,
+            suggested=suggested,
+        )
+        self._next_link_id += self._relation_rng.randint(1, 4)
+        self._links[link.id] = link
+        for key in (("publication", publication_id), ("user", user_id)):
+            self._links_of.setdefault(key, []).append(link.id)
+        if at is None:
+            self._affect(link)
+        return link
+
+    def _affect(self, link: _Link) -> None:
+        """A relationship was created, changed or deleted: both its objects are affected."""
+        instant = _ms(self._now)
+        link.modified = instant
+        self._selection = None
+        for category, object_id in (("publication", link.publication_id), ("user", link.user_id)):
+            store = self._store(category)
+            if object_id in store:
+                store[object_id].affected = instant
+        self._now = instant + timedelta(milliseconds=1)
 
     def _changed(self, obj: _Object, at: datetime | None = None) -> None:
         """Record a change; neighbours by relationship count as affected (per the doc).
@@ -736,6 +945,7 @@ class ElementsSimulator:
                 number += 1
             user.proprietary_id = f"{number:07d}"
             self._proprietary_ids.add(user.proprietary_id)
+        user.current_staff = self._relation_rng.random() >= _FORMER_STAFF_SHARE
         self._users[user.id] = user
         self._user_ids.append(user.id)
         self._usernames.add(user.username)
@@ -808,13 +1018,43 @@ class ElementsSimulator:
             type_name=type_name,
             title=title,
             author_ids=author_ids,
-            authors=[(self._users[i].last_name, self._users[i].initials) for i in author_ids],
+            authors=[Author(self._users[i].last_name, self._users[i].initials) for i in author_ids],
             published=published,
             language=language,
         )
-        # From their own stream, so that the seeded data is what it was before DOIs.
+        # From their own streams, so that the seeded data is what it was before DOIs and
+        # relationships.
         self._identify(publication)
+        self._relate_authors(publication)
         return publication
+
+    def _relate_authors(self, publication: _Publication) -> None:
+        """Link the staff authors as Elements would, and write the list as records do.
+
+        Most staff authors claimed their authorship; some hid it, some have a suggestion
+        only. A record may shorten a user's initials ("M" for "Mary Ann"), and may name
+        external co-authors, some with an ORCID, who may share a staff member's name.
+        """
+        rng = self._relation_rng
+        for index, user_id in enumerate(publication.author_ids):
+            roll = rng.random()
+            self._new_link(
+                publication.id,
+                user_id,
+                AUTHORSHIP,
+                visible=not _SUGGESTED_SHARE <= roll < _SUGGESTED_SHARE + _HIDDEN_SHARE,
+                suggested=roll < _SUGGESTED_SHARE,
+                at=publication.modified,
+            )
+            entry = publication.authors[index]
+            if len(entry.initials) > 1 and rng.random() < _SHORT_INITIALS_SHARE:
+                publication.authors[index] = Author(entry.last_name, entry.initials[0])
+        if rng.random() < _EXTERNALS_SHARE:
+            for _ in range(rng.randint(1, 3)):
+                orcid = _orcid(rng) if rng.random() < _ORCID_SHARE else None
+                initials = rng.choice(_FIRST_NAMES)[0]
+                external = Author(rng.choice(_LAST_NAMES), initials, orcid)
+                publication.authors.insert(rng.randint(0, len(publication.authors)), external)
 
     def _identify(self, publication: _Publication) -> None:
         """Most publications get a DOI, written as records write them; some a Scopus record."""
@@ -853,10 +1093,9 @@ class ElementsSimulator:
         # Authorship relates users and publications, so each is affected by the other's
         # latest modification.
         for publication in self._publications.values():
-            for user_id in publication.author_ids:
-                user = self._users[user_id]
-                user.affected = max(user.affected, publication.modified)
-                publication.affected = max(publication.affected, user.modified)
+            for author in self._related(publication):
+                author.affected = max(author.affected, publication.modified)
+                publication.affected = max(publication.affected, author.modified)
 
     def _make_namesakes(self) -> None:
         """Give one user another's name, as every directory of staff has namesakes.
@@ -929,7 +1168,7 @@ class ElementsSimulator:
             await asyncio.sleep(self._stalls.pop(0))
         try:
             self._authenticate(request)
-            fault = self._next_fault()
+            fault = self._next_fault(request.path)
             if fault is not None:
                 raise fault
             if self._canned:
@@ -951,9 +1190,11 @@ class ElementsSimulator:
         response.headers[hdrs.DATE] = format_datetime(self._now + self._date_skew, usegmt=True)
         return response
 
-    def _next_fault(self) -> _ApiError | None:
-        if self._faults:
-            return self._faults.pop(0)
+    def _next_fault(self, path: str) -> _ApiError | None:
+        for index, (fault, waits_for) in enumerate(self._faults):
+            if waits_for is None or waits_for in path:
+                del self._faults[index]
+                return fault
         if self._fault_rate and self._fault_rng.random() < self._fault_rate:
             code = self._fault_rng.choice(
                 ("concurrency conflict", "database timeout", "server fault")
@@ -1039,10 +1280,7 @@ class ElementsSimulator:
             filters.add("affected-since")
         query = self._query(request, frozenset(filters))
         detail = query.get("detail", "ref")
-        per_page = _uint(query, "per-page", _DEFAULT_PER_PAGE)
-        limit = _MAX_PER_PAGE_FULL if detail == "full" else _MAX_PER_PAGE
-        if not 1 <= per_page <= limit:
-            raise _ApiError("argument fault", f"per-page value must be between 1 and {limit}.")
+        per_page = _per_page(query, detail)
         after_id = _uint(query, "after-id", 0)
         affected_since = (
             _parse_iso("affected-since", query["affected-since"])
@@ -1081,6 +1319,71 @@ class ElementsSimulator:
         for obj in page:
             self._entry(feed, obj, base, full=detail == "full", warning=warning)
         return _xml_response(self._serialise(feed))
+
+    async def _relationships(self, request: web.Request) -> web.StreamResponse:
+        """The relationships (or pending suggestions) of one object, or all relationships."""
+        suggested = request.path.endswith("/pending")
+        allowed = {"detail", "per-page", "after-id", "types"}
+        if "plural" not in request.match_info:
+            allowed.add("involving")
+        query = self._query(request, frozenset(allowed))
+        involved = self._involved(request, query)
+        type_ids = _type_ids(query)
+        detail = query.get("detail", "ref")
+        per_page = _per_page(query, detail)
+        after_id = _uint(query, "after-id", 0)
+        links = (
+            self._links_involving(*involved)
+            if involved is not None
+            else sorted(self._links.values(), key=lambda link: link.id)
+        )
+        matches = [
+            link
+            for link in links
+            if link.suggested == suggested and (type_ids is None or link.type_id in type_ids)
+        ]
+        remaining = [link for link in matches if link.id > after_id]
+        page = remaining[:per_page]
+        base = self._base(request)
+        path = request.path.removeprefix(self._api_path)
+        this_href = f"{base}{path}" + _qs(query)
+        next_href = self._next_href(
+            base, path, query, page[-1].id if len(remaining) > per_page else None
+        )
+        feed = self._feed(
+            request,
+            feed_id=f"{self._api_path}{path}{_qs(query)}",
+            updated=_render_now(self._now),
+            term="item-list",
+            subtitle=f"This feed lists {len(page)} of {len(matches)} relationships.",
+        )
+        self._pagination(
+            feed, this_href=this_href, next_href=next_href, total=len(matches), per_page=per_page
+        )
+        for link in page:
+            self._link_entry(feed, link, base, involved, full=detail == "full")
+        return _xml_response(self._serialise(feed))
+
+    def _involved(self, request: web.Request, query: dict[str, str]) -> tuple[str, int] | None:
+        """The object whose relationships are asked for: from the path, or `involving`."""
+        if "plural" in request.match_info:
+            category, raw_id = _CATEGORIES[request.match_info["plural"]], request.match_info["id"]
+        elif "involving" in query:
+            named = _INVOLVING_RE.fullmatch(query["involving"])
+            if named is None or named[1] not in _PLURALS:
+                raise _ApiError("argument fault", "involving value not in the correct format.")
+            category, raw_id = named[1], named[2]
+        else:
+            return None
+        if not _UINT_RE.fullmatch(raw_id):
+            # The document allows username-, pid- and source- forms too; the simulator
+            # answers as a server would that knows no such object.
+            raise _ApiError("resource not found", f"No {category} is identified by {raw_id}.")
+        if int(raw_id) not in self._store(category):
+            if any(d.category == category and d.id == int(raw_id) for d in self._deletions):
+                raise _ApiError("resource deleted", f"The {category} {raw_id} was deleted.")
+            raise _ApiError("resource not found", f"The {category} {raw_id} was not found.")
+        return category, int(raw_id)
 
     async def _deleted(self, request: web.Request) -> web.StreamResponse:
         category = _CATEGORIES[request.match_info["plural"]]
@@ -1365,6 +1668,48 @@ class ElementsSimulator:
             else:
                 _sub(warnings, _api("warning"), message, associated_field=field_name)
 
+    def _link_entry(
+        self,
+        feed: etree._Element,
+        link: _Link,
+        base: str,
+        involved: tuple[str, int] | None,
+        *,
+        full: bool,
+    ) -> None:
+        """One relationship or suggestion; a feed for one object leaves that object out."""
+        entry = _sub(feed, _atom("entry"))
+        tag = "relationship-suggestion" if link.suggested else "relationship"
+        _sub(
+            entry,
+            _atom("id"),
+            f"tag:publications@organisation,2009:{self._api_path}/{tag}s/{link.id}",
+        )
+        type_name = _RELATIONSHIP_TYPES[link.type_id]
+        _sub(entry, _atom("title"), f"{type_name} {link.id}")
+        element = _sub(
+            entry,
+            _api(tag),
+            id=str(link.id),
+            type_id=str(link.type_id),
+            type=type_name,
+            href=f"{base}/relationships/{link.id}",
+            created_when=_render_ts(link.created, link.id),
+            last_modified_when=_render_ts(link.modified, link.id + 1),
+        )
+        if not full:
+            return
+        ends = (("from", "publication", link.publication_id), ("to", "user", link.user_id))
+        for direction, category, object_id in ends:
+            if (category, object_id) == involved:
+                continue
+            related = _sub(element, _api("related"), direction=direction)
+            href = f"{base}/{_PLURALS[category]}/{object_id}"
+            related.append(self._object(self._get(category, object_id), href, full=False))
+        if not link.suggested:
+            _sub(element, _api("is-visible"), "true" if link.visible else "false")
+            _sub(element, _api("is-favourite"), "false")
+
     def _object(self, obj: _Any, href: str, *, full: bool) -> etree._Element:
         element = etree.Element(_api("object"), nsmap={"api": API_NS})
         element.set("category", obj.category)
@@ -1391,7 +1736,7 @@ class ElementsSimulator:
         if isinstance(obj, _User):
             element.append(etree.Comment('User type 1 is "person"'))
             _sub(element, _api("ever-approved"), "true")
-            _sub(element, _api("is-current-staff"), "true")
+            _sub(element, _api("is-current-staff"), "true" if obj.current_staff else "false")
             _sub(element, _api("title"), obj.title)
             _sub(element, _api("first-name"), obj.first_name)
             _sub(element, _api("last-name"), obj.last_name)
@@ -1540,16 +1885,30 @@ def _native(native: etree._Element, obj: _Publication | _Item) -> None:
         native, _api("field"), name="authors", type="person-list", display_name="Authors"
     )
     people = _sub(authors, _api("people"))
-    for last_name, initials in obj.authors:
+    for author in obj.authors:
         person = _sub(people, _api("person"))
-        _sub(person, _api("last-name"), last_name)
-        _sub(person, _api("initials"), initials)
+        _sub(person, _api("last-name"), author.last_name)
+        _sub(person, _api("initials"), author.initials)
+        if author.orcid is not None:
+            identifiers = _sub(person, _api("identifiers"))
+            _sub(identifiers, _api("identifier"), author.orcid, scheme="orcid")
     if obj.published is not None:
         _date_field(native, "publication-date", "Publication date", obj.published)
     if obj.language is not None:
         _text_field(native, "language", obj.language)
     if obj.doi is not None:
         _text_field(native, "doi", obj.doi, "DOI")
+
+
+def _orcid(rng: random.Random) -> str:
+    """An ORCID iD with its ISO 7064 11,2 check character."""
+    digits = [rng.randint(0, 9) for _ in range(15)]
+    total = 0
+    for digit in digits:
+        total = (total + digit) * 2
+    check = (12 - total % 11) % 11
+    text = "".join(map(str, digits)) + ("X" if check == 10 else str(check))
+    return "-".join(text[i : i + 4] for i in range(0, 16, 4))
 
 
 def _bare_doi(written: str) -> str:
@@ -1625,6 +1984,24 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
         return None
     login, colon, password = decoded.partition(":")
     return (login, password) if colon else None
+
+
+def _per_page(query: dict[str, str], detail: str) -> int:
+    per_page = _uint(query, "per-page", _DEFAULT_PER_PAGE)
+    limit = _MAX_PER_PAGE_FULL if detail == "full" else _MAX_PER_PAGE
+    if not 1 <= per_page <= limit:
+        raise _ApiError("argument fault", f"per-page value must be between 1 and {limit}.")
+    return per_page
+
+
+def _type_ids(query: dict[str, str]) -> frozenset[int] | None:
+    """The `types` filter: relationship type numbers, comma-separated."""
+    if "types" not in query:
+        return None
+    parts = query["types"].split(",")
+    if not all(_UINT_RE.fullmatch(part) for part in parts):
+        raise _ApiError("argument fault", "types value not in the correct format.")
+    return frozenset(int(part) for part in parts)
 
 
 def _uint(query: dict[str, str], name: str, default: int) -> int:

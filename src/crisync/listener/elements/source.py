@@ -12,6 +12,7 @@ from crisync.listener.base import Loop, Source, SourceContext
 from crisync.listener.elements.client import ElementsClient
 from crisync.listener.elements.config import CATEGORY_OF_FEED, FEED_OF_CATEGORY, ElementsConfig
 from crisync.listener.elements.feed import ElementsListener
+from crisync.listener.elements.relationships import RelationshipReader
 from crisync.listener.elements.writeback import WRITEBACK_SOURCE, ElementsWriteback
 from crisync.state.inbox import ChangeEvent, InboxEvent
 from crisync.state.store import utc_now
@@ -36,6 +37,9 @@ class ElementsSource(Source):
         self._context = context
         # One client for every request to Elements, so the gap between requests holds for all.
         self.client = ElementsClient(context.session, config, telemetry=context.telemetry)
+        self._relationships = RelationshipReader(
+            self.client, config.url, suggestions=config.suggestions
+        )
         # A plan writes nothing back: the write-back is left out of it.
         writing = config.writeback and not context.planning
         self.writeback = ElementsWriteback(config, self.client, context.store) if writing else None
@@ -81,6 +85,8 @@ class ElementsSource(Source):
             raise NotFoundError(
                 f"Elements answered without {kind} {key}", api="elements", status=404
             )
+        if feed in self.config.relationship_categories:
+            found.payload["relationships"] = await self._relationships.read(feed, key)
         # A feed name of its own per request: the inbox drops repeats of (feed, key,
         # changed_at), and a resync of an unchanged object must not be dropped as one.
         return ChangeEvent(

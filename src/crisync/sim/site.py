@@ -26,6 +26,7 @@ from typing import Any
 
 from crisync.handlers.pure.sim import EDITOR, PureSimulator
 from crisync.listener.elements.sim import (
+    JOURNALS,
     ElementsSimulator,
     PublicationSnapshot,
     UserSnapshot,
@@ -57,11 +58,6 @@ _CLASSES = {
     "chapter": ("ContributionToBookAnthology", "contributiontobookanthology/chapter"),
 }
 _OTHER = ("OtherContribution", "othercontribution/other")
-_JOURNALS = (
-    ("Journal of Computational Physics", "0021-9991"),
-    ("Physical Review B", "2469-9950"),
-    ("PLOS ONE", "1932-6203"),
-)
 # HR persons Elements does not know (staff who never publish), and manual entries.
 _OTHER_STAFF = (("Grace", "Hopper"), ("Alan", "Turing"), ("Emmy", "Noether"))
 _MANUAL_TITLES = (
@@ -136,14 +132,14 @@ class _Site:
         self._summary = SiteSummary()
         self._faculties: dict[str, dict[str, str]] = {}  # name → reference
         self._university: dict[str, str] = {}
-        self._journals: list[dict[str, str]] = []
+        self._journals: dict[str, dict[str, str]] = {}
         self._hr_ids: defaultdict[tuple[str, str], list[str]] = defaultdict(list)  # by name
 
     def populate(
         self, users: list[UserSnapshot], publications: list[PublicationSnapshot]
     ) -> SiteSummary:
         self._organisations(sorted({u.faculty for u in users if u.faculty is not None}))
-        self._journals = [self._journal(title, issn) for title, issn in _JOURNALS]
+        self._journals = {issn: self._journal(title, issn) for title, issn in JOURNALS}
         for user in users:
             if user.proprietary_id is not None:
                 self._summary.persons[user.id] = self._person(
@@ -238,7 +234,9 @@ class _Site:
 
     def _output(self, publication: PublicationSnapshot, named: dict[int, UserSnapshot]) -> str:
         """The research output a Scopus import (or an editor, without Scopus) made of it."""
-        body = self._output_body(publication.title, publication.type_name, publication.year)
+        body = self._output_body(
+            publication.title, publication.type_name, publication.year, publication.journal
+        )
         body["language"] = {"uri": _LANGUAGES.get(publication.language or "", _UNDETERMINED)}
         authors = [named[i] for i in publication.author_ids if i in named]
         body["contributors"] = [
@@ -262,7 +260,13 @@ class _Site:
             by = SCOPUS_IMPORT
         return str(self._seed("research-outputs", body, by)["uuid"])
 
-    def _output_body(self, title: str, type_name: str, year: int | None) -> dict[str, Any]:
+    def _output_body(
+        self,
+        title: str,
+        type_name: str,
+        year: int | None,
+        journal: tuple[str, str] | None = None,
+    ) -> dict[str, Any]:
         """A research output's required properties, with what its class requires besides."""
         discriminator, output_type = _CLASSES.get(type_name, _OTHER)
         date = {"year": year if year is not None else self._rng.randint(1998, 2024)}
@@ -279,7 +283,9 @@ class _Site:
             ],
         }
         if discriminator == "ContributionToJournal":
-            body["journalAssociation"] = {"journal": self._rng.choice(self._journals)}
+            # Elements' journal for the article: Pure holds every journal the world names.
+            _, issn = journal or JOURNALS[0]
+            body["journalAssociation"] = {"journal": self._journals[issn]}
         elif discriminator == "ContributionToBookAnthology":
             body["hostPublicationTitle"] = {"value": "Handbook of research methods"}
         return body

@@ -243,3 +243,42 @@ def test_a_persons_identifiers_are_read_by_scheme() -> None:
         "orcid": "0000-0002-1825-0097",
         "scopus-author-id": "7004212771",
     }
+
+
+def test_records_fields_come_by_the_configured_precedence_and_each_record_keeps_its_own() -> None:
+    body = _feed_of_one_publication(
+        manual={"title": "On crystals", "doi": "10.1/x"},
+        scopus={"title": "On crystals.", "doi": "10.1/x", "volume": "12"},
+    )
+    (elements_order,) = parse_feed(body).objects
+    assert elements_order.payload["fields"] == {
+        "title": "On crystals",
+        "doi": "10.1/x",
+        "volume": "12",
+    }
+    (scopus_first,) = parse_feed(body, precedence=["scopus", "manual"]).objects
+    assert scopus_first.payload["fields"]["title"] == "On crystals."
+    assert scopus_first.payload["record_fields"] == {
+        "manual": {"title": "On crystals", "doi": "10.1/x"},
+        "scopus": {"title": "On crystals.", "doi": "10.1/x", "volume": "12"},
+    }
+
+
+def _feed_of_one_publication(**records: dict[str, str]) -> bytes:
+    """A feed of one publication with a native record per source, text fields only."""
+    natives = "".join(
+        f'<api:record source-name="{source}" id-at-source="{n}"><api:native>'
+        + "".join(
+            f'<api:field name="{name}" type="text"><api:text>{value}</api:text></api:field>'
+            for name, value in fields.items()
+        )
+        + "</api:native></api:record>"
+        for n, (source, fields) in enumerate(records.items())
+    )
+    return (
+        '<feed xmlns="http://www.w3.org/2005/Atom" '
+        'xmlns:api="http://www.symplectic.co.uk/publications/api"><entry>'
+        '<api:object category="publication" id="7" '
+        'last-affected-when="2026-11-01T12:00:00.000+00:00">'
+        f"<api:records>{natives}</api:records></api:object></entry></feed>"
+    ).encode()

@@ -202,6 +202,7 @@ async def test_every_category_can_be_read_with_the_generic_payload(
             "fields",
             "records",
             "record_ids",
+            "record_fields",
             *relationships,
         }
         assert event.feed == f"elements:{_feed_of(event.kind)}"

@@ -7,6 +7,7 @@ document with a DOCTYPE: a feed has no business declaring one.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -137,11 +138,13 @@ def _next_link(root: etree._Element, api: str) -> str | None:
     return None
 
 
-def parse_feed(body: bytes) -> FeedPage:
+def parse_feed(body: bytes, *, precedence: Sequence[str] = ()) -> FeedPage:
     root, api = _success_document(body)
     version = root.findtext(f"{api}schema-version")
     next_url = _next_link(root, api)
-    objects = [_read_object(element, api) for element in root.iterfind(f".//{api}object")]
+    objects = [
+        _read_object(element, api, precedence) for element in root.iterfind(f".//{api}object")
+    ]
     deleted = [_read_deleted(element) for element in root.iterfind(f".//{api}deleted-object")]
     return FeedPage(
         version.strip() if version else None,
@@ -276,12 +279,15 @@ def parse_types(body: bytes) -> list[TypeField]:
     ]
 
 
-def _read_object(element: etree._Element, api: str) -> ElementsObject:
+def _read_object(element: etree._Element, api: str, precedence: Sequence[str]) -> ElementsObject:
     """An api:object as JSON: attributes, fields by name, and its records' sources.
 
     Every category reads the same way: the object's own simple elements (a user's
-    first-name, ...) and the fields of its first native record (a publication's title,
-    ...), keyed by their API names, so mappings can name any field the API offers.
+    first-name, ...) and the fields of its records (a publication's title, ...), keyed by
+    their API names, so mappings can name any field the API offers. A field several records
+    hold comes from the first of `precedence` (record sources) that has it, else from the
+    first record in Elements' order that has it; each record's own fields are kept too
+    (`record_fields.<source>`), for a mapping that wants one source's value.
     """
     category = element.get("category")
     object_id = element.get("id")
@@ -294,16 +300,24 @@ def _read_object(element: etree._Element, api: str) -> ElementsObject:
         if _local(child) and len(child) == 0 and (child.text or "").strip()
     }
     records: list[dict[str, str | None]] = []
+    record_fields: dict[str, dict[str, Any]] = {}
     for record in element.iterfind(f"{api}records/{api}record"):
-        records.append(
-            {"source": record.get("source-name"), "id_at_source": record.get("id-at-source")}
-        )
-    native = element.find(f"{api}records/{api}record/{api}native")
-    if native is not None:
-        for item in native.iterfind(f"{api}field"):
-            name = item.get("name")
-            if name:
-                fields[name] = _field_value(item, item.get("type"))
+        source = record.get("source-name")
+        records.append({"source": source, "id_at_source": record.get("id-at-source")})
+        native = record.find(f"{api}native")
+        if source and native is not None and source not in record_fields:
+            record_fields[source] = {
+                name: _field_value(item, item.get("type"))
+                for item in native.iterfind(f"{api}field")
+                if (name := item.get("name"))
+            }
+    ranked = sorted(
+        record_fields,
+        key=lambda source: precedence.index(source) if source in precedence else len(precedence),
+    )
+    for source in ranked:
+        for name, value in record_fields[source].items():
+            fields.setdefault(name, value)
     payload: dict[str, Any] = {
         "id": object_id,
         "category": category,
@@ -316,6 +330,7 @@ def _read_object(element: etree._Element, api: str) -> ElementsObject:
             for record in records
             if record["source"] and record["id_at_source"]
         },
+        "record_fields": record_fields,
     }
     return ElementsObject(category, object_id, _timestamp(stamp), payload)
 

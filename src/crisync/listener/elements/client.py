@@ -143,7 +143,7 @@ class ElementsClient:
         return self._page(answer, url)
 
     def _page(self, answer: Answer, url: str) -> FeedPage:
-        page = parse_feed(answer.body)
+        page = parse_feed(answer.body, precedence=self._config.record_precedence)
         for warning in page.warnings:
             log.warning(
                 "elements.api_warning", field=warning.field, warning=warning.message, url=url

@@ -75,6 +75,11 @@ class ElementsConfig(SourceSection):
     suggestions: bool = Field(
         False, description="read pending relationship suggestions too (claimed = false)"
     )
+    record_precedence: list[str] = Field(
+        default_factory=list,
+        description="record sources whose fields win, in order (e.g. manual, scopus, wos); "
+        "a field none of them has comes from the others in Elements' order",
+    )
 
     _check_url = field_validator("url")(http_url)
 

@@ -207,6 +207,14 @@ _LANGUAGES = ("en", "en", "en", "en", "en", "en", "en", "de", "fr", "")
 # DOIs: registrant prefixes and journal codes of real publishers, so that DOIs share words.
 _DOI_PREFIXES = ("10.1016", "10.1038", "10.1103", "10.1371", "10.1093", "10.1007", "10.1002")
 _DOI_CODES = ("j.jcp", "s41586", "physrevb", "journal.pone", "mnras", "s00220", "adma")
+# The journals journal articles appear in (title, print ISSN): a site's Pure knows them too.
+JOURNALS = (
+    ("Journal of Computational Physics", "0021-9991"),
+    ("Physical Review B", "2469-9950"),
+    ("PLOS ONE", "1932-6203"),
+    ("Nature", "0028-0836"),
+    ("Monthly Notices of the Royal Astronomical Society", "0035-8711"),
+)
 _DOI_SHARE = 0.85
 _SCOPUS_SHARE = 0.4
 # Relationship types by their /relationship/types number.
@@ -336,6 +344,7 @@ class PublicationSnapshot:
     doi_as_written: str | None  # as the manual record writes it: "doi:10.1016/...", ...
     scopus_id: str | None  # id-at-source of its Scopus record: "2-s2.0-" and 11 digits
     authors: tuple[Author, ...] = ()  # its record's author list: staff and external
+    journal: tuple[str, str] | None = None  # (title, ISSN) of a journal article's journal
 
 
 @dataclass(frozen=True)
@@ -686,6 +695,7 @@ class ElementsSimulator:
                 doi_as_written=publication.doi,
                 scopus_id=publication.scopus_id,
                 authors=tuple(publication.authors),
+                journal=journal_of(publication),
             )
             for publication in self._publications.values()
         ]
@@ -1851,11 +1861,25 @@ def _set_text(obj: _Recorded, name: str, value: str | None) -> None:
         raise _ApiError("argument fault", f"The simulator cannot update {name}.")
 
 
+def journal_of(publication: _Publication) -> tuple[str, str] | None:
+    """A journal article's journal, the same for the same publication in every world."""
+    if publication.type_name != "journal-article":
+        return None
+    return JOURNALS[publication.id % len(JOURNALS)]
+
+
 def _scopus_native(native: etree._Element, publication: _Publication) -> None:
-    """What a Scopus record holds here: the title, and the DOI as Scopus writes it (bare)."""
-    _text_field(native, "title", publication.title)
+    """What a Scopus record holds here, disagreeing with the manual one as real records do:
+    the title with Scopus's full stop, the DOI bare, the ISSN without its hyphen, and a
+    volume the manual record lacks."""
+    _text_field(native, "title", publication.title.rstrip(".") + ".")
     if publication.doi is not None:
         _text_field(native, "doi", _bare_doi(publication.doi), "DOI")
+    journal = journal_of(publication)
+    if journal is not None:
+        _text_field(native, "journal", journal[0])
+        _text_field(native, "issn", journal[1].replace("-", ""), "ISSN")
+        _text_field(native, "volume", str(publication.id % 40 + 1))
 
 
 def _date_field(
@@ -1898,6 +1922,10 @@ def _native(native: etree._Element, obj: _Publication | _Item) -> None:
         _text_field(native, "language", obj.language)
     if obj.doi is not None:
         _text_field(native, "doi", obj.doi, "DOI")
+    journal = journal_of(obj)
+    if journal is not None:
+        _text_field(native, "journal", journal[0])
+        _text_field(native, "issn", journal[1], "ISSN")
 
 
 def _orcid(rng: random.Random) -> str:

@@ -365,7 +365,9 @@ async def test_a_first_run_with_a_key_that_may_not_write_stops_with_78_before_wr
 ) -> None:
     limited = PureSimulator(
         api_key=PURE_API_KEY,
-        access={t: ["read"] for t in ("persons", "external-persons", "research-outputs")},
+        access={
+            t: ["read"] for t in ("persons", "external-persons", "research-outputs", "journals")
+        },
     )
     async with serve(limited.app()) as origin:
         override = {"CRISYNC_PURE__URL": f"{origin}/ws/api"}

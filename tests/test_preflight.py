@@ -45,6 +45,7 @@ async def test_every_system_answers(
         **{(pure_type, "list"): 1 for pure_type in written},
         **{(pure_type, "update"): 1 for pure_type in written},
         ("research-outputs", "list"): 2,  # and a sample for identifiers: match rules use them
+        ("journals", "list"): 1,  # the journal list: articles are found in it
     }
     assert all(not pure_sim.objects(pure_type) for pure_type in written)
 
@@ -95,7 +96,12 @@ async def answer_of(config: Config, limited: PureSimulator) -> Answer:
 async def test_a_key_without_the_rights_the_mappings_need_is_named_precisely(
     config: Config,
 ) -> None:
-    access = {"persons": ["read"], "external-persons": ["read", "write"], "organizations": ["read"]}
+    access = {
+        "persons": ["read"],
+        "external-persons": ["read", "write"],
+        "organizations": ["read"],
+        "journals": ["read"],
+    }
     answer = await answer_of(config, PureSimulator(api_key=PURE_API_KEY, access=access))
     assert (answer.ok, answer.misconfigured) == (False, True)
     assert answer.message == (

@@ -7,11 +7,13 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from crisync.sim.journals import JOURNALS
 from crisync.state import inbox
 from crisync.state.inbox import ChangeEvent, InboxEvent
 from crisync.state.store import Store, utc_now
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+NATURE = next(journal for journal in JOURNALS if journal[0] == "Nature")  # (title, ISSN)
 
 
 def publication(
@@ -27,11 +29,13 @@ def publication(
 ) -> ChangeEvent:
     """An Elements publication as the listener reads it; authors are (last name, initials);
     `related` are the users a visible, claimed authorship relates to it; `scopus_eid` gives
-    it a record from Scopus."""
+    it a record from Scopus. A journal article is in a journal of Pure's journal list."""
+    journal = dict(zip(("journal", "issn"), NATURE, strict=True))
     fields = {
         "title": title,
         "language": "en",
         "publication-date": {"year": 2025, "month": 6},
+        **(journal if publication_type == "journal-article" else {}),
         **fields,
     }
     people = [{"last-name": last, "initials": initials} for last, initials in authors]

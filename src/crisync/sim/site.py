@@ -6,7 +6,7 @@ filled Pure before crisync arrived:
 - HR's synchronisation: organisations (the faculties users belong to, under a university)
   and a person for every Elements user with a proprietary-id, carrying that HR employee id
   as a PrimaryId of idSource ``synchronisedUnifiedPerson``;
-- Scopus imports and manual entry: journals, and research outputs for most publications
+- Scopus imports and manual entry: research outputs for most publications
   that have a DOI or a Scopus record, with the DOI in a ``DoiElectronicVersion`` (written
   as Pure's users write it, not always as Elements does) and the Scopus id as a PrimaryId;
 - what real data has besides: one DOI on two research outputs (a duplicate import),
@@ -26,11 +26,11 @@ from typing import Any
 
 from crisync.handlers.pure.sim import EDITOR, PureSimulator
 from crisync.listener.elements.sim import (
-    JOURNALS,
     ElementsSimulator,
     PublicationSnapshot,
     UserSnapshot,
 )
+from crisync.sim.journals import JOURNALS
 
 HR_SYNC = "hr-sync"  # createdBy of what HR's synchronisation made
 SCOPUS_IMPORT = "scopus-import"  # createdBy of what a Scopus import made
@@ -139,7 +139,11 @@ class _Site:
         self, users: list[UserSnapshot], publications: list[PublicationSnapshot]
     ) -> SiteSummary:
         self._organisations(sorted({u.faculty for u in users if u.faculty is not None}))
-        self._journals = {issn: self._journal(title, issn) for title, issn in JOURNALS}
+        # Pure's journal list holds every journal the world names.
+        self._journals = {
+            issn: {"systemName": "Journal", "uuid": uuid}
+            for issn, uuid in self._pure.journal_uuids.items()
+        }
         for user in users:
             if user.proprietary_id is not None:
                 self._summary.persons[user.id] = self._person(
@@ -189,15 +193,6 @@ class _Site:
         if parent is not None:
             body["parents"] = [parent]
         return _reference("Organization", self._seed("organizations", body, HR_SYNC))
-
-    def _journal(self, title: str, issn: str) -> dict[str, str]:
-        body = {
-            "titles": [{"title": title}],
-            "issns": [{"issn": issn}],
-            "type": {"uri": "/dk/atira/pure/journal/journaltypes/journal/journal"},
-            "workflow": {"step": "approved"},
-        }
-        return _reference("Journal", self._seed("journals", body, SCOPUS_IMPORT))
 
     def _person(
         self, first: str, last: str, hr_id: str, email: str | None, faculty: str | None

@@ -9,6 +9,7 @@ from crisync.handlers.base import HandlerResult
 from crisync.handlers.dispatcher import record_results
 from crisync.handlers.pure.context import PureContext
 from crisync.handlers.pure.replicate import replicate_to_pure
+from crisync.handlers.pure.types import CLASS_REQUIRES
 from crisync.state import mapping
 from crisync.state.mapping import MappingRow
 from crisync.state.store import Store
@@ -29,7 +30,8 @@ OUTPUT_REQUIRED = (
 
 def editor_copy(stored: dict[str, Any]) -> dict[str, Any]:
     """A research output as an editor would enter the same one, without crisync's PrimaryId."""
-    return {name: stored[name] for name in OUTPUT_REQUIRED}
+    required = OUTPUT_REQUIRED + CLASS_REQUIRES.get(stored["typeDiscriminator"], ())
+    return {name: stored[name] for name in required}
 
 
 async def replicate_next(context: PureContext, *, skip: Iterable[str] = ()) -> HandlerResult:

@@ -99,4 +99,5 @@ async def test_a_value_of_the_wrong_type_is_refused_before_pure_sees_it(
     await enqueue(ctx.store, publication("7", "On crystals", apc="a lot"))
     with pytest.raises(PermanentError, match="custom-defined field apc: 'a lot' is no Decimal"):
         await replicate_to_pure(await claim_one(ctx.store), ctx)
-    assert sum(pure_sim.request_counts.values()) == 0
+    # Pure was only read (the article's journal), never written.
+    assert {op for _, op in pure_sim.request_counts} <= {"search"}

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from crisync.errors import PermanentError
 from crisync.handlers.pure import match
 from crisync.handlers.pure.context import PureContext
 from crisync.handlers.pure.mapping import MatchProbe
@@ -131,7 +132,11 @@ async def test_a_publication_is_adopted_by_its_doi_in_any_written_form(
 ) -> None:
     uuid = await imported_output(site, pure_sim, "Crystals", doi=in_pure, scopus="85000000001")
     pure_sim.request_counts.clear()
-    await enqueue(site.store, publication("7", "On crystals", doi="10.1234/Abc.5"))
+    # Of the imported output's class (a journal article would keep it, and say so).
+    await enqueue(
+        site.store,
+        publication("7", "On crystals", publication_type="other", doi="10.1234/Abc.5"),
+    )
     result = await replicate_next(site)
     assert (result.action, result.target_uuid) == ("adopted", uuid)
     assert result.note == "matched by electronicVersions.doi = 10.1234/abc.5"
@@ -199,6 +204,7 @@ async def test_no_match_creates_and_the_next_change_needs_no_search(
     await enqueue(site.store, publication("7", "On crystals", doi="10.1234/abc.5"))
     assert (await replicate_next(site)).action == "created"
     assert pure_sim.request_counts == {
+        ("journals", "search"): 1,
         ("research-outputs", "search"): 1,
         ("research-outputs", "create"): 1,
         ("research-outputs", "lock"): 1,
@@ -362,52 +368,31 @@ async def test_the_doi_and_the_scopus_id_are_written_beside_what_others_wrote(
     } in (stored["identifiers"])
 
 
-async def journal(site: PureContext, title: str, issn: str) -> str:
-    body = {
-        "titles": [{"title": title}],
-        "issns": [{"issn": issn}],
-        "type": {"uri": "/dk/atira/pure/journal/journaltypes/journal/journal"},
-        "workflow": {"step": "approved"},
-    }
-    return str((await site.pure.create("journals", body))["uuid"])
-
-
-JOURNAL_ARTICLE = {
-    "typeDiscriminator": {"value": "ContributionToJournal"},
-    "type.uri": {
-        "value": "/dk/atira/pure/researchoutput/researchoutputtypes/contributiontojournal/article"
-    },
-    "journalAssociation.journal": {
-        "find": "journals",
-        "required": True,
-        "match": [
-            {"property": "issns.issn", "from": "fields.issn", "compare": "issn"},
-            {"property": "titles.title", "from": "fields.journal", "compare": "text"},
-        ],
-    },
-}
-
-
 @pytest.mark.parametrize(
-    ("fields", "which"),
-    [({"issn": "0021-9991", "journal": "J Comp Phys"}, 0), ({"journal": "NATURE"}, 1)],
+    ("fields", "issn"),
+    [
+        ({"issn": "00219991", "journal": "J Comp Phys"}, "0021-9991"),  # by ISSN, any form
+        ({"issn": "", "journal": "NATURE"}, "0028-0836"),  # else by title
+    ],
 )
 async def test_a_journal_article_is_in_the_journal_pure_holds_by_issn_else_by_title(
-    site: PureContext, pure_sim: PureSimulator, fields: dict[str, str], which: int
+    site: PureContext, pure_sim: PureSimulator, fields: dict[str, str], issn: str
 ) -> None:
-    journals = [
-        await journal(site, "Journal of Computational Physics", "00219991"),
-        await journal(site, "Nature", "0028-0836"),
-    ]
-    built_in = _publication_mapping()
-    article = {**built_in, "properties": {**built_in["properties"], **JOURNAL_ARTICLE}}
-    site = replace(
-        site, mappings=MappingsConfig.model_validate({"elements": {"publication": article}})
-    )
     await enqueue(site.store, publication("7", "On crystals", **fields))
     result = await replicate_next(site)
     stored = pure_sim.objects("research-outputs")[result.target_uuid or ""]
     assert stored["typeDiscriminator"] == "ContributionToJournal"
     assert stored["journalAssociation"] == {
-        "journal": {"systemName": "Journal", "uuid": journals[which]}
+        "journal": {"systemName": "Journal", "uuid": pure_sim.journal_uuids[issn]}
     }
+
+
+async def test_a_journal_article_whose_journal_pure_lacks_waits_saying_so(
+    site: PureContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(
+        site.store, publication("7", "On crystals", issn="1234-5679", journal="Unknown Letters")
+    )
+    with pytest.raises(PermanentError, match="a ContributionToJournal needs journalAssociation"):
+        await replicate_next(site)
+    assert not pure_sim.objects("research-outputs")

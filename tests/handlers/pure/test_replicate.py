@@ -31,7 +31,9 @@ async def test_a_new_publication_is_created_with_its_primary_id_and_locked(
         }
     ]
     assert pure_sim.is_locked("research-outputs", result.target_uuid or "")
+    # Two writes, and the journal looked up in Pure's journal list.
     assert pure_sim.request_counts == {
+        ("journals", "search"): 1,
         ("research-outputs", "create"): 1,
         ("research-outputs", "lock"): 1,
     }
@@ -218,6 +220,7 @@ async def test_request_economy_new_two_changed_two_unchanged_none(
     for _ in range(7):
         await replicate_next(context)
     assert pure_sim.request_counts == {
+        ("journals", "search"): 1,  # once for all five: the journal is remembered
         ("persons", "create"): 2,
         ("persons", "lock"): 2,
         ("research-outputs", "create"): 5,

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import structlog
 
 from crisync.errors import PermanentError, RetriableError
-from crisync.handlers.pure.types import PURE_TYPES
+from crisync.handlers.pure.types import CLASS_REQUIRES, PURE_TYPES
 from crisync.mapping.compare import normalised
 from crisync.mapping.expressions import first_value, normalise_key, parse_expression
 from crisync.mapping.rules import (
@@ -207,6 +207,16 @@ async def to_pure(
         body["customDefinedFields"] = {
             name: builder.custom_field(name, rule) for name, rule in rules.custom_fields.items()
         }
+    missing = [
+        name
+        for name in CLASS_REQUIRES.get(body.get("typeDiscriminator", ""), ())
+        if name not in body
+    ]
+    if missing:
+        raise builder.invalid(
+            f"a {body['typeDiscriminator']} needs {', '.join(missing)}, which the mapping gave "
+            "no value (for a journal: is the journal in Pure, by its ISSN or title?)"
+        )
     id_source = id_source_of(rules)
     # The mapping's own identifiers (a Scopus id, say), then crisync's PrimaryId.
     body["identifiers"] = [*body.get("identifiers", []), primary_identifier(id_source, primary_id)]
@@ -250,7 +260,7 @@ class _Builder:
         self._references = references
         self._managing_organization = managing_organization
 
-    def _invalid(self, message: str) -> PermanentError:
+    def invalid(self, message: str) -> PermanentError:
         event = self._event
         return PermanentError(f"{event.source} {event.kind} {event.key}: {message}", api="crisync")
 
@@ -273,7 +283,7 @@ class _Builder:
             assert rule.persons is not None  # the kind says so; narrows the type
             value = await self._persons(rule.persons)
         if value is None and rule.required:
-            raise self._invalid(f"no value for {path} (from {', '.join(rule.from_) or '-'})")
+            raise self.invalid(f"no value for {path} (from {', '.join(rule.from_) or '-'})")
         return value
 
     def _source_value(self, expressions: list[str], lookup: str | None, default: Any) -> Any:
@@ -289,7 +299,7 @@ class _Builder:
         for key in keys:
             assert rule.reference is not None  # keys come only with the kind
             if isinstance(key, dict | list):
-                raise self._invalid(f"{path}: {key!r} is not a key")
+                raise self.invalid(f"{path}: {key!r} is not a key")
             ref = await self._references.content(self._event.source, rule.reference, str(key))
             if ref is None:
                 raise ReferenceNotReplicatedError(
@@ -420,7 +430,7 @@ class _Builder:
         """The keys of the related objects of `kind` the rule admits, in their order."""
         found = first_value(relationships.from_, self._payload)
         if found is None and not any(_holds(text, self._payload) for text in relationships.from_):
-            raise self._invalid(
+            raise self.invalid(
                 f"no relationships in {', '.join(relationships.from_)}: the source must read "
                 "them (Elements: [elements] relationships) for persons.relationships"
             )
@@ -487,7 +497,7 @@ class _Builder:
             return field
         value = _coerce_custom(rule.type, raw)
         if value is None:
-            raise self._invalid(f"custom-defined field {name}: {raw!r} is no {rule.type}")
+            raise self.invalid(f"custom-defined field {name}: {raw!r} is no {rule.type}")
         field["value"] = value
         return field
 

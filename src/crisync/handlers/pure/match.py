@@ -29,6 +29,8 @@ SCAN_PAGE = 1000  # the contract's largest page
 # How long a scan of a type answers before it is made again: content people add in Pure
 # meanwhile is found once it is older than this.
 INDEX_MAX_AGE = 600.0
+# Values whose referred content is remembered at once.
+REFERRED_REMEMBERED = 10_000
 
 
 class AmbiguousMatchError(PermanentError):
@@ -91,6 +93,11 @@ class ContentIndex:
     """Scans of whole types, by (type, rule): for values too common to search for."""
 
     _scans: dict[tuple[str, str, str], _Scan] = field(default_factory=dict)
+    # Content many objects refer to (a journal), by (type, place, comparison, value).
+    _referred: dict[tuple[str, str, str, str], tuple[float, list[str]]] = field(
+        default_factory=dict
+    )
+    _referring: dict[tuple[str, str, str, str], asyncio.Lock] = field(default_factory=dict)
     _scanning: dict[tuple[str, str, str], asyncio.Lock] = field(
         default_factory=lambda: defaultdict(asyncio.Lock)
     )
@@ -98,6 +105,22 @@ class ContentIndex:
     def answers(self, pure_type: str, probe: MatchProbe) -> bool:
         """Whether this rule's values proved too common to search for: the scan answers."""
         return (pure_type, probe.rule.where, probe.rule.compare) in self._scans
+
+    async def referred(self, pure: PureClient, pure_type: str, probe: MatchProbe) -> list[str]:
+        """`candidates`, remembered for a while: content many objects refer to (the journal
+        of thousands of articles) costs one lookup, not one per object."""
+        key = (pure_type, probe.rule.where, probe.rule.compare, probe.value)
+        async with self._referring.setdefault(key, asyncio.Lock()):  # one lookup per value
+            known = self._referred.get(key)
+            if known is not None and time.monotonic() - known[0] <= INDEX_MAX_AGE:
+                return known[1]
+            uuids = await candidates(pure, pure_type, probe, self)
+            if len(self._referred) >= REFERRED_REMEMBERED:
+                # Bounded: past it, the memory starts again (a lock held now stays usable).
+                self._referred.clear()
+                self._referring = {key: self._referring[key]}
+            self._referred[key] = (time.monotonic(), uuids)
+            return uuids
 
     async def uuids(self, pure: PureClient, pure_type: str, probe: MatchProbe) -> list[str]:
         key = (pure_type, probe.rule.where, probe.rule.compare)

@@ -26,7 +26,7 @@ from crisync.handlers.pure.mapping import (
     name_key_of,
     primary_identifier,
 )
-from crisync.handlers.pure.match import AmbiguousMatchError, ContentIndex, candidates
+from crisync.handlers.pure.match import AmbiguousMatchError, ContentIndex
 from crisync.handlers.pure.types import PURE_TYPES
 from crisync.mapping.compare import normalised
 from crisync.state import external_persons, mapping
@@ -91,7 +91,7 @@ class PureReferences:
 
     async def find(self, content_type: str, probes: Iterable[MatchProbe]) -> ContentRef | None:
         for probe in probes:
-            uuids = await candidates(self._pure, content_type, probe, self._index)
+            uuids = await self._index.referred(self._pure, content_type, probe)
             if len(uuids) > 1:
                 raise AmbiguousMatchError(
                     f"{len(uuids)} Pure {content_type} have {probe.describe()} "

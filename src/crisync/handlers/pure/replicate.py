@@ -18,6 +18,7 @@ from crisync.handlers.pure.context import PureContext
 from crisync.handlers.pure.delete import delete_in_pure
 from crisync.handlers.pure.mapping import PURE, PureContent, mapping_for, to_pure
 from crisync.handlers.pure.match import AmbiguousMatchError, Found, candidates
+from crisync.handlers.pure.openapi import PureContract
 from crisync.handlers.pure.references import PureReferences
 from crisync.mapping.compare import normalised
 from crisync.mapping.scope import out_of_scope
@@ -282,11 +283,20 @@ CLASS_PROPERTIES = ("typeDiscriminator", "type")
 
 
 def class_kept(current: dict[str, Any], target: PureContent) -> str | None:
-    """Say so when content found in Pure keeps a class other than the mapping's."""
+    """Say so when content found in Pure keeps a class other than the mapping's, and what
+    of the mapping's that class has no property for."""
     theirs, ours = current.get("typeDiscriminator"), target.body.get("typeDiscriminator")
     if theirs is None or ours is None or theirs == ours:
         return None
-    return f"kept Pure's class {theirs} and its type (the mapping makes {ours})"
+    unwritten = sorted(not_of_class(str(theirs), target.body))
+    left_out = f"; not written: {', '.join(unwritten)}, not of that class" if unwritten else ""
+    return f"kept Pure's class {theirs} and its type (the mapping makes {ours}){left_out}"
+
+
+def not_of_class(discriminator: str, body: dict[str, Any]) -> set[str]:
+    """The body's properties a Pure class does not have (the contract says which it has)."""
+    known = PureContract.load().property_names(discriminator)
+    return {name for name in body if name not in known} if known else set()
 
 
 def identifier_key(identifier: Any) -> tuple[str, str, str] | None:
@@ -330,11 +340,12 @@ def merge_owned(current: dict[str, Any], target: PureContent) -> dict[str, Any]:
     """
     merged = dict(current)
     keep_class = class_kept(current, target) is not None
+    foreign = not_of_class(str(current["typeDiscriminator"]), target.body) if keep_class else set()
     for name in target.owned - target.body.keys() - MERGED_LISTS.keys():
         if name in current:
             merged[name] = [] if isinstance(current[name], list) else None
     for name, value in target.body.items():
-        if keep_class and name in CLASS_PROPERTIES:
+        if keep_class and (name in CLASS_PROPERTIES or name in foreign):
             continue
         key_of = MERGED_LISTS.get(name)
         if key_of is not None:

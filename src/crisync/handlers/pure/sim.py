@@ -49,12 +49,14 @@ from typing import Any
 from aiohttp import web
 
 from crisync.handlers.pure.openapi import PureContract, Violation, json_path
+from crisync.sim.journals import JOURNALS
 
 PROBLEM_JSON = "application/problem+json"
 MAX_PAGE_SIZE = 1000  # the contract's maximum for the list operations' `size`
 DEFAULT_PAGE_SIZE = 10  # the contract's default for `size`
 API_USER = "api"  # modifiedBy of writes through the API
 EDITOR = "editor"  # modifiedBy of edits and merges made "in Pure"
+JOURNAL_LIST = "journal-list"  # createdBy of the journals Pure holds from the start
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _LOCK_PATH = re.compile(r"/([a-z-]+)/\{uuid\}/actions/lock")
@@ -165,6 +167,8 @@ class PureSimulator:
         self.organization_uuids = [
             self._seed_organization(number) for number in range(1, organizations + 1)
         ]
+        # Pure's journal list: every Pure holds one before anyone enters an article.
+        self.journal_uuids = {issn: self._seed_journal(title, issn) for title, issn in JOURNALS}
 
     # -- inspection and scripted changes, for tests -----------------------------
 
@@ -526,6 +530,15 @@ class PureSimulator:
             "lifecycle": {"startDate": "2000-01-01"},
         }
         return str(self.seed("organizations", body, by=EDITOR)["uuid"])
+
+    def _seed_journal(self, title: str, issn: str) -> str:
+        body = {
+            "titles": [{"title": title}],
+            "issns": [{"issn": issn}],
+            "type": {"uri": "/dk/atira/pure/journal/journaltypes/journal/journal"},
+            "workflow": {"step": "approved"},
+        }
+        return str(self.seed("journals", body, by=JOURNAL_LIST)["uuid"])
 
     def _check_custom_fields(
         self, fields: Mapping[str, Mapping[str, str]]

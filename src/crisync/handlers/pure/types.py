@@ -36,3 +36,12 @@ PURE_TYPES: dict[str, PureType] = {
 # Properties crisync manages itself: a mapping rule may not set them. (A rule may give
 # identifiers: crisync adds its PrimaryId to them.)
 RESERVED_PROPERTIES = frozenset({"customDefinedFields", "uuid", "version", "pureId", "systemName"})
+
+# What a research output's class requires beyond every research output's properties
+# (from the contract; tests/handlers/pure/test_types.py keeps it so), and what to do
+# about each when a mapping cannot give it.
+CLASS_REQUIRES: dict[str, tuple[str, ...]] = {
+    "ContributionToBookAnthology": ("hostPublicationTitle",),
+    "ContributionToJournal": ("journalAssociation",),
+    "ContributionToPeriodical": ("journalAssociation",),
+}

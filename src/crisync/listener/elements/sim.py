@@ -73,6 +73,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from lxml import etree
 
+from crisync.sim.journals import JOURNALS
 from crisync.sim.server import CONTROL_PATH, control_body, control_route
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
@@ -207,14 +208,6 @@ _LANGUAGES = ("en", "en", "en", "en", "en", "en", "en", "de", "fr", "")
 # DOIs: registrant prefixes and journal codes of real publishers, so that DOIs share words.
 _DOI_PREFIXES = ("10.1016", "10.1038", "10.1103", "10.1371", "10.1093", "10.1007", "10.1002")
 _DOI_CODES = ("j.jcp", "s41586", "physrevb", "journal.pone", "mnras", "s00220", "adma")
-# The journals journal articles appear in (title, print ISSN): a site's Pure knows them too.
-JOURNALS = (
-    ("Journal of Computational Physics", "0021-9991"),
-    ("Physical Review B", "2469-9950"),
-    ("PLOS ONE", "1932-6203"),
-    ("Nature", "0028-0836"),
-    ("Monthly Notices of the Royal Astronomical Society", "0035-8711"),
-)
 _DOI_SHARE = 0.85
 _SCOPUS_SHARE = 0.4
 # Relationship types by their /relationship/types number.

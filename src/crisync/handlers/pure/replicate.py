@@ -32,7 +32,9 @@ UPDATE_ATTEMPTS = 2
 async def replicate_to_pure(event: InboxEvent, ctx: PureContext) -> HandlerResult:
     if event.action == "delete":
         return await delete_in_pure(event, ctx)
-    references = PureReferences(ctx.store, ctx.pure, ctx.external_person_locks)
+    references = PureReferences(
+        ctx.store, ctx.pure, ctx.external_person_locks, ctx.external_person_uuids
+    )
     target = await to_pure(
         event,
         ctx.mappings,

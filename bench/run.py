@@ -335,6 +335,8 @@ async def steady_state(
                 latencies.append(outcomes.arrived[str(target)][seen] - changed_at)
                 await asyncio.sleep(rng.uniform(0, poll_interval / 2))
             writes_per_change = pure_writes(pure) / changes
+            requests_per_change = sum(pure.request_counts.values()) / changes
+            change_requests = {f"{t} {op}": n for (t, op), n in pure.request_counts.items()}
         finally:
             daemon.terminate()
             await asyncio.to_thread(daemon.wait, 30)
@@ -347,6 +349,9 @@ async def steady_state(
         "latency_p99_s": round(percentile(latencies, 0.99), 2),
         "latency_mean_s": round(statistics.fmean(latencies), 2),
         "pure_writes_per_change": round(writes_per_change, 2),
+        # Reads included: a change is one PUT while Pure holds crisync's last version.
+        "pure_requests_per_change": round(requests_per_change, 2),
+        "pure_requests_for_changes": change_requests,
         "idle_poll": idle,
     }
 

@@ -77,6 +77,8 @@ async def test_a_plan_over_a_state_in_use_shows_the_update_and_leaves_every_byte
     assert planned.action == "update"
     assert planned.changes["title"]["crisync"] == {"value": "On larger crystals"}
     assert planned.changes["title"]["target"] != planned.changes["title"]["crisync"]
+    # The one write is a merge patch: what it leaves out stays as Pure holds it.
+    assert set(planned.changes) == {"title"}
 
     done = await once_actions(config, broker, topic_prefix)
     assert done == {p.object_key: p.action for p in plan.objects}

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import aiosqlite
 
 from crisync.state.store import fetch_all, fetch_one, utc_now
 
 _COLUMNS = """source, kind, key, target, target_type, target_uuid, target_version, payload_hash,
-              locked, changed_at, match_key, origin"""
+              locked, changed_at, match_key, origin, written, foreign_identifiers"""
 
 # How a mapping came to its content: crisync created it, or found it there (and took it
 # over, or only refers to it). Found content is never deleted because its source object was.
@@ -31,6 +32,11 @@ class MappingRow:
     changed_at: str
     match_key: str | None = None  # how people lists elsewhere recognise this object
     origin: Origin = "created"
+    # What crisync last wrote there, compactly (the target's own form); None: unknown, the
+    # next write reads the content first.
+    written: bytes | None = None
+    # Other sources' identifiers the content carried at that write.
+    foreign_identifiers: tuple[dict[str, Any], ...] = ()
 
 
 def _row(row: aiosqlite.Row) -> MappingRow:
@@ -47,6 +53,8 @@ def _row(row: aiosqlite.Row) -> MappingRow:
         row[9],
         row[10],
         cast("Origin", row[11]),
+        row[12],
+        tuple(json.loads(row[13])) if row[13] else (),
     )
 
 
@@ -119,14 +127,17 @@ async def put(conn: aiosqlite.Connection, *rows: MappingRow) -> None:
     now = utc_now()
     await conn.executemany(
         """INSERT INTO mapping (source, kind, key, target, target_type, target_uuid, target_version,
-                                payload_hash, locked, changed_at, match_key, origin, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                payload_hash, locked, changed_at, match_key, origin, written,
+                                foreign_identifiers, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (source, kind, key) DO UPDATE SET target = excluded.target,
                target_type = excluded.target_type, target_uuid = excluded.target_uuid,
                target_version = excluded.target_version,
                payload_hash = excluded.payload_hash, locked = excluded.locked,
                changed_at = excluded.changed_at, match_key = excluded.match_key,
-               origin = excluded.origin, updated_at = excluded.updated_at""",
+               origin = excluded.origin, written = excluded.written,
+               foreign_identifiers = excluded.foreign_identifiers,
+               updated_at = excluded.updated_at""",
         [
             (
                 row.source,
@@ -141,6 +152,8 @@ async def put(conn: aiosqlite.Connection, *rows: MappingRow) -> None:
                 row.changed_at,
                 row.match_key,
                 row.origin,
+                row.written,
+                json.dumps(row.foreign_identifiers) if row.foreign_identifiers else None,
                 now,
             )
             for row in rows

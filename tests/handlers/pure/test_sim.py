@@ -301,13 +301,44 @@ async def test_an_update_without_version_is_a_dirty_write(
     assert updated["title"] == {"value": "Overwritten"}
 
 
+async def test_an_update_is_a_json_merge_patch(
+    sim: PureSimulator, api: tuple[aiohttp.ClientSession, str]
+) -> None:
+    """RFC 7386: absent properties stay, null removes, objects merge, arrays replace."""
+    created = await create_output(sim, api)
+    path = f"/research-outputs/{created['uuid']}"
+    extra_id = {"typeDiscriminator": "PrimaryId", "idSource": "scopus", "value": "85000"}
+    patch = {
+        "version": created["version"],
+        "title": {"value": "Only a title"},
+        "abstract": {"en_GB": "Crystals.", "da_DK": "Krystaller."},
+        "identifiers": [extra_id],
+    }
+    response, updated = await call(api, "PUT", path, patch)
+    assert response.status == 200
+    assert updated["title"] == {"value": "Only a title"}
+    assert updated["category"] == created["category"]
+    assert updated["identifiers"] == [extra_id]
+    patch = {"version": updated["version"], "abstract": {"da_DK": None}, "title": None}
+    response, problem = await call(api, "PUT", path, patch)
+    assert_problem(response, problem, 400)
+    assert "$: 'title' is a required property" in problem_errors(problem)
+    response, updated = await call(api, "PUT", path, dict(patch, title={"value": "T"}))
+    assert response.status == 200
+    assert updated["abstract"] == {"en_GB": "Crystals."}
+    response, updated = await call(
+        api, "PUT", path, {"version": updated["version"], "abstract": None}
+    )
+    assert "abstract" not in updated
+
+
 async def test_an_update_is_validated_like_a_create(
     sim: PureSimulator, api: tuple[aiohttp.ClientSession, str]
 ) -> None:
     created = await create_output(sim, api)
     path = f"/research-outputs/{created['uuid']}"
-    partial = {"version": created["version"], "title": {"value": "Only a title"}}
-    response, problem = await call(api, "PUT", path, partial)
+    cleared = {"version": created["version"], "category": None}
+    response, problem = await call(api, "PUT", path, cleared)
     assert_problem(response, problem, 400)
     assert "$: 'category' is a required property" in problem_errors(problem)
     retyped = dict(created, typeDiscriminator="Memorandum")

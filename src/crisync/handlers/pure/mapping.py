@@ -65,6 +65,7 @@ class PureContent:
     probes: tuple[MatchProbe, ...] = ()
     create: bool = True  # False: only found content is taken over
     link_only: bool = False  # found and referred to, never written nor locked
+    paths: tuple[str, ...] = ()  # the mapping's property paths, dotted, in the body
 
     def match_key_in(self, content: Mapping[str, Any]) -> str | None:
         """The match key of Pure content: this body, or content found in Pure."""
@@ -231,6 +232,7 @@ async def to_pure(
         probes_of(rules.match, event.payload),
         create=rules.create,
         link_only=rules.link_only,
+        paths=tuple(rules.properties),
     )
 
 

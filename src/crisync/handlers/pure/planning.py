@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from crisync.handlers.base import PlannedContent
-from crisync.handlers.pure.client import PureClient
+from crisync.handlers.pure.client import PureClient, PureConflictError
+from crisync.handlers.pure.merge_patch import apply_merge_patch
 
 # Top-level properties Pure manages itself: no difference a person needs to see.
 SERVER_MANAGED = frozenset(
@@ -80,13 +81,20 @@ class PlanningPureClient(PureClient):
         return created
 
     async def update(self, pure_type: str, uuid: str, body: dict[str, Any]) -> dict[str, Any]:
-        # The handler read it just before: the content it would change.
+        """The body merged into the content as Pure would (a merge patch); a stale
+        version is refused as Pure refuses it."""
         before = self._planned.get((pure_type, uuid)) or self._read.get((pure_type, uuid))
         if before is None:
             before = await self.get(pure_type, uuid)
-        updated = {**copy.deepcopy(body), "uuid": uuid, "version": "planned"}
+        version = body.get("version")
+        if version is not None and version != before.get("version"):
+            message = f"PUT /{pure_type}/{uuid}: planned against version {version}"
+            raise PureConflictError(message, api="pure", status=409)
+        updated = copy.deepcopy(before)
+        apply_merge_patch(updated, {k: v for k, v in body.items() if k not in SERVER_MANAGED})
+        updated.update(uuid=uuid, version="planned")
         self._record(PlannedWrite("update", pure_type, uuid, before, updated))
-        return updated
+        return copy.deepcopy(updated)
 
     async def delete(self, pure_type: str, uuid: str) -> bool:
         self._record(PlannedWrite("delete", pure_type, uuid, None, None))

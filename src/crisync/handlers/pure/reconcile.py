@@ -233,6 +233,8 @@ def _pointed_at(row: MappingRow, item: dict[str, Any], match_key: str | None) ->
         payload_hash="",
         locked=False,
         match_key=match_key,
+        written=None,
+        foreign_identifiers=(),
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from functools import partial
 from typing import Any
@@ -64,15 +65,46 @@ class KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
+class RecentNames:
+    """The external persons' uuids by name key last asked for, up to a bound.
+
+    Publications name the same few external authors again and again: the uuid remembered
+    spares a state read per author. A name's uuid never changes once stored (it is written
+    only when none is known), so what is remembered stays true.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._uuids: OrderedDict[str, str] = OrderedDict()
+
+    def get(self, key: str) -> str | None:
+        uuid = self._uuids.get(key)
+        if uuid is not None:
+            self._uuids.move_to_end(key)
+        return uuid
+
+    def put(self, key: str, uuid: str) -> None:
+        self._uuids[key] = uuid
+        self._uuids.move_to_end(key)
+        if len(self._uuids) > self._size:
+            self._uuids.popitem(last=False)
+
+
 class PureReferences:
     """The engine's References: the mapping table, and Pure for external persons."""
 
     def __init__(
-        self, store: Store, pure: PureClient, creating: KeyedLocks, index: ContentIndex
+        self,
+        store: Store,
+        pure: PureClient,
+        creating: KeyedLocks,
+        known: RecentNames,
+        index: ContentIndex,
     ) -> None:
         self._store = store
         self._pure = pure
         self._creating = creating
+        self._known = known
         self._index = index
 
     async def content(self, source: str, kind: str, key: str) -> ContentRef | None:
@@ -129,8 +161,13 @@ class PureReferences:
         return ContentRef(EXTERNAL_PERSON_SYSTEM_NAME, uuid)
 
     async def _known_external(self, key: str) -> str | None:
-        async with self._store.reading() as conn:
-            return await external_persons.get(conn, key)
+        uuid = self._known.get(key)
+        if uuid is None:
+            async with self._store.reading() as conn:
+                uuid = await external_persons.get(conn, key)
+            if uuid is not None:
+                self._known.put(key, uuid)
+        return uuid
 
     async def _find_or_create_external(
         self, identity: ExternalIdentity, name: Mapping[str, str]

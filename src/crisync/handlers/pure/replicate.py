@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,11 +15,13 @@ from crisync.handlers.pure.client import (
 )
 from crisync.handlers.pure.context import PureContext
 from crisync.handlers.pure.delete import delete_in_pure
+from crisync.handlers.pure.last_write import CLASS_PROPERTIES, changed_patch, property_digests
 from crisync.handlers.pure.mapping import PURE, PureContent, mapping_for, to_pure
 from crisync.handlers.pure.match import AmbiguousMatchError, Found, candidates
+from crisync.handlers.pure.merge_patch import merge_patch_between
 from crisync.handlers.pure.openapi import PureContract
 from crisync.handlers.pure.references import PureReferences
-from crisync.mapping.compare import normalised
+from crisync.handlers.pure.shared_lists import MERGED_LISTS, foreign_identifiers
 from crisync.mapping.scope import out_of_scope
 from crisync.outcome import OutcomeAction
 from crisync.state import create_intents, mapping
@@ -37,7 +38,13 @@ async def replicate_to_pure(event: InboxEvent, ctx: PureContext) -> HandlerResul
     reason = out_of_scope(mapping_for(event, ctx.mappings), event.payload)
     if reason is not None:
         return await _out_of_scope(event, ctx, reason)
-    references = PureReferences(ctx.store, ctx.pure, ctx.external_person_locks, ctx.content_index)
+    references = PureReferences(
+        ctx.store,
+        ctx.pure,
+        ctx.external_person_locks,
+        ctx.external_person_uuids,
+        ctx.content_index,
+    )
     target = await to_pure(
         event,
         ctx.mappings,
@@ -82,7 +89,9 @@ async def _known_content(
                 known, locked=True, changed_at=event.changed_at, match_key=target.match_key
             ),
         )
-    written = await _update(ctx.pure, known.target_type, known.target_uuid, target)
+    written = await _patch(ctx.pure, known, target)
+    if written is None:
+        written = await _update(ctx.pure, known.target_type, known.target_uuid, target)
     if written is None:
         # A 404 is no proof the content is gone (an access definition can hide it).
         written = await _update_found_by_primary_id(ctx.pure, target)
@@ -174,6 +183,8 @@ class Written:
     uuid: str
     version: str | None
     note: str | None = None  # what a person should know about it
+    # Other sources' identifiers the content carries beside crisync's.
+    foreign_identifiers: tuple[dict[str, Any], ...] = ()
 
 
 def _joined(*notes: str | None) -> str | None:
@@ -205,6 +216,8 @@ def _result(
         changed_at=event.changed_at,
         match_key=match_key if linked else target.match_key,
         origin=origin,
+        written=None if linked else property_digests(target),
+        foreign_identifiers=written.foreign_identifiers,
     )
     return HandlerResult(action, target.pure_type, written.uuid, mapping=row, note=written.note)
 
@@ -250,13 +263,41 @@ async def _update_found_by_primary_id(pure: PureClient, target: PureContent) -> 
     return await _update(pure, target.pure_type, str(found["uuid"]), target)
 
 
+async def _patch(pure: PureClient, known: MappingRow, target: PureContent) -> Written | None:
+    """One PUT of the owned properties changed since crisync's last write, with that write's
+    version; None when that needs a read first: what crisync wrote is unknown, or Pure's
+    content moved on (409) or away (404) since."""
+    if known.written is None or known.target_version is None:
+        return None
+    patch = changed_patch(target, known.written, known.foreign_identifiers)
+    if patch is None:
+        return None
+    written = Written(
+        known.target_uuid, known.target_version, foreign_identifiers=known.foreign_identifiers
+    )
+    if not patch:
+        return written
+    try:
+        updated = await pure.update(
+            known.target_type, known.target_uuid, {**patch, "version": known.target_version}
+        )
+    except PureConflictError:
+        return None
+    except PermanentError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return replace(written, uuid=str(updated["uuid"]), version=updated.get("version"))
+
+
 async def _update(
     pure: PureClient, pure_type: str, uuid: str, target: PureContent
 ) -> Written | None:
-    """GET → merge what crisync owns → PUT with the version just read; None when Pure has
-    no such object any more. A GET of merged content follows Pure's 301 to the survivor,
-    whose uuid is what the caller stores. No PUT when Pure holds that content already:
-    after a conflict, that is often crisync's own write, whose answer was lost."""
+    """GET → merge what crisync owns → PUT of the difference with the version just read;
+    None when Pure has no such object any more. A GET of merged content follows Pure's 301
+    to the survivor, whose uuid is what the caller stores. No PUT when Pure holds that
+    content already: after a conflict, that is often crisync's own write, whose answer was
+    lost."""
     for attempt in range(1, UPDATE_ATTEMPTS + 1):
         try:
             current = await pure.get(pure_type, uuid)
@@ -265,21 +306,25 @@ async def _update(
                 return None
             raise
         wanted = merge_owned(current, target)
-        note = class_kept(current, target)
+        written = Written(
+            str(current["uuid"]),
+            current.get("version"),
+            class_kept(current, target),
+            tuple(foreign_identifiers(current, target)),
+        )
         if wanted == current:
-            return Written(str(current["uuid"]), current.get("version"), note)
+            return written
+        patch = merge_patch_between(current, wanted)
         try:
-            updated = await pure.update(pure_type, str(current["uuid"]), wanted)
+            updated = await pure.update(
+                pure_type, written.uuid, {**patch, "version": written.version}
+            )
         except PureConflictError:
             if attempt == UPDATE_ATTEMPTS:
                 raise
             continue
-        return Written(str(updated["uuid"]), updated.get("version"), note)
+        return replace(written, uuid=str(updated["uuid"]), version=updated.get("version"))
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-# A Pure object's class and the type classification that belongs to it: fixed once created.
-CLASS_PROPERTIES = ("typeDiscriminator", "type")
 
 
 def class_kept(current: dict[str, Any], target: PureContent) -> str | None:
@@ -297,35 +342,6 @@ def not_of_class(discriminator: str, body: dict[str, Any]) -> set[str]:
     """The body's properties a Pure class does not have (the contract says which it has)."""
     known = PureContract.load().property_names(discriminator)
     return {name for name in body if name not in known} if known else set()
-
-
-def identifier_key(identifier: Any) -> tuple[str, str, str] | None:
-    """What makes an identifier the same one: its kind, its source or type, its value."""
-    if not isinstance(identifier, dict):
-        return None
-    kind = str(identifier.get("typeDiscriminator"))
-    if kind == "ClassifiedId":
-        uri = (identifier.get("type") or {}).get("uri")
-        return kind, str(uri), str(identifier.get("id"))
-    return kind, str(identifier.get("idSource")), str(identifier.get("value"))
-
-
-def version_key(version: Any) -> tuple[str, str] | None:
-    """What makes an electronic version the same one: its kind and its DOI, link or file."""
-    if not isinstance(version, dict):
-        return None
-    doi = normalised("doi", version.get("doi"))
-    where = doi or version.get("link") or version.get("title") or version
-    return str(version.get("typeDiscriminator")), str(where)
-
-
-# Lists of entries several parties add to, merged entry by entry: crisync adds the entries it
-# writes that are not there yet (by key: a DOI however written is the same one, and keeps
-# what an editor set on it), and never clears the list.
-MERGED_LISTS: dict[str, Callable[[Any], object]] = {
-    "identifiers": identifier_key,
-    "electronicVersions": version_key,
-}
 
 
 def merge_owned(current: dict[str, Any], target: PureContent) -> dict[str, Any]:

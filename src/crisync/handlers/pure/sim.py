@@ -48,6 +48,7 @@ from typing import Any
 
 from aiohttp import web
 
+from crisync.handlers.pure.merge_patch import apply_merge_patch
 from crisync.handlers.pure.openapi import PureContract, Violation, json_path
 from crisync.sim.journals import JOURNALS
 
@@ -409,15 +410,24 @@ class PureSimulator:
         uuid = _path_uuid(request)
         body = await _json_body(request)
         current = self._live(kind, uuid)
-        self._require_valid(kind, "PUT", "/{uuid}", body, current)
+        if not isinstance(body, dict):
+            self._require_valid(kind, "PUT", "/{uuid}", body, current)
+        # What a patch cannot do, whatever it leaves: move the uuid, change the class.
+        immutable = _update_violations(body, current)
+        if immutable:
+            raise _invalid(immutable)
         version = body.get("version")
         if version is not None and version != current["version"]:
             raise _conflict(
                 current, f"The {kind.system_name} was modified since version {version}."
             )
-        self._apply(kind, current, body)
-        self._touch(current, by=API_USER)
-        return web.json_response(current)
+        # The body is a patch: what must hold is the content it leaves.
+        updated = copy.deepcopy(current)
+        self._apply(kind, updated, body)
+        self._require_valid(kind, "PUT", "/{uuid}", updated, current)
+        self._touch(updated, by=API_USER)
+        self._objects[kind.segment][uuid] = updated
+        return web.json_response(updated)
 
     async def _delete(self, request: web.Request, kind: ContentType) -> web.Response:
         uuid = _path_uuid(request)
@@ -503,18 +513,14 @@ class PureSimulator:
 
     @staticmethod
     def _apply(kind: ContentType, target: dict[str, Any], body: Mapping[str, Any]) -> None:
-        """Write the writable properties a body contains; the others stay as they were."""
-        for key, value in body.items():
-            if key in kind.server_managed or key == "version":
-                continue
-            if key == "customDefinedFields":
-                # The guide: only entries present change; leaving one out changes nothing.
-                entries = {name: entry for name, entry in (value or {}).items() if entry}
-                target.setdefault(key, {}).update(entries)
-            elif value is None:
-                target.pop(key, None)
-            else:
-                target[key] = value
+        """Merge the writable properties of a body in (the guide: every PUT is a JSON merge
+        patch); the others stay as they were."""
+        writable = {
+            key: value
+            for key, value in body.items()
+            if key not in kind.server_managed and key != "version"
+        }
+        apply_merge_patch(target, writable)
 
     def _touch(self, stored: dict[str, Any], *, by: str) -> None:
         stored["version"] = f"{self._rng.getrandbits(64):016x}"

@@ -21,6 +21,7 @@ from crisync.state.migrations import (
     v008_target_neutral,
     v009_api_circuits,
     v010_mapping_origin,
+    v011_last_write,
 )
 
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
@@ -37,4 +38,5 @@ MIGRATIONS: list[Migration] = [
     v008_target_neutral.upgrade,
     v009_api_circuits.upgrade,
     v010_mapping_origin.upgrade,
+    v011_last_write.upgrade,
 ]

@@ -44,6 +44,16 @@ FORMER = {"fields": {"is-current-staff": "false", "groups": ["Alumni"]}}
             "fields.date|date is '2019-12-01', not on or after 2020-01-01",
         ),
         (
+            {
+                "from": "relationships",
+                "where": {"type": "publication-user-authorship", "visible": True},
+                "present": True,
+            },
+            {"relationships": [{"type": "publication-user-authorship", "visible": True}]},
+            {"relationships": [{"type": "publication-user-authorship", "visible": False}]},
+            "relationships is [], not present",
+        ),
+        (
             {"from": "fields.doi", "present": True},
             {"fields": {"doi": "10.1/x"}},
             {"fields": {}},

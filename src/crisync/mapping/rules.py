@@ -223,10 +223,13 @@ class ScopeRule(Rules):
 
     `from` gives the value (with filters, e.g. ``fields.is-current-staff|boolean``); then
     `equals` a value, is `in` or `not_in` a list (a list value: any of its entries, compared
-    without case), is `present` (or not), or is a date on or `after` / `before` one.
+    without case), is `present` (or not), or is a date on or `after` / `before` one. `where`
+    first keeps of a list only the entries whose fields equal its values (the visible,
+    claimed authorships among a publication's relationships).
     """
 
     from_: list[str] = Field(alias="from", min_length=1)
+    where: dict[str, JsonValue] | None = None
     equals: JsonValue = None
     in_: list[JsonValue] | None = Field(None, alias="in")
     not_in: list[JsonValue] | None = None

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from crisync import progress
 from crisync.logs import configure_logging
 from crisync.progress import ERASE, INTERVAL, Tally, tally_line, with_progress, work_line
 from crisync.telemetry import Telemetry
@@ -52,10 +53,18 @@ async def test_on_a_terminal_the_line_counts_up_in_place_and_is_erased_at_the_en
     assert lines[-1].endswith(" objects/s")
 
 
-async def test_in_a_pipe_nothing_is_written() -> None:
+async def test_in_a_pipe_nothing_is_drawn_and_a_log_line_says_it_now_and_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(progress, "LOG_INTERVAL", INTERVAL)
     telemetry, pipe = Telemetry(), io.StringIO()
-    assert await with_progress(feeds_and_handlers(telemetry), work_line(telemetry), pipe) == "done"
+    with structlog.testing.capture_logs() as logs:
+        done = await with_progress(feeds_and_handlers(telemetry), work_line(telemetry), pipe)
+    assert done == "done"
     assert pipe.getvalue() == ""
+    lines = [entry for entry in logs if entry["event"] == "progress.line"]
+    assert len(lines) >= 2
+    assert lines[0]["progress"].startswith("read 25 · handled 1 (1 created)")
 
 
 async def test_work_that_fails_fails_with_its_own_error() -> None:

@@ -1,7 +1,7 @@
 """Progress of long work on a terminal: one line on stderr, drawn again in place.
 
-Only on a terminal: in a pipe, a file or under systemd nothing is written (the logs and the
-metrics say what happens there), and stdout, where JSON may go, is never touched. The work
+On a terminal only; elsewhere (a pipe, a file, the journal) a structured `progress.line` log
+line says the same every half minute, and stdout, where JSON may go, is never touched. The work
 knows nothing of it: a reporter task beside it, in one TaskGroup, reads what the work counts
 anyway (its Telemetry, or a Tally) a few times a second. A log line written meanwhile
 erases the progress line first; the reporter draws it again below.
@@ -23,9 +23,14 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO, TypeVar
 
+import structlog
+
 from crisync.telemetry import Telemetry
 
+log = structlog.get_logger("crisync.progress")
+
 INTERVAL = 0.25  # seconds between two drawings of the line
+LOG_INTERVAL = 30.0  # seconds between two progress log lines, off a terminal
 ERASE = "\r\x1b[K"  # to the line's start, erase to its end
 
 T = TypeVar("T")
@@ -110,24 +115,38 @@ class TerminalLine:
 async def with_progress(
     work: Coroutine[Any, Any, T], describe: Describe, stream: TextIO | None = None
 ) -> T:
-    """`work`'s result, with its progress on `stream` (stderr) if that is a terminal.
+    """`work`'s result, with its progress on `stream` (stderr) if that is a terminal, else a
+    `progress.line` log line every LOG_INTERVAL seconds (a pipe, a file, the journal).
 
     The work fails as it would alone: its exception, not a group of one.
     """
     stream = sys.stderr if stream is None else stream
     if not stream.isatty():
-        return await work
+        return await _beside(work, _log_now_and_then(describe))
     line = TerminalLine(stream)
     with _logs_through(line, stream):
         try:
-            async with asyncio.TaskGroup() as group:
-                reporter = group.create_task(_report(line, describe), name="progress")
-                done = group.create_task(_then_cancel(work, reporter), name="work")
-        except BaseExceptionGroup as failed:
-            raise failed.exceptions[0] from None
+            return await _beside(work, _report(line, describe))
         finally:
             line.erase()
+
+
+async def _beside(work: Coroutine[Any, Any, T], reporter: Coroutine[Any, Any, None]) -> T:
+    """The work, with a reporter that runs until it ends, in one TaskGroup."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            reporting = group.create_task(reporter, name="progress")
+            done = group.create_task(_then_cancel(work, reporting), name="work")
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
     return done.result()
+
+
+async def _log_now_and_then(describe: Describe) -> None:
+    started = time.monotonic()
+    while True:
+        await asyncio.sleep(LOG_INTERVAL)
+        log.info("progress.line", progress=describe(time.monotonic() - started))
 
 
 async def _then_cancel(work: Coroutine[Any, Any, T], reporter: asyncio.Task[None]) -> T:

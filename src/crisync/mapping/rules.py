@@ -161,9 +161,11 @@ class PropertyRule(Rules):
     many: bool = False
     fallback: Fallback | None = None
     persons: PersonsRule | None = None
-    # Content the target holds already (a journal): its type there, found by `match`.
+    # Content the target holds already (a journal): its type there, found by `match`; with
+    # `create`, what to create (property rules, as a mapping's) when nothing is found.
     find: str | None = None
     match: list[MatchRule] = []
+    create: dict[str, PropertyRule] | None = None
 
     _expressions = field_validator("from_", mode="before")(expression_list)
 
@@ -192,6 +194,8 @@ class PropertyRule(Rules):
             raise ValueError(
                 "give exactly one of value, from, reference or fallback, persons, find"
             )
+        if self.create is not None and self.find is None:
+            raise ValueError("create goes with find")
         if (self.find is None) == bool(self.match):
             if self.find is not None:
                 raise ValueError("find names the rules that find the content: match")

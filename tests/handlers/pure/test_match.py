@@ -396,3 +396,38 @@ async def test_a_journal_article_whose_journal_pure_lacks_waits_saying_so(
     with pytest.raises(PermanentError, match="a ContributionToJournal needs journalAssociation"):
         await replicate_next(site)
     assert not pure_sim.objects("research-outputs")
+
+
+async def test_a_journal_pure_lacks_is_created_once_when_the_mapping_allows_it(
+    site: PureContext, pure_sim: PureSimulator
+) -> None:
+    built_in = _publication_mapping()
+    journal = {
+        "find": "journals",
+        "match": [{"property": "issns.issn", "from": "fields.issn", "compare": "issn"}],
+        "create": {
+            "titles.0.title": {"from": "fields.journal"},
+            "issns.0.issn": {"from": "fields.issn|issn"},
+            "type.uri": {"value": "/dk/atira/pure/journal/journaltypes/journal/journal"},
+            "workflow.step": {"value": "approved"},
+        },
+    }
+    creating = {
+        **built_in,
+        "properties": {**built_in["properties"], "journalAssociation.journal": journal},
+    }
+    site = replace(
+        site, mappings=MappingsConfig.model_validate({"elements": {"publication": creating}})
+    )
+    known = set(pure_sim.objects("journals"))
+    for key in ("7", "8"):
+        article = publication(key, f"Letter {key}", issn="12345679", journal="Unknown Letters")
+        await enqueue(site.store, article)
+        await replicate_next(site)
+    (created,) = set(pure_sim.objects("journals")) - known
+    stored = pure_sim.objects("journals")[created]
+    assert stored["issns"] == [{"issn": "1234-5679"}]
+    assert stored["identifiers"][0]["value"] == "crisync:journals:1234-5679"
+    assert pure_sim.is_locked("journals", created)
+    outputs = pure_sim.objects("research-outputs").values()
+    assert {o["journalAssociation"]["journal"]["uuid"] for o in outputs} == {created}

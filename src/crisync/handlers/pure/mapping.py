@@ -145,9 +145,16 @@ class References(Protocol):
     ) -> ContentRef:
         """The external person of this identity, found or created in Pure."""
 
-    async def find(self, content_type: str, probes: Iterable[MatchProbe]) -> ContentRef | None:
+    async def find(
+        self,
+        content_type: str,
+        probes: Iterable[MatchProbe],
+        *,
+        create: Mapping[str, Any] | None = None,
+    ) -> ContentRef | None:
         """The one piece of content of the type the first probe with hits finds, if any;
-        AmbiguousMatchError when it finds several."""
+        AmbiguousMatchError when it finds several. With `create`, what none finds is created
+        from that body, once."""
 
 
 def id_source_of(rules: ObjectMapping) -> str:
@@ -199,11 +206,7 @@ async def to_pure(
     primary_id = primary_id_of(event.source, event.kind, event.key)
     rules = mapping_for(event, mappings)
     builder = _Builder(event, mappings, references, managing_organization)
-    body: dict[str, Any] = {}
-    for path, rule in rules.properties.items():
-        value = await builder.value(path, rule)
-        if value is not None:
-            _set_path(body, path, value)
+    body = await builder.body(rules.properties)
     if rules.custom_fields:
         body["customDefinedFields"] = {
             name: builder.custom_field(name, rule) for name, rule in rules.custom_fields.items()
@@ -266,6 +269,15 @@ class _Builder:
         event = self._event
         return PermanentError(f"{event.source} {event.kind} {event.key}: {message}", api="crisync")
 
+    async def body(self, properties: Mapping[str, PropertyRule]) -> dict[str, Any]:
+        """The properties' values at their paths."""
+        body: dict[str, Any] = {}
+        for path, rule in properties.items():
+            value = await self.value(path, rule)
+            if value is not None:
+                _set_path(body, path, value)
+        return body
+
     async def value(self, path: str, rule: PropertyRule) -> Any:
         kind = rule.kind
         value: Any
@@ -279,7 +291,11 @@ class _Builder:
             value = await self._reference(path, rule)
         elif kind == "find":
             assert rule.find is not None  # the kind says so; narrows the type
-            found = await self._references.find(rule.find, probes_of(rule.match, self._payload))
+            probes = probes_of(rule.match, self._payload)
+            creating = None
+            if rule.create is not None and probes:
+                creating = await self.body(rule.create)
+            found = await self._references.find(rule.find, probes, create=creating)
             value = None if found is None else found.as_json()
         else:
             assert rule.persons is not None  # the kind says so; narrows the type

@@ -106,6 +106,11 @@ class ContentIndex:
         """Whether this rule's values proved too common to search for: the scan answers."""
         return (pure_type, probe.rule.where, probe.rule.compare) in self._scans
 
+    def remember(self, pure_type: str, probe: MatchProbe, uuids: list[str]) -> None:
+        """What a value finds now (content just created for it, say)."""
+        key = (pure_type, probe.rule.where, probe.rule.compare, probe.value)
+        self._referred[key] = (time.monotonic(), uuids)
+
     async def referred(self, pure: PureClient, pure_type: str, probe: MatchProbe) -> list[str]:
         """`candidates`, remembered for a while: content many objects refer to (the journal
         of thousands of articles) costs one lookup, not one per object."""

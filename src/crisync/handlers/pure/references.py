@@ -121,7 +121,38 @@ class PureReferences:
             ContentRef(PURE_TYPES[row.target_type].system_name, row.target_uuid) for row in rows
         ]
 
-    async def find(self, content_type: str, probes: Iterable[MatchProbe]) -> ContentRef | None:
+    async def find(
+        self,
+        content_type: str,
+        probes: Iterable[MatchProbe],
+        *,
+        create: Mapping[str, Any] | None = None,
+    ) -> ContentRef | None:
+        probes = list(probes)
+        found = await self._found(content_type, probes)
+        if found is not None or create is None or not probes:
+            return found
+        first = probes[0]
+        # One create per value at a time: a concurrent handler finds what this one made.
+        async with self._creating.hold(f"{content_type} {first.describe()}"):
+            found = await self._found(content_type, probes)
+            if found is None:
+                found = await self._create_referred(content_type, first, create)
+        return found
+
+    async def _create_referred(
+        self, content_type: str, probe: MatchProbe, body: Mapping[str, Any]
+    ) -> ContentRef:
+        """Synchronised content of crisync's: its PrimaryId, locked; remembered as found."""
+        kind = PURE_TYPES[content_type]
+        identifier = primary_identifier(kind.id_source, f"crisync:{content_type}:{probe.value}")
+        created = await self._pure.create(content_type, {**body, "identifiers": [identifier]})
+        uuid = str(created["uuid"])
+        await self._pure.lock(content_type, uuid)
+        self._index.remember(content_type, probe, [uuid])
+        return ContentRef(kind.system_name, uuid)
+
+    async def _found(self, content_type: str, probes: list[MatchProbe]) -> ContentRef | None:
         for probe in probes:
             uuids = await self._index.referred(self._pure, content_type, probe)
             if len(uuids) > 1:

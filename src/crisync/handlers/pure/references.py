@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from functools import partial
@@ -36,8 +37,9 @@ from crisync.state.store import Store
 EXTERNAL_PERSONS = "external-persons"
 EXTERNAL_PERSON_SYSTEM_NAME = PURE_TYPES[EXTERNAL_PERSONS].system_name
 EXTERNAL_PERSON_ID_SOURCE = PURE_TYPES[EXTERNAL_PERSONS].id_source
-# Search hits looked at for an external person of a name: namesakes beyond are not reused.
+# Search hits read first for an external person of a name, then in the contract's largest pages.
 NAME_SEARCH_SIZE = 50
+NAME_SEARCH_MORE = 1000
 
 
 def external_person_primary_id(identity_key: str) -> str:
@@ -216,13 +218,25 @@ class PureReferences:
         only for a person known by name alone; an ORCID iD or a context must match exactly.
         """
         text = " ".join(part for part in (name.get("firstName"), name.get("lastName")) if part)
-        page = await self._pure.search(EXTERNAL_PERSONS, text, size=NAME_SEARCH_SIZE)
         ours = external_person_primary_id(identity.key)
-        for item in page.items:
-            if ours in _identifier_values(item):
-                return str(item["uuid"])
-        if identity.orcid is not None:
+        words = _words(text)
+        items: list[dict[str, Any]] = []
+        offset, size = 0, NAME_SEARCH_SIZE
+        while True:
+            page = await self._pure.search(EXTERNAL_PERSONS, text, offset=offset, size=size)
             for item in page.items:
+                if ours in _identifier_values(item):
+                    return str(item["uuid"])
+            items.extend(page.items)
+            # crisync's own may rank past the first page among many namesakes (one per ORCID
+            # or context): read on while a page holds nothing but namesakes, which rank
+            # before any hit that lacks one of the name's words.
+            full = all(words <= _words(_name_text(item)) for item in page.items)
+            if not full or not page.more_after(offset):
+                break
+            offset, size = offset + len(page.items), NAME_SEARCH_MORE
+        if identity.orcid is not None:
+            for item in items:
                 values = _identifier_values(item)
                 if identity.orcid in (normalised("orcid", value) for value in values):
                     return str(item["uuid"])
@@ -230,7 +244,7 @@ class PureReferences:
         if identity.context is not None:
             return None
         namesakes = [
-            item for item in page.items if name_key_of(item.get("name") or {}) == identity.name_key
+            item for item in items if name_key_of(item.get("name") or {}) == identity.name_key
         ]
         return str(namesakes[0]["uuid"]) if namesakes else None
 
@@ -243,6 +257,16 @@ class PureReferences:
         }
         created = await self._pure.create(EXTERNAL_PERSONS, body)
         return str(created["uuid"])
+
+
+def _words(text: str) -> set[str]:
+    """A text's words, as a full-text search reads them."""
+    return set(re.findall(r"\w+", text.casefold()))
+
+
+def _name_text(item: Mapping[str, Any]) -> str:
+    name = item.get("name") or {}
+    return " ".join(str(part) for part in name.values() if isinstance(part, str))
 
 
 def _identifier_values(item: Mapping[str, Any]) -> list[Any]:

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from crisync.config.load import ConfigError, load_config
 from crisync.handlers.pure.mapping import id_source_of
 from crisync.mapping.expressions import normalise_key, parse_expression
-from crisync.mapping.rules import MappingsConfig, PersonsRule
+from crisync.mapping.rules import MappingsConfig, PersonsRule, PropertyRule
 from tests.config.test_load import SECRETS, VALID
 from tests.support.example import switched_on
 
@@ -310,3 +310,8 @@ def test_the_built_in_publication_mapping_links_visible_claimed_authorship_only(
     assert rule.relationships.types == ["publication-user-authorship"]
     assert (rule.relationships.visible_only, rule.relationships.claimed_only) == (True, True)
     assert rule.identifier == ["identifiers.orcid"]
+
+
+def test_entries_take_their_values_from_the_source() -> None:
+    with pytest.raises(ValueError, match="each of entries takes its value from the source"):
+        PropertyRule.model_validate({"entries": [{"value": "x"}]})

@@ -166,13 +166,18 @@ class PropertyRule(Rules):
     find: str | None = None
     match: list[MatchRule] = []
     create: dict[str, PropertyRule] | None = None
+    # A list of entries, each from its own source value (`from` and `as`): those with a
+    # value, in order (a Scopus id and a Web of Science id as two identifiers).
+    entries: list[PropertyRule] = []
 
     _expressions = field_validator("from_", mode="before")(expression_list)
 
     @property
-    def kind(self) -> Literal["value", "source", "reference", "persons", "find"]:
+    def kind(self) -> Literal["value", "source", "reference", "persons", "find", "entries"]:
         if self.persons is not None:
             return "persons"
+        if self.entries:
+            return "entries"
         if self.find is not None:
             return "find"
         if self.reference is not None or self.fallback is not None:
@@ -188,12 +193,15 @@ class PropertyRule(Rules):
             self.reference is not None or self.fallback is not None,
             self.persons is not None,
             self.find is not None,
+            bool(self.entries),
             bool(self.from_) and self.reference is None and self.fallback is None,
         ]
         if sum(kinds) != 1:
             raise ValueError(
-                "give exactly one of value, from, reference or fallback, persons, find"
+                "give exactly one of value, from, reference or fallback, persons, find, entries"
             )
+        if any(entry.kind != "source" for entry in self.entries):
+            raise ValueError("each of entries takes its value from the source: from (and as)")
         if self.create is not None and self.find is None:
             raise ValueError("create goes with find")
         if (self.find is None) == bool(self.match):

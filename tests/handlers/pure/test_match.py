@@ -431,3 +431,19 @@ async def test_a_journal_pure_lacks_is_created_once_when_the_mapping_allows_it(
     assert pure_sim.is_locked("journals", created)
     outputs = pure_sim.objects("research-outputs").values()
     assert {o["journalAssociation"]["journal"]["uuid"] for o in outputs} == {created}
+
+
+async def test_each_source_s_id_is_an_identifier_of_its_own(
+    site: PureContext, pure_sim: PureSimulator
+) -> None:
+    event = publication(
+        "7", "On crystals", publication_type="other", scopus_eid="2-s2.0-85000000009"
+    )
+    event.payload["record_ids"]["wos"] = "WOS:000123456700001"
+    await enqueue(site.store, event)
+    result = await replicate_next(site)
+    stored = pure_sim.objects("research-outputs")[result.target_uuid or ""]
+    sources = {
+        i["type"]["uri"].rsplit("/", 1)[1]: i["id"] for i in stored["identifiers"] if "type" in i
+    }
+    assert sources == {"scopus": "85000000009", "wos": "WOS:000123456700001"}

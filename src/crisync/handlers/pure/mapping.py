@@ -289,6 +289,9 @@ class _Builder:
                 value = _filled(rule.as_, value)
         elif kind == "reference":
             value = await self._reference(path, rule)
+        elif kind == "entries":
+            listed = [await self.value(path, entry) for entry in rule.entries]
+            value = [entry for entry in listed if entry is not None] or None
         elif kind == "find":
             assert rule.find is not None  # the kind says so; narrows the type
             probes = probes_of(rule.match, self._payload)

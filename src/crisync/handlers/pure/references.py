@@ -243,8 +243,15 @@ class PureReferences:
             return None
         if identity.context is not None:
             return None
+        # A namesake crisync knows by another identity (an ORCID, a context) is another person.
         namesakes = [
-            item for item in items if name_key_of(item.get("name") or {}) == identity.name_key
+            item
+            for item in items
+            if name_key_of(item.get("name") or {}) == identity.name_key
+            and not any(
+                str(value).startswith(external_person_primary_id(""))
+                for value in _identifier_values(item)
+            )
         ]
         return str(namesakes[0]["uuid"]) if namesakes else None
 

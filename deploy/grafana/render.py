@@ -23,6 +23,7 @@ matplotlib, Prometheus or a demo.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import math
@@ -656,6 +657,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=PICTURE, help="the picture (PNG)")
     parser.add_argument("--prometheus", default=shutil.which("prometheus") or "/usr/bin/prometheus")
     args = parser.parse_args()
+    # What the end needs, checked before three minutes of demo.
+    if importlib.util.find_spec("matplotlib") is None:
+        say("matplotlib is missing: pip install -e '.[docs]'")
+        return 2
+    if shutil.which(args.prometheus) is None:
+        say(f"no Prometheus at {args.prometheus} (Debian: apt-get install prometheus)")
+        return 2
     dashboard = json.loads(DASHBOARD.read_text())
     variables = query_variables(dashboard)
     with (

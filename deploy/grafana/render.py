@@ -1,7 +1,7 @@
 """The dashboard's panels during a demo run, drawn as docs/images/dashboard-demo.png.
 
     .venv/bin/pip install -e '.[docs]'          # matplotlib
-    .venv/bin/python deploy/grafana/render.py   # about three minutes; Prometheus and mosquitto
+    .venv/bin/python deploy/grafana/render.py   # 2.5 minutes; needs Prometheus and mosquitto
 
 Grafana need not run: this starts `crisync demo --follow --metrics PORT` against a private
 mosquitto, and a throwaway Prometheus (`prometheus` on the PATH, or /usr/bin/prometheus)

@@ -4,11 +4,14 @@ and nothing left behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
+import aiohttp
 import pytest
 
 from crisync.demo import DEMO_PREFIX, run_demo
 from crisync.sim.broker import MosquittoBroker
+from crisync.sim.server import free_port
 from tests.support.mqtt import session_kept, subscribed
 
 
@@ -46,3 +49,26 @@ async def test_a_broker_url_that_is_not_one_is_refused_before_anything_starts(
 ) -> None:
     assert await run_demo(objects=8, follow=False, mqtt_url="http://localhost:1883") == 64
     assert "--mqtt http://localhost:1883: " in capsys.readouterr().err
+
+
+async def test_the_demo_serves_its_metrics_on_the_port_asked_for_while_it_replicates(
+    broker: MosquittoBroker,
+) -> None:
+    port = free_port()
+    scrapes: list[str] = []
+
+    async def scrape_until_done(done: asyncio.Event) -> None:
+        async with aiohttp.ClientSession() as http:
+            while not done.is_set():
+                with contextlib.suppress(aiohttp.ClientConnectionError):
+                    async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+                        scrapes.append(await response.text())
+                await asyncio.sleep(0.02)
+
+    done = asyncio.Event()
+    async with asyncio.TaskGroup() as group:
+        group.create_task(scrape_until_done(done))
+        assert await run_demo(objects=8, follow=False, mqtt_url=broker.url, metrics_port=port) == 0
+        done.set()
+    assert any('crisync_api_available{api="mqtt"} 1.0' in text for text in scrapes)
+    assert any("crisync_outcomes_total{" in text for text in scrapes)

@@ -151,6 +151,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="the broker to publish to (default: localhost:1883, else a private mosquitto)",
     )
+    demo.add_argument(
+        "--metrics",
+        type=int,
+        metavar="PORT",
+        help="serve /metrics and /healthz on 127.0.0.1:PORT while it replicates (for a "
+        "Prometheus to scrape; default: off)",
+    )
 
     _sim_commands(commands)
     return parser
@@ -337,7 +344,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from crisync.demo import run_demo
 
         configure_logging("console", "warning")
-        return asyncio.run(run_demo(objects=args.objects, follow=args.follow, mqtt_url=args.mqtt))
+        return asyncio.run(
+            run_demo(
+                objects=args.objects,
+                follow=args.follow,
+                mqtt_url=args.mqtt,
+                metrics_port=args.metrics,
+            )
+        )
 
     try:
         # status and retry only read the state database: they run without the API secrets.

@@ -14,7 +14,7 @@ import aiomqtt
 from pydantic import ValidationError
 
 from crisync.cli import EX_USAGE
-from crisync.config.model import Config, DaemonConfig, MqttConfig
+from crisync.config.model import Config, DaemonConfig, MetricsConfig, MqttConfig
 from crisync.daemon import run_daemon
 from crisync.handlers.pure.config import PureConfig
 from crisync.handlers.pure.sim import PureSimulator
@@ -57,13 +57,22 @@ async def _simulators(
         yield elements, f"{elements_origin}/secure-api/v5.5", pure, f"{pure_origin}/ws/api"
 
 
-async def run_demo(*, objects: int, follow: bool, mqtt_url: str | None = None) -> int:
+async def run_demo(
+    *, objects: int, follow: bool, mqtt_url: str | None = None, metrics_port: int | None = None
+) -> int:
     """Without `mqtt_url`, the broker on localhost:1883, else a private one if mosquitto is
-    installed. Whichever it is, the demo leaves no retained message and no session on it."""
+    installed. Whichever it is, the demo leaves no retained message and no session on it.
+    With `metrics_port`, /metrics and /healthz listen on 127.0.0.1 there while the daemon
+    runs (during each pass, or the whole time with `follow`)."""
     try:
         asked = None if mqtt_url is None else MqttConfig(url=mqtt_url)
     except ValidationError as exc:
         print(f"crisync demo: --mqtt {mqtt_url}: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return EX_USAGE
+    try:
+        metrics = None if metrics_port is None else MetricsConfig(port=metrics_port)
+    except ValidationError as exc:
+        print(f"crisync demo: --metrics {metrics_port}: {exc.errors()[0]['msg']}", file=sys.stderr)
         return EX_USAGE
     with (
         tempfile.TemporaryDirectory(prefix="crisync-demo-") as workdir,
@@ -99,6 +108,7 @@ async def run_demo(*, objects: int, follow: bool, mqtt_url: str | None = None) -
                     managing_organization=pure.organization_uuids[0],
                 ),
                 mqtt=mqtt,
+                metrics=metrics,
             )
             say("crisync demo")
             say(
@@ -109,6 +119,8 @@ async def run_demo(*, objects: int, follow: bool, mqtt_url: str | None = None) -
             say(f"  Pure simulator      {pure_url}")
             say(f"  MQTT broker         {broker.url}")
             say(f"  watch outcomes:     {watch or '(no broker)'}")
+            if metrics is not None:
+                say(f"  metrics             http://{metrics.host}:{metrics.port}/metrics")
             say()
             # A real Pure is never empty: HR's persons, imported research outputs, a duplicate.
             say("The Pure simulator starts as a site's Pure is:")

@@ -91,11 +91,11 @@ class TelemetryCollector:
         yield silence
         available = GaugeMetricFamily(
             "crisync_api_available",
-            "1 while an API the handlers write to answers, 0 while its outage circuit is open",
+            "1 while an API answers, 0 while its outage circuit is open (mqtt: the broker)",
             labels=["api"],
         )
-        for api, outage in sorted(t.api_outages.items()):
-            available.add_metric([api], 0 if outage else 1)
+        for api, answers in sorted(t.availability().items()):
+            available.add_metric([api], 1 if answers else 0)
         yield available
 
 

@@ -56,6 +56,9 @@ class Telemetry:
     outcomes: Counter[str] = field(default_factory=Counter)  # action → count
     # Each API with an outage circuit → why it is out ("since ...: reason"), None while it answers
     api_outages: dict[str, str | None] = field(default_factory=dict)
+    # Whether the publisher holds a connection to the broker; None without a publisher. Not an
+    # outage: a broker that is down delays outcomes (they wait in the outbox), loses none.
+    broker_connected: bool | None = None
 
     def expect(self, loop: str, deadline: float) -> None:
         """Register a loop that must beat at least every `deadline` seconds."""
@@ -88,6 +91,14 @@ class Telemetry:
     def api_state(self, api: str, outage: str | None) -> None:
         """An API's circuit closed (None) or opened, with why."""
         self.api_outages[api] = outage
+
+    def availability(self) -> dict[str, bool]:
+        """Each API → whether it answers; `mqtt`: whether the broker takes the outcomes (it is
+        connected, and no other client takes crisync's client id)."""
+        answers = {api: not outage for api, outage in self.api_outages.items()}
+        if self.broker_connected is not None:
+            answers["mqtt"] = self.broker_connected and answers.get("mqtt", True)
+        return answers
 
     def unavailable(self) -> list[str]:
         """The APIs that are out, each with why."""

@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 
 from crisync.config.model import MqttConfig
 from crisync.lifecycle import Lifecycle
+from crisync.metrics import TelemetryCollector
 from crisync.outcome import outcome_payload, outcome_topic
 from crisync.publisher import mqtt as publisher_module
 from crisync.publisher.mqtt import Publisher
@@ -418,6 +419,34 @@ async def test_reconnect_waits_about_as_long_as_the_outage_and_afresh_after_a_go
     assert len(first_outage) > 2
     assert max(first_outage) <= outage + 0.1  # never longer than the outage so far
     assert second_outage_first_delay <= base  # a good connection ended the first outage
+
+
+def broker_available(telemetry: Telemetry) -> float | None:
+    """crisync_api_available{api="mqtt"} as /metrics exports it (None: not exported)."""
+    family = next(
+        f for f in TelemetryCollector(telemetry).collect() if f.name == "crisync_api_available"
+    )
+    return next((s.value for s in family.samples if s.labels == {"api": "mqtt"}), None)
+
+
+async def test_the_broker_is_unavailable_in_the_metrics_while_it_is_down_and_not_unhealthy(
+    tmp_path: Path, own_broker: MosquittoBroker, topic_prefix: str
+) -> None:
+    async with Store.open(tmp_path / "state.db") as store:
+        done, telemetry = asyncio.Event(), Telemetry()
+        config = MqttConfig(url=own_broker.url, topic_prefix=topic_prefix)
+        life = Lifecycle(outbox_closed=done, outbox_ready=asyncio.Event())
+        publisher = Publisher(config, store, life=life, telemetry=telemetry)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(publisher.run())
+            await until(lambda: broker_available(telemetry) == 1)
+            own_broker.stop()
+            await until(lambda: broker_available(telemetry) == 0)
+            # The outcomes wait in the outbox: /healthz stays 200 (it reads `unavailable`).
+            assert telemetry.unavailable() == []
+            own_broker.start()
+            await until(lambda: broker_available(telemetry) == 1, within=10)
+            done.set()
 
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])

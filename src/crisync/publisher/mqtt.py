@@ -160,15 +160,18 @@ class Publisher:
         history = ConnectionHistory(
             base=RECONNECT_BASE, cap=RECONNECT_CAP, stable_after=STABLE_CONNECTION
         )
+        self._telemetry.broker_connected = False
         while True:
             try:
                 async with await self._client() as client:
                     history.connected()
+                    self._telemetry.broker_connected = True
                     await self._connected(client, history)
                     _raise_first(await self._publish_all(client, [(self._status, "offline", True)]))
                     log.info("mqtt.offline_published")
                     return
             except aiomqtt.MqttError as exc:
+                self._telemetry.broker_connected = False
                 if self._writers_done.is_set():
                     async with self._store.reading() as conn:
                         left = await outbox.depth(conn)

@@ -56,6 +56,10 @@ class Telemetry:
     outcomes: Counter[str] = field(default_factory=Counter)  # action → count
     # Each API with an outage circuit → why it is out ("since ...: reason"), None while it answers
     api_outages: dict[str, str | None] = field(default_factory=dict)
+    # Each API with an hourly quota → (the quota, requests of it left in the last hour)
+    quotas: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Why backfill work waits now (outside its window, its share spent); None: it may run
+    backfill_waits: str | None = None
 
     def expect(self, loop: str, deadline: float) -> None:
         """Register a loop that must beat at least every `deadline` seconds."""
@@ -88,6 +92,9 @@ class Telemetry:
     def api_state(self, api: str, outage: str | None) -> None:
         """An API's circuit closed (None) or opened, with why."""
         self.api_outages[api] = outage
+
+    def quota(self, api: str, limit: int, remaining: int) -> None:
+        self.quotas[api] = (limit, remaining)
 
     def unavailable(self) -> list[str]:
         """The APIs that are out, each with why."""

@@ -272,9 +272,9 @@ class Dispatcher:
             (why for t in self._throttles.values() if (why := t.backfill_waits()) is not None),
             None,
         )
+        self._telemetry.backfill_waits = waits
         if waits != self._backfill_waits:
             self._backfill_waits = waits
-            self._telemetry.backfill_waits = waits
             if waits is None:
                 log.info("backfill.resumed")
             else:

@@ -178,6 +178,7 @@ class PureSimulator:
         self._documented = self._documented_statuses()
         self._custom_fields = self._check_custom_fields(custom_defined_fields or {})
         self.request_counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.received = 0  # every request that reached it, answered or refused
         self.organization_uuids = [
             self._seed_organization(number) for number in range(1, organizations + 1)
         ]
@@ -376,6 +377,7 @@ class PureSimulator:
         return app
 
     async def _guard(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        self.received += 1
         throttle = self._throttle
         if throttle is None:
             return await self._answer(request, handler)

@@ -156,3 +156,24 @@ def test_backfill_leaves_a_share_of_the_handlers_to_changes() -> None:
     assert backfill_claims(2, 0.2) == 1
     assert backfill_claims(1, 0.5) == 1  # one handler: backfill still moves
     assert backfill_claims(8, 0.0) is None
+
+
+async def test_a_restart_counts_the_requests_the_last_run_sent_within_the_hour(
+    config: Config, clock: FakeClock
+) -> None:
+    async with throttled(config, clock, hourly_quota=10) as context:
+        await enqueue(context.store, user("1", "Lovelace"))
+        life = Lifecycle()
+        life.feeds_done.set()
+        await dispatcher(context, life, Telemetry()).run()
+        sent = context.pure.pacing.figures().used
+        assert sent >= 2  # the person's create and lock, at least
+    clock.advance(600)
+    async with throttled(config, clock, hourly_quota=10) as restarted:
+        assert restarted.pure.pacing.figures().used == 0
+        life = Lifecycle()
+        life.feeds_done.set()
+        await dispatcher(restarted, life, Telemetry()).run()
+        assert restarted.pure.pacing.figures().used == sent
+        said = await status(restarted.store)
+    assert f"pure hourly quota: {10 - sent} of 10 requests left" in said

@@ -33,7 +33,7 @@ from crisync.handlers.first_objects import (
     failure_signature,
 )
 from crisync.handlers.routing import Routes
-from crisync.handlers.throttle import backfill_work
+from crisync.handlers.throttle import BackfillHold, backfill_work
 from crisync.lifecycle import Lifecycle
 from crisync.outcome import outcome_payload, outcome_topic
 from crisync.publisher.api_status import api_payload, api_topic
@@ -136,7 +136,7 @@ class Dispatcher:
         self._backfill_claims = backfill_claims(
             settings.workers, max((t.changes_share() for t in self._throttles.values()), default=0)
         )
-        self._backfill_waits: str | None = None  # why backfill work waits, as last found
+        self._backfill_waits: BackfillHold | None = None  # why backfill waits, as last found
         self._last_throttle_record = -THROTTLE_RECORD_EVERY
         self.refused_configuration: list[str] = []  # of those, the ones refusing it
 
@@ -272,13 +272,13 @@ class Dispatcher:
             (why for t in self._throttles.values() if (why := t.backfill_waits()) is not None),
             None,
         )
-        self._telemetry.backfill_waits = waits
+        self._telemetry.backfill_waits = None if waits is None else waits.reason
         if waits != self._backfill_waits:
             self._backfill_waits = waits
             if waits is None:
                 log.info("backfill.resumed")
             else:
-                log.info("backfill.held", reason=waits)
+                log.info("backfill.held", reason=waits.reason)
         if waits is not None:
             return 0
         if self._backfill_claims is None:
@@ -315,7 +315,8 @@ class Dispatcher:
                             recorded_at,
                         ),
                     )
-            await api_quotas.hold_backfill(conn, self._backfill_waits, recorded_at)
+            hold = self._backfill_waits
+            await api_quotas.hold_backfill(conn, hold.reason if hold else None, recorded_at)
 
     def _unclaimable(self) -> set[str]:
         """Keys not to claim: those in hand, and those whose failure awaits its verdict."""
@@ -377,7 +378,8 @@ class Dispatcher:
         held back (outside its window) waits for a later run."""
         if not self._life.feeds_done.is_set():
             return False
-        only = None if self._backfill_waits is None else False
+        hold = self._backfill_waits
+        only = False if hold is not None and hold.outside_window else None
         async with self._store.reading() as conn:
             return await inbox.pending_count(conn, backfill=only) == 0
 

@@ -72,13 +72,23 @@ class SystemClock:
 
 
 @dataclass(frozen=True)
+class BackfillHold:
+    """Why backfill work may not start now."""
+
+    reason: str
+    # Outside the backfill window: `crisync once` leaves the backfill for a later run
+    # (else, its share of the quota spent, it waits for the hour to refill it).
+    outside_window: bool
+
+
+@dataclass(frozen=True)
 class QuotaFigures:
     """One moment of a throttle, for status, metrics and the next start."""
 
     limit: int | None  # requests in any rolling hour; None: no quota
     used: int  # requests in the last hour
     refills_at: datetime | None  # when the spent quota lets a request go again; None: not spent
-    backfill_waits: str | None  # why backfill work waits now; None: it may run
+    backfill_waits: BackfillHold | None  # why backfill work waits now; None: it may run
 
     @property
     def remaining(self) -> int | None:
@@ -89,7 +99,7 @@ class Throttle(Protocol):
     def spent(self) -> bool:
         """Whether the quota is spent: the API's work waits, untried, until it refills."""
 
-    def backfill_waits(self) -> str | None:
+    def backfill_waits(self) -> BackfillHold | None:
         """Why backfill work may not start now (outside its window, its share spent), or None."""
 
     def changes_share(self) -> float:

@@ -81,7 +81,8 @@ async def test_backfill_leaves_the_changes_their_share_of_the_quota(
     await asyncio.create_task(backfill_reads(8))
     waits = client.pacing.backfill_waits()
     assert waits is not None
-    assert waits.startswith("backfill's part of the hourly quota is spent (8 of 10")
+    assert waits.reason.startswith("backfill's part of the hourly quota is spent (8 of 10")
+    assert not waits.outside_window
     more_backfill = asyncio.create_task(backfill_reads(1))
     # Changes still go: the two requests kept for them.
     for _ in range(2):

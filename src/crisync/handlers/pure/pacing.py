@@ -23,6 +23,7 @@ import structlog
 
 from crisync.handlers.pure.config import PureConfig
 from crisync.handlers.throttle import (
+    BackfillHold,
     BackfillWindow,
     Clock,
     QuotaFigures,
@@ -110,13 +111,14 @@ class PurePacing:
     def spent(self) -> bool:
         return self._quota is not None and self._used_now() >= self._quota
 
-    def backfill_waits(self) -> str | None:
+    def backfill_waits(self) -> BackfillHold | None:
         if self._window is not None and not self._window.contains(self._clock.local_now()):
-            return f"outside the backfill window {self._window} (local time)"
+            return BackfillHold(f"outside the backfill window {self._window} (local time)", True)
         if self._backfill_quota is not None and self._used_now() >= self._backfill_quota:
-            return (
+            return BackfillHold(
                 f"backfill's part of the hourly quota is spent ({self._backfill_quota} of "
-                f"{self._quota}; the rest is kept for changes)"
+                f"{self._quota}; the rest is kept for changes)",
+                False,
             )
         return None
 
@@ -132,8 +134,8 @@ class PurePacing:
 
     def seed(self, used: int, at: datetime) -> None:
         age = (self._clock.local_now() - at).total_seconds()
-        if used <= 0 or age >= QUOTA_PERIOD:
-            return
+        if used <= 0 or age >= QUOTA_PERIOD or self._sent:
+            return  # nothing to count, or this process counts its own already
         second = math.floor(self._clock.monotonic() - max(age, 0.0))
         self._sent.appendleft([second, used])
         self._used += used

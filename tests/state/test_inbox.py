@@ -157,15 +157,18 @@ async def test_changes_are_claimed_past_waiting_backfill_and_a_key_with_a_change
         await inbox.add_events(
             conn, [change(str(n), 0) for n in range(5)], utc_now(), backfill=True
         )
-        await inbox.add_events(conn, [change("3", 5), change("9", 0)], utc_now())
+        await inbox.add_events(conn, [change("3", 5), change("4", 5), change("9", 0)], utc_now())
+        await inbox.add_events(conn, [change("4", 10)], utc_now(), backfill=True)
     async with store.reading() as conn:
         changes = await inbox.claim_ready(
             conn, busy_keys=[], now=utc_now(), limit=10, changes_only=True
         )
         every = await inbox.claim_ready(conn, busy_keys=[], now=utc_now(), limit=10)
         counts = [await inbox.pending_count(conn, backfill=b) for b in (None, True, False)]
-    # Key 3's change carries its backfill event along; key 9 is a change.
-    assert [(e.key, e.backfill) for e in changes] == [("3", False), ("9", False)]
+    # Keys 3 and 4 carry their backfill events along with their changes; key 9 is a change.
+    assert [(e.key, e.backfill) for e in changes] == [("3", False), ("4", False), ("9", False)]
+    # Taking every key, one counts as backfill by its first and newest events (key 4: should
+    # it be held back as backfill, the claim of changes takes it).
     assert [(e.key, e.backfill) for e in every] == [
         ("0", True),
         ("1", True),
@@ -174,4 +177,4 @@ async def test_changes_are_claimed_past_waiting_backfill_and_a_key_with_a_change
         ("4", True),
         ("9", False),
     ]
-    assert counts == [7, 5, 2]
+    assert counts == [9, 6, 3]

@@ -13,6 +13,8 @@ import pytest
 import structlog
 
 from crisync.config.model import Config
+from crisync.daemon import run_daemon
+from crisync.handlers.base import Target
 from crisync.handlers.dispatcher import Dispatcher, DispatchSettings, backfill_claims
 from crisync.handlers.pure.client import PureClient
 from crisync.handlers.pure.config import PureConfig
@@ -22,6 +24,7 @@ from crisync.handlers.pure.sim import PureSimulator
 from crisync.handlers.pure.target import PureTarget
 from crisync.handlers.routing import route
 from crisync.lifecycle import Lifecycle
+from crisync.listener.elements.sim import ElementsSimulator
 from crisync.state import dead_letters, inbox, mapping
 from crisync.state.store import Store, utc_now
 from crisync.status import read_status, render_status
@@ -177,3 +180,43 @@ async def test_a_restart_counts_the_requests_the_last_run_sent_within_the_hour(
         assert restarted.pure.pacing.figures().used == sent
         said = await status(restarted.store)
     assert f"pure hourly quota: {10 - sent} of 10 requests left" in said
+
+
+async def test_once_outside_the_window_leaves_the_first_pass_waiting_and_takes_it_at_night(
+    config: Config, clock: FakeClock, pure_sim: PureSimulator, elements_sim: ElementsSimulator
+) -> None:
+    assert config.pure is not None
+    nights = config.model_copy(
+        update={"pure": config.pure.model_copy(update={"backfill_window": "22:00-06:00"})}
+    )
+
+    def targets(
+        config: Config, *, store: Store, session: aiohttp.ClientSession, telemetry: Telemetry
+    ) -> dict[str, Target]:
+        assert config.pure is not None
+        pure = PureTarget.open(
+            config.pure,
+            config.mappings,
+            store=store,
+            session=session,
+            telemetry=telemetry,
+            clock=clock,
+        )
+        return {"pure": pure}
+
+    objects = len(elements_sim.object_ids("user")) + len(elements_sim.object_ids("publication"))
+    summary = await run_daemon(nights, once=True, targets=targets)
+    assert summary.dead_letters == 0
+    assert pure_sim.objects("research-outputs") == {}  # the first pass is backfill: it waits
+    async with Store.open(config.state.path) as store:
+        async with store.reading() as conn:
+            assert await inbox.pending_count(conn, backfill=True) == objects
+        said = await status(store)
+    assert f"backfill: {objects} events wait, outside the backfill window" in said
+
+    clock.set_local(NOON.replace(hour=23))
+    summary = await run_daemon(nights, once=True, targets=targets)
+    assert summary.dead_letters == 0
+    assert len(pure_sim.objects("research-outputs")) == len(elements_sim.object_ids("publication"))
+    async with Store.open(config.state.path) as store, store.reading() as conn:
+        assert await inbox.pending_count(conn) == 0

@@ -16,7 +16,7 @@ import asyncio
 import math
 from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
 
 import structlog
@@ -73,9 +73,14 @@ class PurePacing:
         self._paused_until = 0.0  # monotonic end of the last Retry-After pause
         self._report()
 
-    @asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
+    def turn(self) -> AbstractAsyncContextManager[object]:
         """Held while one request is sent."""
+        if self._quota is None and self._pace is None and not self._paused():
+            return self._slots  # only the concurrency to keep: the hot path of most sites
+        return self._paced_turn()
+
+    @asynccontextmanager
+    async def _paced_turn(self) -> AsyncIterator[None]:
         backfill = backfill_work.get()
         await self._pause_over()
         await self._quota_room(self._backfill_quota if backfill else self._quota)
@@ -142,6 +147,9 @@ class PurePacing:
         self._report()
 
     # ------------------------------------------------------------------ the waits
+
+    def _paused(self) -> bool:
+        return self._paused_until > self._clock.monotonic()
 
     async def _pause_over(self) -> None:
         while (left := self._paused_until - self._clock.monotonic()) > 0:

@@ -23,6 +23,7 @@ from crisync.handlers.pure.pacing import PurePacing
 from crisync.handlers.pure.sim import PureSimulator
 from crisync.handlers.pure.target import PureTarget
 from crisync.handlers.routing import route
+from crisync.handlers.throttle import Clock, SystemClock
 from crisync.lifecycle import Lifecycle
 from crisync.listener.elements.sim import ElementsSimulator
 from crisync.state import dead_letters, inbox, mapping
@@ -43,9 +44,7 @@ def clock() -> FakeClock:
 
 
 @contextlib.asynccontextmanager
-async def throttled(
-    config: Config, clock: FakeClock, **limits: object
-) -> AsyncIterator[PureContext]:
+async def throttled(config: Config, clock: Clock, **limits: object) -> AsyncIterator[PureContext]:
     """The Pure context with these [pure] limits, on the test's clock."""
     assert config.pure is not None
     paced: PureConfig = config.pure.model_copy(update=limits)
@@ -56,11 +55,13 @@ async def throttled(
         yield PureContext(store, client, paced, config.mappings)
 
 
-def dispatcher(context: PureContext, life: Lifecycle, telemetry: Telemetry) -> Dispatcher:
+def dispatcher(
+    context: PureContext, life: Lifecycle, telemetry: Telemetry, *, max_attempts: int = 3
+) -> Dispatcher:
     return Dispatcher(
         context.store,
         route(context.mappings, {"pure": PureTarget(context)}, []),
-        DispatchSettings(workers=4, max_attempts=3, park_duration=300, topic_prefix="t"),
+        DispatchSettings(workers=4, max_attempts=max_attempts, park_duration=300, topic_prefix="t"),
         life=life,
         telemetry=telemetry,
     )
@@ -220,3 +221,22 @@ async def test_once_outside_the_window_leaves_the_first_pass_waiting_and_takes_i
     assert len(pure_sim.objects("research-outputs")) == len(elements_sim.object_ids("publication"))
     async with Store.open(config.state.path) as store, store.reading() as conn:
         assert await inbox.pending_count(conn) == 0
+
+
+async def test_a_429_with_retry_after_keeps_the_objects_attempts(
+    config: Config, pure_sim: PureSimulator
+) -> None:
+    # The real clock: the pauses are short and real.
+    async with throttled(config, SystemClock(), retry_after_cap=0.05) as context:
+        await enqueue(context.store, user("1", "Lovelace"))
+        # Three 429s (the client's tries of one request), then one more: with one attempt
+        # allowed, the object would be a dead letter were a throttled try counted.
+        pure_sim.fail_next(429, count=4, retry_after=3600)
+        telemetry = Telemetry()
+        life = Lifecycle()
+        life.feeds_done.set()
+        async with asyncio.timeout(20):
+            await dispatcher(context, life, telemetry, max_attempts=1).run()
+        async with context.store.reading() as conn:
+            assert await dead_letters.count(conn) == 0
+    assert telemetry.outcomes == {"created": 1}

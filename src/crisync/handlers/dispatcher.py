@@ -475,6 +475,10 @@ class Dispatcher:
             async with self._verdicts:
                 if await self._outage_holds(event, exc):
                     pass
+                elif exc.status == 429 and exc.retry_after is not None:
+                    # Throttled: the API's limit, not the object's failure. It waits as long
+                    # as the API asked (capped by the client) and keeps its attempts.
+                    await self._postpone(event, event.attempts, exc, bound)
                 elif exc.retriable and attempt < self._settings.max_attempts:
                     await self._postpone(event, attempt, exc, bound)
                 elif exc.retriable:

@@ -181,6 +181,11 @@ async def test_a_restart_counts_the_requests_the_last_run_sent_within_the_hour(
         assert restarted.pure.pacing.figures().used == sent
         said = await status(restarted.store)
     assert f"pure hourly quota: {10 - sent} of 10 requests left" in said
+    async with throttled(config, clock) as unlimited:  # the quota taken out of the configuration
+        life = Lifecycle()
+        life.feeds_done.set()
+        await dispatcher(unlimited, life, Telemetry()).run()
+        assert "hourly quota" not in await status(unlimited.store)
 
 
 async def test_once_outside_the_window_leaves_the_first_pass_waiting_and_takes_it_at_night(

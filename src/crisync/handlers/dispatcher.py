@@ -289,8 +289,10 @@ class Dispatcher:
         """What a previous run sent in the last hour counts against the quotas now."""
         for recorded in await api_quotas.all_quotas(conn):
             throttle = self._throttles.get(recorded.api)
-            if throttle is not None:
+            if throttle is not None and throttle.figures().limit is not None:
                 throttle.seed(recorded.used, datetime.fromisoformat(recorded.recorded_at))
+            else:  # its quota is no longer configured: status should not show it
+                await api_quotas.remove(conn, recorded.api)
 
     async def _record_throttles(self, *, now: bool = False) -> None:
         """The quotas and the backfill hold into the state database, every few seconds."""

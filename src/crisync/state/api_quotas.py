@@ -29,6 +29,10 @@ async def put(conn: aiosqlite.Connection, quota: RecordedQuota) -> None:
     )
 
 
+async def remove(conn: aiosqlite.Connection, api: str) -> None:
+    await conn.execute("DELETE FROM api_quotas WHERE api = ?", (api,))
+
+
 async def all_quotas(conn: aiosqlite.Connection) -> list[RecordedQuota]:
     rows = await fetch_all(
         conn,

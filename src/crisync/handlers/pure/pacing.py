@@ -3,8 +3,10 @@
 Pure throttles the whole site by requests per second, requests in flight and an hourly
 quota. Each request here waits, in this order, for: the end of a Retry-After pause (one
 answer pauses every request: the limit is the site's), room in the quota of the last hour,
-its turn under `rate_limit`, a free slot under `concurrency`. A request counts against the
-quota from the moment it is let through, so none is ever sent beyond it.
+a free slot under `concurrency`, then its turn under `rate_limit` (so that a request given
+its turn goes at once). A request counts against the quota from the moment it is let
+through, so none is ever sent beyond it. Without a quota or a rate limit (and no pause),
+a request waits for its slot alone.
 
 Backfill work (`throttle.backfill_work`) leaves `changes_share` of the rate and of the quota to
 ordinary changes: it waits at (1 - share) of either, changes only at the whole of it.

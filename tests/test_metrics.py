@@ -41,6 +41,8 @@ async def test_metrics_export_the_counters_and_what_the_state_says(store: Store)
     telemetry.request("pure", "PUT", 201, 0.7)
     telemetry.request("elements", "GET", "TimeoutError", 60.0)
     telemetry.expect("dispatcher", 120)
+    telemetry.quota("pure", 1000, 250)
+    telemetry.backfill_waits = "outside the backfill window 22:00-06:00 (local time)"
     async with store.transaction() as conn:
         high_water = datetime.now(UTC) - timedelta(seconds=90)
         await cursors.save(conn, Cursor("elements:users", high_water=high_water))
@@ -97,6 +99,10 @@ async def test_metrics_export_the_counters_and_what_the_state_says(store: Store)
     assert found[("crisync_backlog_events", (("feed", "elements:publications"),))] == 1
     assert found[("crisync_outbox_messages", ())] == 1
     assert found[("crisync_dead_letters", ())] == 1
+    assert found[("crisync_api_quota_limit", (("api", "pure"),))] == 1000
+    assert found[("crisync_api_quota_remaining", (("api", "pure"),))] == 250
+    assert found[("crisync_backfill_held", ())] == 1
+    assert found[("crisync_backfill_events", ())] == 0  # the events enqueued are changes
     assert 90 <= found[("crisync_cursor_lag_seconds", (("feed", "elements:users"),))] < 100
     assert ("crisync_cursor_lag_seconds", (("feed", "elements:publications"),)) not in found
     assert found[("crisync_loop_seconds_since_progress", (("loop", "dispatcher"),))] < 10

@@ -13,6 +13,7 @@ from crisync.listener.elements.sim import ElementsSimulator
 from crisync.listener.sources import open_sources
 from crisync.resync import resync_all
 from crisync.sim.journals import JOURNALS
+from crisync.state import inbox
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
 
@@ -39,6 +40,10 @@ async def test_resync_all_costs_pure_nothing_unless_the_mapping_changed(
     said, progress = await resync_everything(config)
     assert said.startswith(f"queued {len(users) + len(publications)} mapped object(s)")
     assert progress[-1] == (len(users) + len(publications),) * 2
+    async with Store.open(config.state.path) as store, store.reading() as conn:
+        # Backfill work: it runs within [pure] backfill_window, leaving changes their share.
+        assert await inbox.pending_count(conn, backfill=True) == len(users) + len(publications)
+        assert await inbox.pending_count(conn, backfill=False) == 0
     pure_sim.request_counts.clear()
     telemetry = Telemetry()
     await run_daemon(config, once=True, telemetry=telemetry)

@@ -97,6 +97,26 @@ class TelemetryCollector:
         for api, answers in sorted(t.availability().items()):
             available.add_metric([api], 1 if answers else 0)
         yield available
+        limit = GaugeMetricFamily(
+            "crisync_api_quota_limit",
+            "Requests an API allows crisync in any rolling hour ([pure] hourly_quota)",
+            labels=["api"],
+        )
+        remaining = GaugeMetricFamily(
+            "crisync_api_quota_remaining",
+            "Requests of the hourly quota left: the quota less those sent in the last hour",
+            labels=["api"],
+        )
+        for api, (allowed, left) in sorted(t.quotas.items()):
+            limit.add_metric([api], allowed)
+            remaining.add_metric([api], left)
+        yield limit
+        yield remaining
+        yield GaugeMetricFamily(
+            "crisync_backfill_held",
+            "1 while backfill work waits (outside its window, or its share of the quota spent)",
+            value=0 if t.backfill_waits is None else 1,
+        )
 
 
 def _bound(seconds: float) -> str:
@@ -112,6 +132,7 @@ class StateFigures:
     dead_letters: int
     cursor_lag: dict[str, float]  # feed → seconds since its high-water mark
     credentials_refused: dict[str, bool]  # feed → whether its API refused them at its last poll
+    backfill: int  # pending backfill events
 
     def collect(self) -> Iterator[Metric]:
         backlog = GaugeMetricFamily(
@@ -138,6 +159,11 @@ class StateFigures:
         for feed, seconds in sorted(self.cursor_lag.items()):
             lag.add_metric([feed], seconds)
         yield lag
+        yield GaugeMetricFamily(
+            "crisync_backfill_events",
+            "Backfill events (a first pass, a re-read, resync --all) waiting to be replicated",
+            value=self.backfill,
+        )
         refused = GaugeMetricFamily(
             "crisync_feed_credentials_refused",
             "1 while a feed is parked because its API refused the credentials, else 0",
@@ -155,6 +181,7 @@ async def read_figures(store: Store) -> StateFigures:
         pending = await inbox.pending_by_feed(conn)
         depth = await outbox.depth(conn)
         letters = await dead_letters.count(conn)
+        backfill = await inbox.pending_count(conn, backfill=True)
     return StateFigures(
         backlog={cursor.feed: 0 for cursor in feeds} | pending,
         outbox_depth=depth,
@@ -165,6 +192,7 @@ async def read_figures(store: Store) -> StateFigures:
             if cursor.high_water is not None
         },
         credentials_refused={cursor.feed: cursor.parked_until is not None for cursor in feeds},
+        backfill=backfill,
     )
 
 

@@ -3,7 +3,8 @@
 One object is queued as a repair: its target writes and locks it again even when nothing
 changed (`queue_resync`). `--all` re-applies the mappings to every mapped object, e.g.
 after a mapping changed: each is queued as it is now, so an unchanged one costs the target
-nothing and a changed one one update.
+nothing and a changed one one update. It is backfill work: it runs in the target's backfill
+window, leaving ordinary changes their share.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ async def resync_all(
                 gone.append(f"{object_source}/{object_kind}/{key}")
             progress(done, len(wanted))
         async with store.transaction() as conn:
-            await inbox.add_events(conn, events, utc_now())
+            await inbox.add_events(conn, events, utc_now(), backfill=True)
         queued += len(events)
     lines = [
         f"queued {queued} mapped object(s) for replication; a running daemon takes them, "

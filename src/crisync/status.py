@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from crisync.state import api_circuits, cursors, dead_letters, inbox, mapping, outbox
+from crisync.state import api_circuits, api_quotas, cursors, dead_letters, inbox, mapping, outbox
 from crisync.state.store import Store
 
 
@@ -15,6 +15,8 @@ class StatusReport:
     schema_version: int
     # one line per API that is out (since when, how much waits for it) or refuses a feed
     unavailable: list[str]
+    # each API's hourly quota (what is left, or until when it is spent); backfill that waits
+    throttling: list[str]
     cursors: list[dict[str, Any]]
     backlog: int
     outbox_depth: int
@@ -31,6 +33,7 @@ async def read_status(store: Store) -> StatusReport:
                 *await api_circuits.describe_open(conn),
                 *await cursors.describe_parked(conn),
             ],
+            throttling=await api_quotas.describe(conn),
             cursors=[
                 {
                     "feed": c.feed,
@@ -51,7 +54,13 @@ def render_status(report: StatusReport, *, every_dead_letter: bool = False) -> s
     """The report for a person; dead letters grouped by their error unless each is asked for."""
     # An API that is out or refuses a feed comes first: it is why the backlog grows, or
     # stays empty, and nothing fails.
-    lines = [*report.unavailable, f"state schema version {report.schema_version}", "", "feeds:"]
+    lines = [
+        *report.unavailable,
+        *report.throttling,
+        f"state schema version {report.schema_version}",
+        "",
+        "feeds:",
+    ]
     if not report.cursors:
         lines.append("  (none polled yet)")
     for c in report.cursors:

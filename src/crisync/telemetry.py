@@ -59,6 +59,10 @@ class Telemetry:
     # Whether the publisher holds a connection to the broker; None without a publisher. Not an
     # outage: a broker that is down delays outcomes (they wait in the outbox), loses none.
     broker_connected: bool | None = None
+    # Each API with an hourly quota → (the quota, requests of it left in the last hour)
+    quotas: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Why backfill work waits now (outside its window, its share spent); None: it may run
+    backfill_waits: str | None = None
 
     def expect(self, loop: str, deadline: float) -> None:
         """Register a loop that must beat at least every `deadline` seconds."""
@@ -99,6 +103,9 @@ class Telemetry:
         if self.broker_connected is not None:
             answers["mqtt"] = self.broker_connected and answers.get("mqtt", True)
         return answers
+
+    def quota(self, api: str, limit: int, remaining: int) -> None:
+        self.quotas[api] = (limit, remaining)
 
     def unavailable(self) -> list[str]:
         """The APIs that are out, each with why."""

@@ -3,6 +3,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from crisync.state import inbox
 from crisync.state.inbox import ChangeEvent
 from crisync.state.store import Store, iso_utc, utc_now
@@ -113,15 +115,21 @@ async def test_held_routes_wait_and_only_takes_the_routes_asked_for(store: Store
     assert [(e.kind, e.key) for e in probe] == [("publication", "2")]
 
 
-async def test_a_claim_walks_the_pending_events_in_order_and_sorts_nothing(store: Store) -> None:
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [(inbox.CLAIM_ANY, "inbox_pending_order"), (inbox.CLAIM_CHANGES, "inbox_pending_changes")],
+)
+async def test_a_claim_walks_the_pending_events_in_order_and_sorts_nothing(
+    store: Store, query: str, index: str
+) -> None:
     async with store.reading() as conn:
         plan = [
             row[3]
             for row in await conn.execute_fetchall(
-                f"EXPLAIN QUERY PLAN {inbox.CLAIM_READY}", (utc_now(), "[]", "[]", None, None, 10)
+                f"EXPLAIN QUERY PLAN {query}", (utc_now(), "[]", "[]", None, None, 10)
             )
         ]
-    assert plan[0] == "SCAN o USING INDEX inbox_pending_order"
+    assert plan[0] == f"SCAN o USING INDEX {index}"
     assert not [step for step in plan if "TEMP B-TREE" in step or step.startswith("SCAN x")]
 
 
@@ -140,3 +148,33 @@ async def test_a_done_event_keeps_no_payload_and_a_dead_one_keeps_it(store: Stor
         ("1", "done", "{}"),
         ("2", "dead", '{"title":"t"}'),
     ]
+
+
+async def test_changes_are_claimed_past_waiting_backfill_and_a_key_with_a_change_is_one(
+    store: Store,
+) -> None:
+    async with store.transaction() as conn:
+        await inbox.add_events(
+            conn, [change(str(n), 0) for n in range(5)], utc_now(), backfill=True
+        )
+        await inbox.add_events(conn, [change("3", 5), change("4", 5), change("9", 0)], utc_now())
+        await inbox.add_events(conn, [change("4", 10)], utc_now(), backfill=True)
+    async with store.reading() as conn:
+        changes = await inbox.claim_ready(
+            conn, busy_keys=[], now=utc_now(), limit=10, changes_only=True
+        )
+        every = await inbox.claim_ready(conn, busy_keys=[], now=utc_now(), limit=10)
+        counts = [await inbox.pending_count(conn, backfill=b) for b in (None, True, False)]
+    # Keys 3 and 4 carry their backfill events along with their changes; key 9 is a change.
+    assert [(e.key, e.backfill) for e in changes] == [("3", False), ("4", False), ("9", False)]
+    # Taking every key, one counts as backfill by its first and newest events (key 4: should
+    # it be held back as backfill, the claim of changes takes it).
+    assert [(e.key, e.backfill) for e in every] == [
+        ("0", True),
+        ("1", True),
+        ("2", True),
+        ("3", False),
+        ("4", True),
+        ("9", False),
+    ]
+    assert counts == [9, 6, 3]

@@ -116,9 +116,9 @@ def deletion(kind: str, key: str, minute: int = 0) -> ChangeEvent:
     )
 
 
-async def enqueue(store: Store, *events: ChangeEvent) -> None:
+async def enqueue(store: Store, *events: ChangeEvent, backfill: bool = False) -> None:
     async with store.transaction() as conn:
-        await inbox.add_events(conn, events, utc_now())
+        await inbox.add_events(conn, events, utc_now(), backfill=backfill)
 
 
 async def claim_one(store: Store, *, skip: Iterable[str] = ()) -> InboxEvent:

@@ -17,7 +17,12 @@ def crisync_families() -> dict[str, str]:
     """Every crisync_* family → its type. Each collector yields every family it has, samples
     or not, so empty figures suffice."""
     state = StateFigures(
-        backlog={}, outbox_depth=0, dead_letters=0, cursor_lag={}, credentials_refused={}
+        backlog={},
+        outbox_depth=0,
+        dead_letters=0,
+        cursor_lag={},
+        credentials_refused={},
+        backfill=0,
     )
     families = [*TelemetryCollector(Telemetry()).collect(), *state.collect()]
     return {family.name: family.type for family in families}

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from crisync.handlers.throttle import Throttle
 from crisync.outcome import OutcomeAction
 from crisync.state.inbox import ChangeEvent, InboxEvent
 from crisync.state.mapping import MappingRow
@@ -98,6 +99,11 @@ class Target(ABC):
     @abstractmethod
     def park_duration(self) -> float:
         """Seconds between tries after it refused the credentials (its circuit holds its work)."""
+
+    @property
+    def throttle(self) -> Throttle | None:
+        """Its quota and backfill window, for the dispatcher; None when it has none."""
+        return None
 
     @abstractmethod
     async def handle(self, event: InboxEvent) -> HandlerResult:

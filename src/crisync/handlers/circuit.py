@@ -25,7 +25,8 @@ refused credentials), not the backoff of an outage. So does a refusal of the con
 is an object of that route, and the same failure again keeps the circuit open.
 
 Only an object's own permanent failure, or its retriable failures while the API otherwise
-answers, count toward the target's `max_attempts`.
+answers, count toward the target's `max_attempts`; a 429 with Retry-After does not either
+(throttling is the API's limit: the dispatcher postpones the object as asked).
 """
 
 from __future__ import annotations

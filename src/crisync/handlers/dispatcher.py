@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,10 +33,19 @@ from crisync.handlers.first_objects import (
     failure_signature,
 )
 from crisync.handlers.routing import Routes
+from crisync.handlers.throttle import BackfillHold, backfill_work
 from crisync.lifecycle import Lifecycle
 from crisync.outcome import outcome_payload, outcome_topic
 from crisync.publisher.api_status import api_payload, api_topic
-from crisync.state import api_circuits, create_intents, dead_letters, inbox, mapping, outbox
+from crisync.state import (
+    api_circuits,
+    api_quotas,
+    create_intents,
+    dead_letters,
+    inbox,
+    mapping,
+    outbox,
+)
 from crisync.state.inbox import InboxEvent
 from crisync.state.store import StateDiskFullError, Store, iso_utc, utc_now
 from crisync.telemetry import Telemetry
@@ -48,6 +58,9 @@ PRUNE_EVERY = 3600.0
 IDLE_WAKE = 5.0
 # Keys claimed ahead, per worker: the queue is refilled when it runs low, not per event.
 PREFETCH = 4
+# Seconds between two records of the targets' quotas and the backfill hold in the state
+# database (for `crisync status`, and for the next start to count what was sent).
+THROTTLE_RECORD_EVERY = 10.0
 
 
 @dataclass(frozen=True)
@@ -119,6 +132,12 @@ class Dispatcher:
         self._unchecked = dict(routes.state_checks) if settings.check_state else {}
         self._checking = asyncio.Lock()
         self.gave_up: list[str] = []  # the APIs `once` stopped waiting for
+        self._throttles = routes.throttles
+        self._backfill_claims = backfill_claims(
+            settings.workers, max((t.changes_share() for t in self._throttles.values()), default=0)
+        )
+        self._backfill_waits: BackfillHold | None = None  # why backfill waits, as last found
+        self._last_throttle_record = -THROTTLE_RECORD_EVERY
         self.refused_configuration: list[str] = []  # of those, the ones refusing it
 
     async def run(self) -> None:
@@ -127,6 +146,7 @@ class Dispatcher:
         replicated: asyncio.Queue[Replicated | None] = asyncio.Queue()
         async with self._store.transaction() as conn:
             await self._forget_left_open(conn)
+            await self._count_recorded_requests(conn)
         async with asyncio.TaskGroup() as group:
             group.create_task(self._record(replicated), name="dispatcher-recorder")
             try:
@@ -142,6 +162,7 @@ class Dispatcher:
                             queue.put_nowait(None)
             finally:
                 replicated.put_nowait(None)  # after the workers: their last results first
+        await self._record_throttles(now=True)
 
     async def _forget_left_open(self, conn: aiosqlite.Connection) -> None:
         """A circuit starts closed (the API is tried): an outage or refusal a previous run
@@ -162,6 +183,7 @@ class Dispatcher:
         while not self._life.stopping.is_set():
             self._telemetry.beat(self.loop_name)
             self._life.work_ready.clear()
+            await self._record_throttles()
             if self._life.feeds_done.is_set() and await self._give_up_on_outages():
                 return
             claimed = await self._claim()
@@ -185,13 +207,17 @@ class Dispatcher:
             return []
         free = self._settings.workers * PREFETCH - len(self._busy)
         out = [circuit for circuit in self._circuits.values() if circuit.is_open]
-        held = [route for circuit in out for route in circuit.routes]
+        held = [route for circuit in out for route in circuit.routes] + self._quota_held()
+        backfill_room = self._backfill_room()
         async with self._store.reading() as conn:
-            ready = await inbox.claim_ready(
-                conn, busy_keys=self._unclaimable(), now=utc_now(), limit=free, held=held
-            )
-            events = self._after_what_they_refer_to(ready)
-            self._busy.update((event.object_key, event) for event in events)
+            events: list[InboxEvent] = []
+            more = True  # whether more keys may be ready than the claims took
+            # Backfill takes what room it has, oldest first with the changes among it; the
+            # rest is for changes, however much backfill waits before them.
+            if backfill_room > 0:
+                more = await self._claim_into(events, conn, min(free, backfill_room), held)
+            if backfill_room < free and more:
+                await self._claim_into(events, conn, free - len(events), held, changes_only=True)
             for circuit in out:
                 if circuit.probe_due():
                     events.extend(await self._claim_probe(conn, circuit))
@@ -207,6 +233,92 @@ class Dispatcher:
             circuit.probing(event)
             self._busy[event.object_key] = event
         return probe
+
+    async def _claim_into(
+        self,
+        events: list[InboxEvent],
+        conn: aiosqlite.Connection,
+        limit: int,
+        held: list[str],
+        *,
+        changes_only: bool = False,
+    ) -> bool:
+        """Claim up to `limit` keys' newest events into `events`; False when fewer were ready."""
+        ready = await inbox.claim_ready(
+            conn,
+            busy_keys=self._unclaimable(),
+            now=utc_now(),
+            limit=limit,
+            held=held,
+            changes_only=changes_only,
+        )
+        taken = self._after_what_they_refer_to(ready)
+        self._busy.update((event.object_key, event) for event in taken)
+        events.extend(taken)
+        return len(ready) == limit
+
+    def _quota_held(self) -> list[str]:
+        """The routes of the APIs whose hourly quota is spent: their work waits, untried."""
+        return [
+            route
+            for api, throttle in self._throttles.items()
+            if api in self._circuits and throttle.spent()
+            for route in self._circuits[api].routes
+        ]
+
+    def _backfill_room(self) -> int:
+        """How many more backfill keys may be claimed now."""
+        waits = next(
+            (why for t in self._throttles.values() if (why := t.backfill_waits()) is not None),
+            None,
+        )
+        self._telemetry.backfill_waits = None if waits is None else waits.reason
+        if waits != self._backfill_waits:
+            self._backfill_waits = waits
+            if waits is None:
+                log.info("backfill.resumed")
+            else:
+                log.info("backfill.held", reason=waits.reason)
+        if waits is not None:
+            return 0
+        if self._backfill_claims is None:
+            return self._settings.workers * PREFETCH
+        return self._backfill_claims - sum(event.backfill for event in self._busy.values())
+
+    async def _count_recorded_requests(self, conn: aiosqlite.Connection) -> None:
+        """What a previous run sent in the last hour counts against the quotas now."""
+        for recorded in await api_quotas.all_quotas(conn):
+            throttle = self._throttles.get(recorded.api)
+            if throttle is not None and throttle.figures().limit is not None:
+                throttle.seed(recorded.used, datetime.fromisoformat(recorded.recorded_at))
+            else:  # its quota is no longer configured: status should not show it
+                await api_quotas.remove(conn, recorded.api)
+
+    async def _record_throttles(self, *, now: bool = False) -> None:
+        """The quotas and the backfill hold into the state database, every few seconds."""
+        if not now and time.monotonic() - self._last_throttle_record < THROTTLE_RECORD_EVERY:
+            return
+        if not self._throttles:
+            return
+        self._last_throttle_record = time.monotonic()
+        recorded_at = utc_now()
+        async with self._store.transaction() as conn:
+            for api, throttle in self._throttles.items():
+                figures = throttle.figures()
+                if figures.limit is not None:
+                    refills = figures.refills_at
+                    await api_quotas.put(
+                        conn,
+                        api_quotas.RecordedQuota(
+                            api,
+                            figures.limit,
+                            figures.used,
+                            None if refills is None else iso_utc(refills),
+                            recorded_at,
+                        ),
+                    )
+            hold = self._backfill_waits
+            await api_quotas.hold_backfill(conn, hold.reason if hold else None, recorded_at)
 
     def _unclaimable(self) -> set[str]:
         """Keys not to claim: those in hand, and those whose failure awaits its verdict."""
@@ -264,11 +376,14 @@ class Dispatcher:
         return taken
 
     async def _drained(self) -> bool:
-        """True when the feeds are done and no event waits, not even for a retry."""
+        """True when the feeds are done and no event waits, not even for a retry; backfill
+        held back (outside its window) waits for a later run."""
         if not self._life.feeds_done.is_set():
             return False
+        hold = self._backfill_waits
+        only = False if hold is not None and hold.outside_window else None
         async with self._store.reading() as conn:
-            return await inbox.pending_count(conn) == 0
+            return await inbox.pending_count(conn, backfill=only) == 0
 
     async def _idle_timeout(self) -> float:
         """How long an idle dispatcher may sleep: until the next retry or the end of a pause."""
@@ -307,9 +422,16 @@ class Dispatcher:
                 replicated.put_nowait(done)
 
     def _held(self, event: InboxEvent) -> bool:
-        """Whether the event's API went out after it was claimed: it waits, untried."""
-        circuit = self._circuits.get(self._routes.apis.get((event.source, event.kind), ""))
-        return circuit is not None and circuit.is_open and circuit.probe_key != event.object_key
+        """Whether the event's API went out, or spent its quota, or its backfill may no
+        longer run, after it was claimed: it waits, untried."""
+        api = self._routes.apis.get((event.source, event.kind), "")
+        circuit = self._circuits.get(api)
+        if circuit is not None and circuit.is_open and circuit.probe_key != event.object_key:
+            return True
+        throttle = self._throttles.get(api)
+        return throttle is not None and (
+            throttle.spent() or (event.backfill and throttle.backfill_waits() is not None)
+        )
 
     def _release(self, events: list[InboxEvent]) -> None:
         """Their keys may be claimed again: what they did is committed."""
@@ -340,6 +462,7 @@ class Dispatcher:
         handler = self._routes.handler(event)
         api = self._routes.apis.get((event.source, event.kind))
         started = time.monotonic()
+        backfill_work.set(event.backfill)  # this worker task's requests are paced as such
         try:
             await self._state_checked(api)
             result = await handler(event)
@@ -354,6 +477,10 @@ class Dispatcher:
             async with self._verdicts:
                 if await self._outage_holds(event, exc):
                     pass
+                elif exc.status == 429 and exc.retry_after is not None:
+                    # Throttled: the API's limit, not the object's failure. It waits as long
+                    # as the API asked (capped by the client) and keeps its attempts.
+                    await self._postpone(event, event.attempts, exc, bound)
                 elif exc.retriable and attempt < self._settings.max_attempts:
                     await self._postpone(event, attempt, exc, bound)
                 elif exc.retriable:
@@ -652,3 +779,11 @@ async def record_results(
             if result.mapping is not None or result.forget_mapping
         ),
     )
+
+
+def backfill_claims(workers: int, changes_share: float) -> int | None:
+    """Backfill keys claimed at most at once, so that a share of the handlers stays free for
+    ordinary changes however long backfill's requests wait; None: no limit."""
+    if changes_share <= 0:
+        return None
+    return max(1, workers - math.ceil(workers * changes_share))

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from crisync.errors import PermanentError
 from crisync.handlers.base import Handler, HandlerResult, RightsMissingError, StateCheck, Target
+from crisync.handlers.throttle import Throttle
 from crisync.mapping.rules import MappingsConfig
 from crisync.state.inbox import ChangeEvent, InboxEvent
 
@@ -48,6 +49,8 @@ class Routes:
     apis: Mapping[tuple[str, str], str] = field(default_factory=dict)
     # target → its check of the state database, asked before its first write
     state_checks: Mapping[str, StateCheck] = field(default_factory=dict)
+    # API → its quota and backfill window, for the targets that have them
+    throttles: Mapping[str, Throttle] = field(default_factory=dict)
 
     def handler(self, event: InboxEvent) -> Handler:
         return self.handlers.get((event.source, event.kind)) or _unrouted
@@ -76,7 +79,10 @@ def route(
         apis.update(dict.fromkeys(own, source.name))
     after_create = {source.name: source.after_create for source in sources}
     state_checks = {name: partial(_first_write_check, target) for name, target in targets.items()}
-    return Routes(handlers, after_create, apis, state_checks)
+    throttles = {
+        name: target.throttle for name, target in targets.items() if target.throttle is not None
+    }
+    return Routes(handlers, after_create, apis, state_checks, throttles)
 
 
 async def _first_write_check(target: Target) -> str | None:

@@ -42,6 +42,9 @@ class InboxEvent:
     observed_at: str
     payload: dict[str, Any]
     attempts: int
+    # Backfill work (a first pass, a re-read, `resync --all`): no ordinary change of its key
+    # waits with it. It may be held back (a backfill window) where changes are not.
+    backfill: bool = False
 
     @property
     def object_key(self) -> str:
@@ -58,17 +61,20 @@ async def add_events(
     observed_at: str,
     *,
     done: bool = False,
+    backfill: bool = False,
 ) -> int:
     """Insert what is new; returns how many rows were added (repeats are dropped).
 
     `done`: events that need no work (crisync's own change, which its feed will bring
     back); kept, like every done event, only so that the feed's copy is dropped as a repeat.
+    `backfill`: bulk work (a first pass, a re-read, `resync --all`), not ordinary changes.
     """
     before = conn.total_changes
     await conn.executemany(
         """INSERT OR IGNORE INTO inbox
-               (feed, source, kind, key, action, changed_at, observed_at, payload, state)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               (feed, source, kind, key, action, changed_at, observed_at, payload, state,
+                backfill)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         [
             (
                 e.feed,
@@ -80,6 +86,7 @@ async def add_events(
                 observed_at,
                 "{}" if done else json.dumps(e.payload, separators=(",", ":"), sort_keys=True),
                 "done" if done else "pending",
+                int(backfill),
             )
             for e in events
         ],
@@ -89,25 +96,31 @@ async def add_events(
 
 # The pending events in arrival order, each key's first one standing for the key: the walk
 # stops after `limit` keys, however many events wait (grouping them all took 150 ms at 100k).
+# The keys with an ordinary change only (CLAIM_CHANGES) walk the index of pending changes,
+# past any number of waiting backfill events. A key counts as backfill when its first and
+# newest pending events are; one with a change between them is claimed as a change by
+# CLAIM_CHANGES should the dispatcher hold it back as backfill.
 CLAIM_READY = """
     SELECT n.id, n.feed, n.source, n.kind, n.key, n.action, n.changed_at, n.observed_at,
-           n.payload, n.attempts
+           n.payload, n.attempts, o.backfill AND n.backfill
        FROM inbox AS o
        JOIN inbox AS n ON n.id = (
            SELECT MAX(x.id) FROM inbox AS x
            WHERE x.state = 'pending' AND x.source = o.source AND x.kind = o.kind
              AND x.key = o.key)
-       WHERE o.state = 'pending'
+       WHERE o.state = 'pending' {changes_o}
          AND NOT EXISTS (
            SELECT 1 FROM inbox AS p
            WHERE p.state = 'pending' AND p.source = o.source AND p.kind = o.kind
-             AND p.key = o.key AND p.id < o.id)
+             AND p.key = o.key AND p.id < o.id {changes_p})
          AND (n.not_before IS NULL OR n.not_before <= ?)
          AND o.source || '/' || o.kind || '/' || o.key NOT IN (SELECT value FROM json_each(?))
          AND o.source || '/' || o.kind NOT IN (SELECT value FROM json_each(?))
          AND (? IS NULL OR o.source || '/' || o.kind IN (SELECT value FROM json_each(?)))
        ORDER BY o.id
        LIMIT ?"""
+CLAIM_ANY = CLAIM_READY.format(changes_o="", changes_p="")
+CLAIM_CHANGES = CLAIM_READY.format(changes_o="AND o.backfill = 0", changes_p="AND p.backfill = 0")
 
 
 async def claim_ready(
@@ -118,21 +131,25 @@ async def claim_ready(
     limit: int,
     held: Iterable[str] = (),
     only: Iterable[str] | None = None,
+    changes_only: bool = False,
 ) -> list[InboxEvent]:
     """The newest pending event of each key not in `busy_keys`, oldest keys first.
 
     `held` and `only` are routes ("source/kind"): events of a held route wait (their API
     is out), and with `only`, just those routes' events are taken (a probe of that API).
+    `changes_only`: keys whose pending events are all backfill wait.
     Older pending events of a key are superseded by its newest: they are completed with it.
     """
     only_json = None if only is None else json.dumps(list(only))
     rows = await fetch_all(
         conn,
-        CLAIM_READY,
+        CLAIM_CHANGES if changes_only else CLAIM_ANY,
         (now, json.dumps(list(busy_keys)), json.dumps(list(held)), only_json, only_json, limit),
     )
     return [
-        InboxEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), r[9])
+        InboxEvent(
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), r[9], bool(r[10])
+        )
         for r in rows
     ]
 
@@ -169,16 +186,26 @@ async def give_back_attempts(conn: aiosqlite.Connection, *events: InboxEvent) ->
     )
 
 
-async def pending_count(conn: aiosqlite.Connection, *, routes: Iterable[str] | None = None) -> int:
-    """Pending events, of these routes ("source/kind") only when given."""
-    if routes is None:
+async def pending_count(
+    conn: aiosqlite.Connection,
+    *,
+    routes: Iterable[str] | None = None,
+    backfill: bool | None = None,
+) -> int:
+    """Pending events, of these routes ("source/kind") only when given, of backfill work
+    only (True) or ordinary changes only (False) when asked."""
+    if routes is None and backfill is None:
         row = await fetch_one(conn, "SELECT COUNT(*) FROM inbox WHERE state = 'pending'")
     else:
         row = await fetch_one(
             conn,
             """SELECT COUNT(*) FROM inbox WHERE state = 'pending'
-                 AND source || '/' || kind IN (SELECT value FROM json_each(?))""",
-            (json.dumps(list(routes)),),
+                 AND (? IS NULL OR source || '/' || kind IN (SELECT value FROM json_each(?)))
+                 AND (? IS NULL OR backfill = ?)""",
+            (
+                *[None if routes is None else json.dumps(list(routes))] * 2,
+                *[None if backfill is None else int(backfill)] * 2,
+            ),
         )
     return int(row[0]) if row else 0
 

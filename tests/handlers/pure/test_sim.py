@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -858,3 +859,37 @@ async def test_search_finds_identifiers_as_words_like_a_full_text_search(
     assert (await hits("research-outputs", "10.1371/journal.pone.4"))[0] == other["uuid"]
     assert await hits("persons", "0012345") == [hr["uuid"]]
     assert await hits("persons", "001234") == []  # a value is one word, matched whole
+
+
+async def test_past_its_limits_pure_answers_429_with_when_to_come_back(
+    sim: PureSimulator, api: tuple[aiohttp.ClientSession, str]
+) -> None:
+    now = [0.0]
+    sim.throttle(per_second=2, hourly_quota=3, clock=lambda: now[0])
+    org = f"/organizations/{sim.organization_uuids[0]}"
+    assert [(await call(api, "GET", org))[0].status for _ in range(2)] == [200, 200]
+    # A third within the second: the window slides, it does not reset on the second.
+    response, problem = await call(api, "GET", org)
+    assert (response.status, response.headers["Retry-After"]) == (429, "1")
+    assert response.content_type == "application/problem+json"
+    assert problem["status"] == 429
+    now[0] = 1.5
+    assert (await call(api, "GET", org))[0].status == 200
+    now[0] = 3.0
+    response, problem = await call(api, "GET", org)  # the hour's three are spent
+    assert (response.status, response.headers["Retry-After"]) == (429, "3597")
+    assert problem["detail"] == "Hourly quota of 3 requests spent."
+    now[0] = 3600.0
+    assert (await call(api, "GET", org))[0].status == 200
+    assert sim.throttled == {"rate": 1, "quota": 1}
+    assert sim.received == 6
+
+
+async def test_past_its_concurrency_pure_answers_429() -> None:
+    sim = PureSimulator(api_key=KEY, seed=3, latency_ms=200)
+    sim.throttle(concurrent=1)
+    async with running(sim) as api:
+        org = f"/organizations/{sim.organization_uuids[0]}"
+        answers = await asyncio.gather(call(api, "GET", org), call(api, "GET", org))
+    assert sorted(response.status for response, _ in answers) == [200, 429]
+    assert sim.throttled == {"concurrency": 1}

@@ -83,6 +83,24 @@ async def test_next_sweep_asks_inclusively_since_high_water_minus_lookback(
     assert last["detail"] == ["full"]
 
 
+async def test_the_first_sweep_is_backfill_and_later_ones_bring_ordinary_changes(
+    store: Store, elements_sim: ElementsSimulator, config: Config, session: aiohttp.ClientSession
+) -> None:
+    listener = listener_with(session, config, store, per_page=5, lookback=0)
+    await listener.sweep(PUBLICATIONS)
+    touched = str(elements_sim.object_ids("publication")[0])
+    elements_sim.advance(5)
+    elements_sim.touch("publication", int(touched), title="New")
+    await listener.sweep(PUBLICATIONS)
+    async with store.reading() as conn:
+        rows = await conn.execute_fetchall(
+            "SELECT key, backfill FROM inbox WHERE state = 'pending' ORDER BY id"
+        )
+    first_pass = rows[: len(elements_sim.object_ids("publication"))]
+    assert {backfill for _, backfill in first_pass} == {1}
+    assert [tuple(row) for row in rows[len(first_pass) :]] == [(touched, 0)]
+
+
 async def test_objects_sharing_one_stamp_across_page_boundaries_are_all_read(
     store: Store, elements_sim: ElementsSimulator, config: Config, session: aiohttp.ClientSession
 ) -> None:

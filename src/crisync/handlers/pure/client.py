@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -13,7 +12,6 @@ from urllib.parse import urlencode
 
 import aiohttp
 import structlog
-from aiolimiter import AsyncLimiter
 
 from crisync.backoff import retrying
 from crisync.errors import (
@@ -24,6 +22,7 @@ from crisync.errors import (
     parse_retry_after,
 )
 from crisync.handlers.pure.config import PureConfig
+from crisync.handlers.pure.pacing import PurePacing
 from crisync.same_origin import same_origin_only
 from crisync.telemetry import Telemetry
 
@@ -37,6 +36,8 @@ T = TypeVar("T")
 REQUEST_ATTEMPTS = 3
 REQUEST_BACKOFF_BASE = 0.25
 REQUEST_BACKOFF_CAP = 2.0
+# Answers whose Retry-After pauses every request to Pure (too many requests, overloaded).
+THROTTLED_STATUSES = frozenset({429, 503})
 
 
 class PureConflictError(CrisyncError):
@@ -47,7 +48,12 @@ class PureConflictError(CrisyncError):
 
 class PureClient:
     def __init__(
-        self, session: aiohttp.ClientSession, config: PureConfig, *, telemetry: Telemetry
+        self,
+        session: aiohttp.ClientSession,
+        config: PureConfig,
+        *,
+        telemetry: Telemetry,
+        pacing: PurePacing | None = None,
     ) -> None:
         self._session = session
         self._telemetry = telemetry
@@ -55,9 +61,7 @@ class PureClient:
         self._headers = {"api-key": config.api_key.get_secret_value(), "Accept": "application/json"}
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
         self._middlewares = (same_origin_only(config.url, api="pure"),)
-        self._slots = asyncio.Semaphore(config.concurrency)
-        # At most rate_limit requests in any second; bursts up to that many are fine.
-        self._pace = None if config.rate_limit is None else AsyncLimiter(config.rate_limit, 1.0)
+        self.pacing = pacing or PurePacing(config, telemetry=telemetry)
 
     async def create(self, pure_type: str, body: dict[str, Any]) -> dict[str, Any]:
         """Never replayed here: an answer lost after Pure stored the object would make a
@@ -149,9 +153,7 @@ class PureClient:
     async def _send(
         self, method: str, path: str, body: dict[str, Any] | None, expect: tuple[int, ...]
     ) -> bytes:
-        async with self._slots:
-            if self._pace is not None:
-                await self._pace.acquire()
+        async with self.pacing.turn():
             started, status = time.monotonic(), "failed"
             try:
                 async with self._session.request(
@@ -170,12 +172,12 @@ class PureClient:
                     message = f"{method} {path}: {detail}"
                     if response.status == 409:
                         raise PureConflictError(message, api="pure", status=409)
-                    raise classify_status(
-                        "pure",
-                        response.status,
-                        message,
-                        parse_retry_after(response.headers.get("Retry-After")),
-                    )
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    if response.status in THROTTLED_STATUSES:
+                        retry_after = self.pacing.throttled(
+                            response.status, retry_after, f"{method} {path}"
+                        )
+                    raise classify_status("pure", response.status, message, retry_after)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 status = type(exc).__name__
                 raise classify_exception("pure", exc) from exc

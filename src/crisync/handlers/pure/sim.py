@@ -25,6 +25,13 @@ What it enforces, and where that comes from:
   seed, the way a struggling deployment does: server errors, gateway timeouts after
   Pure committed the write, requests that hang past a client's timeout, and 409s only
   where the contract documents them and they are true.
+* Throttling (``throttle``): requests per second, requests in flight and an hourly
+  quota, each optional. The Pure documents beside the contract name these limits but not
+  how Pure answers past them, and the contract documents no 429; so the simulator answers
+  as HTTP defines it (RFC 6585 429 Too Many Requests, RFC 9110 Retry-After in whole
+  seconds, rounded up to when the request would have been let through) with a problem
+  document like Pure's other errors. It is strict: the windows slide (no burst at a
+  second's turn), and a request is counted when it arrives; a refused one is not counted.
 * Search is full-text, as a search engine reads it (the contract only says "String used
   to perform search"): any word of the search string may match, objects matching more
   words come first, and results are paged; an identifier's value is words like others.
@@ -33,15 +40,18 @@ What it enforces, and where that comes from:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import copy
 import hmac
 import json
+import math
 import random
 import re
+import time
 import uuid as uuid_module
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -160,11 +170,15 @@ class PureSimulator:
         self._search_index: dict[tuple[str, str], tuple[str, set[str]]] = {}
         self._failures: list[_Failure] = []
         self._storm: _Storm | None = None
+        self._throttle: _Throttle | None = None
+        # Requests answered 429, by the limit they met: "rate", "concurrency", "quota"
+        self.throttled: collections.Counter[str] = collections.Counter()
         # Failures the storm injected, by kind: "503", "503 after write", "hang", ...
         self.storm_failures: collections.Counter[str] = collections.Counter()
         self._documented = self._documented_statuses()
         self._custom_fields = self._check_custom_fields(custom_defined_fields or {})
         self.request_counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.received = 0  # every request that reached it, answered or refused
         self.organization_uuids = [
             self._seed_organization(number) for number in range(1, organizations + 1)
         ]
@@ -249,6 +263,25 @@ class PureSimulator:
             raise ValueError(f"hang_s must be positive, not {hang_s}")
         draws = random.Random(seed)  # noqa: S311 - reproducible faults, not secrets
         self._storm = _Storm(rate, statuses, hang_s, after_write_share, draws)
+
+    def throttle(
+        self,
+        *,
+        per_second: int | None = None,
+        concurrent: int | None = None,
+        hourly_quota: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """From now on, answer 429 with Retry-After past any of these limits (None: no such
+        limit); `clock` (seconds, monotonic) is what the windows go by."""
+        for name, limit in (
+            ("per_second", per_second),
+            ("concurrent", concurrent),
+            ("hourly_quota", hourly_quota),
+        ):
+            if limit is not None and limit < 1:
+                raise ValueError(f"{name} must be at least 1, not {limit}")
+        self._throttle = _Throttle(per_second, concurrent, hourly_quota, clock)
 
     def merge(self, content_type: str, from_uuid: str, into_uuid: str) -> None:
         """Merge one object into another, as an editor can in Pure.
@@ -344,6 +377,21 @@ class PureSimulator:
         return app
 
     async def _guard(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        self.received += 1
+        throttle = self._throttle
+        if throttle is None:
+            return await self._answer(request, handler)
+        refused = throttle.admit()
+        if refused is not None:
+            limit, retry_after, detail = refused
+            self.throttled[limit] += 1
+            return _problem(429, detail, headers={"Retry-After": str(retry_after)})
+        try:
+            return await self._answer(request, handler)
+        finally:
+            throttle.in_flight -= 1
+
+    async def _answer(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
         if self._latency:
             await asyncio.sleep(self._latency)
         # The key is compared in constant time and never repeated back.
@@ -707,6 +755,42 @@ class _Failure:
             await asyncio.sleep(self.hang_s)
         headers = None if self.retry_after is None else {"Retry-After": str(self.retry_after)}
         return _problem(self.status, "Injected failure.", headers=headers)
+
+
+@dataclass
+class _Throttle:
+    """Pure's site-wide limits, as `PureSimulator.throttle` sets them."""
+
+    per_second: int | None
+    concurrent: int | None
+    hourly_quota: int | None
+    clock: Callable[[], float]
+    in_flight: int = 0
+    arrivals: collections.deque[float] = field(default_factory=collections.deque)
+
+    def admit(self) -> tuple[str, int, str] | None:
+        """None: the request is let through (and counted); else the limit it met, the
+        Retry-After (seconds) and the problem's detail."""
+        now = self.clock()
+        while self.arrivals and self.arrivals[0] <= now - QUOTA_PERIOD:
+            self.arrivals.popleft()
+        if self.hourly_quota is not None and len(self.arrivals) >= self.hourly_quota:
+            wait = self.arrivals[-self.hourly_quota] + QUOTA_PERIOD - now
+            return "quota", math.ceil(wait), f"Hourly quota of {self.hourly_quota} requests spent."
+        if self.per_second is not None:
+            last_second = len(self.arrivals) - bisect.bisect_right(self.arrivals, now - 1.0)
+            if last_second >= self.per_second:
+                wait = self.arrivals[-self.per_second] + 1.0 - now
+                return "rate", math.ceil(wait), f"More than {self.per_second} requests per second."
+        if self.concurrent is not None and self.in_flight >= self.concurrent:
+            return "concurrency", 1, f"More than {self.concurrent} requests at once."
+        self.arrivals.append(now)
+        self.in_flight += 1
+        return None
+
+
+# Seconds of the hourly quota's sliding window.
+QUOTA_PERIOD = 3600
 
 
 class _ProblemError(Exception):

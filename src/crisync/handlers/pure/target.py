@@ -9,10 +9,12 @@ from crisync.handlers.pure.check import rights_gaps
 from crisync.handlers.pure.client import PureClient
 from crisync.handlers.pure.config import PureConfig
 from crisync.handlers.pure.context import PureContext
+from crisync.handlers.pure.pacing import PurePacing
 from crisync.handlers.pure.planning import PlanningPureClient
 from crisync.handlers.pure.reconcile import ReconcileReport, reconcile
 from crisync.handlers.pure.replicate import replicate_to_pure
 from crisync.handlers.pure.state_guard import foreign_content
+from crisync.handlers.throttle import Clock
 from crisync.mapping.rules import MappingsConfig
 from crisync.state import mapping
 from crisync.state.inbox import InboxEvent
@@ -40,10 +42,13 @@ class PureTarget(Target):
         telemetry: Telemetry,
         planning: bool = False,
         read: frozenset[tuple[str, str]] = frozenset(),
+        clock: Clock | None = None,
     ) -> PureTarget:
-        """`read`: the (source, kind) the sources read, whose mappings' rights are checked."""
+        """`read`: the (source, kind) the sources read, whose mappings' rights are checked;
+        `clock`: what its pacing goes by (the system's unless a test gives one)."""
         client_type = PlanningPureClient if planning else PureClient
-        client = client_type(session, config, telemetry=telemetry)
+        pacing = PurePacing(config, telemetry=telemetry, clock=clock)
+        client = client_type(session, config, telemetry=telemetry, pacing=pacing)
         return cls(PureContext(store, client, config, mappings), read)
 
     @property
@@ -59,6 +64,10 @@ class PureTarget(Target):
     @property
     def park_duration(self) -> float:
         return self.context.pure_config.park_duration
+
+    @property
+    def throttle(self) -> PurePacing:
+        return self.context.pure.pacing
 
     async def handle(self, event: InboxEvent) -> HandlerResult:
         return await replicate_to_pure(event, self.context)

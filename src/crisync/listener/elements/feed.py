@@ -152,7 +152,9 @@ class ElementsListener(FeedLoop):
                 last_poll=datetime.now(UTC),
                 parked_until=None,
             )
-            page_added = await self._commit_page(events, validators, saved)
+            # The first sweep of a category's changes reads all of it: backfill work.
+            first_pass = cursor.high_water is None and not feed.deletions
+            page_added = await self._commit_page(events, validators, saved, backfill=first_pass)
             if cursor.parked_until is not None:
                 log.info("elements.feed_unparked", feed=feed.name)
             cursor = saved
@@ -177,11 +179,16 @@ class ElementsListener(FeedLoop):
             url = next_url
 
     async def _commit_page(
-        self, events: list[ChangeEvent], validators: dict[str, Validators | None], cursor: Cursor
+        self,
+        events: list[ChangeEvent],
+        validators: dict[str, Validators | None],
+        cursor: Cursor,
+        *,
+        backfill: bool,
     ) -> int:
         """The page's events, the validators of what they carry and the cursor: one transaction."""
         async with self._store.transaction() as conn:
-            added = await inbox.add_events(conn, events, utc_now())
+            added = await inbox.add_events(conn, events, utc_now(), backfill=backfill)
             for object_url, kept in validators.items():
                 if kept is None:
                     await http_validators.forget(conn, object_url)

@@ -202,10 +202,13 @@ class UnicatListener(FeedLoop):
         # A resync after 1006 stays the feed's last error until the stream's end is reached.
         last_error = None if complete else self._resync_note
         async with self._store.transaction() as conn:
-            added = await inbox.add_events(conn, work.events, utc_now())
+            health = await cursors.get(conn, self.feed)
+            # Until the stream was read to its end once, or while it is read again from 0
+            # (cursors refused), it brings everything: backfill work.
+            backfill = health.high_water is None or self._resync_note is not None
+            added = await inbox.add_events(conn, work.events, utc_now(), backfill=backfill)
             await self._jobs.apply(conn, work.job_events, observed)
             await sync_cursors.save(conn, work.position)
-            health = await cursors.get(conn, self.feed)
             await cursors.save(
                 conn,
                 replace(

@@ -106,6 +106,8 @@ async def run_demo(
                     url=pure_url,
                     api_key=PURE_API_KEY,
                     managing_organization=pure.organization_uuids[0],
+                    # A site's quota, as the example suggests: /metrics shows it spent.
+                    hourly_quota=20000,
                 ),
                 mqtt=mqtt,
                 metrics=metrics,

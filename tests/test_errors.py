@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from crisync.errors import RetriableError, classify_exception
+from crisync.errors import RetriableError, classify_exception, parse_retry_after
 from crisync.sim.server import serve
 
 
@@ -48,3 +49,23 @@ async def test_a_tls_failure_says_what_tls_said_without_aiohttp_s_ssl_setting(
     assert failure.message.startswith(f"connection failed: cannot connect to 127.0.0.1:{port}: ")
     assert "SSL" in failure.message
     assert "ssl:" not in failure.message
+
+
+NOW = datetime(2026, 12, 5, 18, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("120", 120.0),
+        ("0", 0.0),
+        ("-5", 0.0),
+        ("Sat, 05 Dec 2026 18:02:30 GMT", 150.0),  # an HTTP date, counted from now
+        ("Sat, 05 Dec 2026 17:59:00 GMT", 0.0),  # a date past is no wait
+        ("soon", None),
+        ("2026-12-05 18:02", None),
+        (None, None),
+    ],
+)
+def test_retry_after_is_seconds_or_an_http_date(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header, now=NOW) == seconds

@@ -9,10 +9,12 @@ which answers with these classes and falls back on `classify_status`.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import os
 import socket
 import ssl
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import aiohttp
 
@@ -130,11 +132,19 @@ def _cannot_connect(exc: aiohttp.ClientConnectorError) -> str:
     return f"cannot connect to {exc.host}:{exc.port}: {reason}"
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header given in seconds; dates are rare and ignored."""
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header: delay-seconds, or an HTTP date (RFC 9110 10.2.3)
+    counted from `now`; None when it is neither."""
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:
+        return None  # an HTTP date is always GMT; one without a zone is not one
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())

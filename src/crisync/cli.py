@@ -227,6 +227,30 @@ def _sim_all_options(simulators: argparse._SubParsersAction[argparse.ArgumentPar
     every.add_argument("--records", type=int, default=30, help="Unicat records")
     every.add_argument("--seed", type=int, default=1)
     every.add_argument("--mqtt", metavar="URL", help="the broker to publish to")
+    every.add_argument(
+        "--pure-rate-limit",
+        type=_at_least_one,
+        metavar="N",
+        help="the Pure simulator answers 429 past N requests per second (the configuration "
+        "written paces to it)",
+    )
+    every.add_argument(
+        "--pure-hourly-quota",
+        type=_at_least_one,
+        metavar="N",
+        help="the Pure simulator answers 429 past N requests in any rolling hour (the "
+        "configuration written paces to it)",
+    )
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1, not {text!r}")
+    return value
 
 
 def _world_change_commands(
@@ -406,6 +430,8 @@ def _sim(args: argparse.Namespace) -> int:
                 records=args.records,
                 seed=args.seed,
                 mqtt=mqtt,
+                pure_rate_limit=args.pure_rate_limit,
+                pure_hourly_quota=args.pure_hourly_quota,
             )
         )
     if args.simulator == "unicat":

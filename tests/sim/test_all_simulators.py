@@ -7,6 +7,7 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from crisync.cli import EX_USAGE, main
@@ -121,3 +122,51 @@ def test_a_broker_url_that_is_not_one_is_refused_before_anything_starts(
     assert main(["sim", "all", "--dir", str(tmp_path), "--mqtt", "http://localhost"]) == EX_USAGE
     assert "--mqtt http://localhost: " in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_throttled_site_answers_429_past_its_limits_and_its_configuration_paces_to_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = SiteOptions(
+        tmp_path,
+        elements_port=0,
+        pure_port=0,
+        unicat_port=0,
+        objects=12,
+        records=6,
+        mqtt=MqttConfig(url=f"mqtt://127.0.0.1:{free_port()}"),  # nobody: the outbox keeps all
+        pure_rate_limit=5,
+        pure_hourly_quota=900,
+    )
+    ready = asyncio.Event()
+    serving = asyncio.create_task(serve_site(options, ready))
+    try:
+        await asyncio.wait_for(ready.wait(), timeout=20)
+        out = capsys.readouterr().out
+        assert "throttled: 5 requests/s, hourly quota 900" in out
+        pure_url = printed(r"Pure API simulator\s+(\S+)", out)
+        for line in (tmp_path / ENV_NAME).read_text().splitlines():
+            name, _, value = line.partition("=")
+            monkeypatch.setenv(name, value)
+        pure = load_config(str(tmp_path / CONFIG_NAME)).config.pure
+        assert pure is not None
+        assert (pure.rate_limit, pure.hourly_quota) == (5, 900)
+        async with aiohttp.ClientSession() as session:
+            statuses = [
+                (
+                    await session.get(f"{pure_url}/persons", headers={"api-key": "pure-secret"})
+                ).status
+                for _ in range(8)
+            ]
+        assert statuses.count(429) >= 1  # eight at once, five allowed in a second
+    finally:
+        serving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+
+
+def test_a_limit_below_one_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["sim", "all", "--pure-rate-limit", "0"])
+    assert exited.value.code == 2  # argparse's: the command line is wrong
+    assert "at least 1" in capsys.readouterr().err

@@ -48,6 +48,9 @@ class SiteOptions:
     records: int = 30
     seed: int = 1
     mqtt: MqttConfig | None = None  # None: localhost:1883, else a private mosquitto
+    # Pure's throttling, simulated (429 with Retry-After past it) and paced to by the config
+    pure_rate_limit: int | None = None  # requests per second
+    pure_hourly_quota: int | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,9 @@ async def serve_site(options: SiteOptions, ready: asyncio.Event | None = None) -
         api_key=PURE_API_KEY, seed=options.seed, organizations=pure_organisations(options.objects)
     )
     site = populate_site(pure, elements, seed=options.seed)
+    throttled = options.pure_rate_limit is not None or options.pure_hourly_quota is not None
+    if throttled:
+        pure.throttle(per_second=options.pure_rate_limit, hourly_quota=options.pure_hourly_quota)
     unicat = UnicatSimulator(
         project=UNICAT_PROJECT,
         api_key=UNICAT_API_KEY,
@@ -97,7 +103,7 @@ async def serve_site(options: SiteOptions, ready: asyncio.Event | None = None) -
                 unicat=unicat_origin,
                 organisation=pure.organization_uuids[0],
             )
-            config = write_site_files(options.directory, urls, broker)
+            config = write_site_files(options.directory, urls, broker, options)
             print(f"Elements API simulator  {urls.elements}")
             print(
                 f"  user {ELEMENTS_USER!r}, password {ELEMENTS_PASSWORD!r}; "
@@ -108,6 +114,11 @@ async def serve_site(options: SiteOptions, ready: asyncio.Event | None = None) -
             print(f"  api-key {PURE_API_KEY!r}; populated as a site's Pure:")
             for line in site.lines():
                 print(line)
+            if throttled:
+                print(
+                    f"  throttled: {options.pure_rate_limit or 'any'} requests/s, hourly quota "
+                    f"{options.pure_hourly_quota or 'none'} (429 with Retry-After beyond them)"
+                )
             print(f"Unicat API simulator    {urls.unicat}")
             print(
                 f"  project {UNICAT_PROJECT}, api-key {UNICAT_API_KEY!r}; "
@@ -131,13 +142,15 @@ async def serve_site(options: SiteOptions, ready: asyncio.Event | None = None) -
             await stopped.wait()
 
 
-def write_site_files(directory: Path, urls: SiteUrls, broker: TrialBroker) -> Path:
+def write_site_files(
+    directory: Path, urls: SiteUrls, broker: TrialBroker, options: SiteOptions
+) -> Path:
     """The configuration, the secrets' environment file beside it, and a fresh state: the
     simulators start a new world each time, which an old state database would not match."""
     for leftover in (STATE_NAME, f"{STATE_NAME}-wal", f"{STATE_NAME}-shm"):
         (directory / leftover).unlink(missing_ok=True)
     config = directory / CONFIG_NAME
-    config.write_text(site_config(directory / STATE_NAME, urls, broker), encoding="utf-8")
+    config.write_text(site_config(directory / STATE_NAME, urls, broker, options), encoding="utf-8")
     secrets = directory / ENV_NAME
     secrets.touch(mode=0o600)
     secrets.chmod(0o600)  # an older file keeps its mode otherwise
@@ -150,7 +163,17 @@ def write_site_files(directory: Path, urls: SiteUrls, broker: TrialBroker) -> Pa
     return config
 
 
-def site_config(state: Path, urls: SiteUrls, broker: TrialBroker) -> str:
+def site_config(state: Path, urls: SiteUrls, broker: TrialBroker, options: SiteOptions) -> str:
+    limits = "".join(
+        f"{key} = {value}\n"
+        for key, value in (
+            ("rate_limit", options.pure_rate_limit),
+            ("hourly_quota", options.pure_hourly_quota),
+        )
+        if value is not None
+    )
+    if limits:
+        limits = "# The simulated Pure's own limits: crisync paces to them.\n" + limits
     mqtt = (
         f'[mqtt]\nurl = "{broker.url}"\ntopic_prefix = "{TOPIC_PREFIX}"\n'
         f'client_id = "{TOPIC_PREFIX}"\npersistent_session = false\n\n'
@@ -182,7 +205,7 @@ poll_interval = 5
 [pure]
 url = "{urls.pure}"
 managing_organization = "{urls.organisation}"
-
+{limits}
 {mqtt}[metrics]
 port = {METRICS_PORT}
 

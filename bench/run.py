@@ -210,6 +210,7 @@ async def backfill(
         pure_creates = sum(n for (_, op), n in pure.request_counts.items() if op == "create")
         pure_requests = sum(pure.request_counts.values())
         elements_requests = len(elements.requests)
+        state_bytes = state_size(run_dir)
 
         # The same objects again, unchanged: the lookback re-reads nothing new, and a
         # resync of everything must cost Pure nothing.
@@ -239,8 +240,15 @@ async def backfill(
         "peak_rss_mb": round(daemon.peak_rss_mb, 1),
         # Where the time went: the daemon's CPU, and this process's (simulators, subscriber).
         "daemon_cpu_ms_per_object": round(daemon.cpu_seconds * 1000 / objects, 2),
+        # The state database and its WAL as the first pass left them.
+        "state_bytes_per_object": round(state_bytes / objects),
         "simulators_cpu_ms_per_object": round(bench_cpu * 1000 / objects, 2),
     }
+
+
+def state_size(run_dir: Path) -> int:
+    """Bytes of the state database and its WAL, as the daemon left them."""
+    return sum(f.stat().st_size for f in run_dir.glob("state.db*"))
 
 
 def high_water_rss_kb(pid: int) -> int:

@@ -22,6 +22,7 @@ from crisync.state.migrations import (
     v009_api_circuits,
     v010_mapping_origin,
     v011_last_write,
+    v012_inbox_payloads,
 )
 
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
@@ -39,4 +40,5 @@ MIGRATIONS: list[Migration] = [
     v009_api_circuits.upgrade,
     v010_mapping_origin.upgrade,
     v011_last_write.upgrade,
+    v012_inbox_payloads.upgrade,
 ]

@@ -63,6 +63,7 @@ async def add_events(
 
     `done`: events that need no work (crisync's own change, which its feed will bring
     back); kept, like every done event, only so that the feed's copy is dropped as a repeat.
+    Within the caller's transaction: a pending event and its payload are stored together.
     """
     events = list(events)
     before = conn.total_changes

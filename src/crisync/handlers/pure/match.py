@@ -98,8 +98,9 @@ class ContentIndex:
         default_factory=dict
     )
     _referring: dict[tuple[str, str, str, str], asyncio.Lock] = field(default_factory=dict)
-    # One scan of a type at a time: each holds pages of a thousand whole objects.
-    _scanning: dict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    _scanning: dict[tuple[str, str, str], asyncio.Lock] = field(
+        default_factory=lambda: defaultdict(asyncio.Lock)
+    )
 
     def answers(self, pure_type: str, probe: MatchProbe) -> bool:
         """Whether this rule's values proved too common to search for: the scan answers."""
@@ -128,13 +129,9 @@ class ContentIndex:
 
     async def uuids(self, pure: PureClient, pure_type: str, probe: MatchProbe) -> list[str]:
         key = (pure_type, probe.rule.where, probe.rule.compare)
-        async with self._scanning[pure_type]:
+        async with self._scanning[key]:
             scan = self._scans.get(key)
             if scan is None or time.monotonic() - scan.made_at > INDEX_MAX_AGE:
-                if scan is not None:
-                    # The stale index goes before the new one is made, not after: two at
-                    # once doubled the memory. Still stale if the scan fails: made again.
-                    self._scans[key] = _Scan(scan.made_at, {})
                 scan = self._scans[key] = await _scan(pure, pure_type, probe.rule)
         return scan.uuids_by_value.get(probe.value, [])
 

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import aiomqtt
 
 from crisync.handlers.pure.sim import PureSimulator
@@ -210,6 +211,7 @@ async def backfill(
         pure_creates = sum(n for (_, op), n in pure.request_counts.items() if op == "create")
         pure_requests = sum(pure.request_counts.values())
         elements_requests = len(elements.requests)
+        state_bytes = state_size(run_dir)
 
         # The same objects again, unchanged: the lookback re-reads nothing new, and a
         # resync of everything must cost Pure nothing.
@@ -239,8 +241,87 @@ async def backfill(
         "peak_rss_mb": round(daemon.peak_rss_mb, 1),
         # Where the time went: the daemon's CPU, and this process's (simulators, subscriber).
         "daemon_cpu_ms_per_object": round(daemon.cpu_seconds * 1000 / objects, 2),
+        # The state database and its WAL as the first pass left them.
+        "state_bytes_per_object": round(state_bytes / objects),
         "simulators_cpu_ms_per_object": round(bench_cpu * 1000 / objects, 2),
     }
+
+
+async def changes(
+    workdir: Path, broker: MosquittoBroker, *, objects: int, latency_ms: int
+) -> dict[str, Any]:
+    """Every publication changed at once, written by `crisync once` (C = 8), against a
+    baseline updater that writes the same changes one request at a time, GET then PUT."""
+    prefix = f"changes{objects}l{latency_ms}"
+    elements = ElementsSimulator(objects=objects, seed=3, password=ELEMENTS_PASSWORD)
+    pure = PureSimulator(api_key=PURE_API_KEY, seed=3, latency_ms=latency_ms)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=workdir))
+    config = run_dir / "crisync.toml"
+    async with (
+        serve(elements.app()) as elements_origin,
+        serve(pure.app()) as pure_origin,
+        subscriber(broker.port, prefix),
+    ):
+        pure_url = f"{pure_origin}/ws/api"
+        write_config(
+            config,
+            state=run_dir / "state.db",
+            elements_url=f"{elements_origin}/secure-api/v5.5",
+            pure_url=pure_url,
+            organization=pure.organization_uuids[0],
+            mqtt_url=broker.url,
+            prefix=prefix,
+            concurrency=8,
+            poll_interval=60,
+        )
+        if (await wait_with_usage(daemon_command("once", config))).status != 0:
+            raise RuntimeError("crisync once exited non-zero on the backfill")
+        elements.advance(1)
+        publications = elements.object_ids("publication")
+        for publication in publications:
+            elements.touch("publication", publication)
+        pure.request_counts.clear()
+        started = time.monotonic()
+        if (await wait_with_usage(daemon_command("once", config))).status != 0:
+            raise RuntimeError("crisync once exited non-zero on the changes")
+        crisync_seconds = time.monotonic() - started
+        requests = {f"{t} {op}": n for (t, op), n in pure.request_counts.items()}
+        pure_requests = sum(pure.request_counts.values())
+        outputs = list(pure.objects("research-outputs"))[: len(publications)]
+        baseline_seconds = await baseline_updater(pure_url, outputs)
+    crisync_rate = len(publications) / crisync_seconds
+    baseline_rate = len(outputs) / baseline_seconds
+    return {
+        "objects": objects,
+        "changed": len(publications),
+        "latency_ms": latency_ms,
+        "pure_requests": requests,
+        "pure_requests_per_change": round(pure_requests / len(publications), 3),
+        "crisync_changes_per_second": round(crisync_rate, 1),
+        "baseline_changes_per_second": round(baseline_rate, 1),
+        "speedup_over_baseline_updater": round(crisync_rate / baseline_rate, 2),
+    }
+
+
+async def baseline_updater(pure_url: str, uuids: list[str]) -> float:
+    """Seconds a plain updater takes for these research outputs: per object a GET for the
+    version, then a PUT of the title with it, one request at a time."""
+    headers = {"api-key": PURE_API_KEY}
+    started = time.monotonic()
+    async with aiohttp.ClientSession(headers=headers) as session:
+        for uuid in uuids:
+            url = f"{pure_url}/research-outputs/{uuid}"
+            async with session.get(url) as response:
+                current = await response.json()
+            body = {"title": current["title"], "version": current["version"]}
+            async with session.put(url, json=body) as response:
+                response.raise_for_status()
+    return time.monotonic() - started
+
+
+def state_size(run_dir: Path) -> int:
+    """Bytes of the state database and its WAL, as the daemon left them."""
+    return sum(f.stat().st_size for f in run_dir.glob("state.db*"))
 
 
 def high_water_rss_kb(pid: int) -> int:
@@ -399,6 +480,10 @@ async def main(quick: bool, sizes: list[int], latencies: list[int]) -> dict[str,
                 )
             results["baseline"] = baseline
             print(json.dumps(baseline), flush=True)
+            results["changes"] = await changes(
+                workdir, broker, objects=250 if quick else 1250, latency_ms=50
+            )
+            print(json.dumps(results["changes"]), flush=True)
             results["steady_state"] = await steady_state(
                 workdir,
                 broker,
@@ -412,7 +497,79 @@ async def main(quick: bool, sizes: list[int], latencies: list[int]) -> dict[str,
     rss = {r["objects"]: r["peak_rss_mb"] for r in results["backfill"] if r["latency_ms"] == 0}
     if len(rss) >= 2:
         results["rss_ratio_largest_to_smallest"] = round(rss[max(rss)] / rss[min(rss)], 2)
+    results["against_the_goals"] = against_the_goals(results)
     return results
+
+
+def against_the_goals(results: dict[str, Any]) -> list[list[str]]:
+    """Issue 15's figures side by side with its goals: rows of (figure, measured, goal)."""
+    backfills = results["backfill"]
+    steady, changed = results["steady_state"], results["changes"]
+    at_zero = {r["objects"]: r for r in backfills if r["latency_ms"] == 0}
+    at_fifty = [r for r in backfills if r["latency_ms"] == 50]
+    rows = [
+        [
+            "Pure requests per changed object (steady state; all changed at once)",
+            f"{steady['pure_requests_per_change']}; {changed['pure_requests_per_change']}",
+            "1.0 (GET only after a 409)",
+        ],
+        [
+            "Pure requests per new Pure object",
+            ", ".join(f"{r['pure_requests_per_new_pure_object']}" for r in backfills),
+            "2 (+1 search where match rules apply)",
+        ],
+    ]
+    if at_zero:
+        rows.append(
+            [
+                "daemon CPU per object, L = 0 ("
+                + " / ".join(f"{n:,}" for n in sorted(at_zero))
+                + ")",
+                " / ".join(f"{at_zero[n]['daemon_cpu_ms_per_object']} ms" for n in sorted(at_zero)),
+                "≤ 1.2 ms",
+            ]
+        )
+        if len(at_zero) >= 2:
+            smallest, largest = at_zero[min(at_zero)], at_zero[max(at_zero)]
+            ratio = largest["daemon_cpu_ms_per_object"] / smallest["daemon_cpu_ms_per_object"]
+            rows.append(["CPU ratio, largest / smallest", f"{ratio:.2f}", "≤ 1.1"])
+    rows += [
+        [
+            f"backfill ratio to C/(R·L), L = 50 ms ({r['objects']:,})",
+            f"{r['ratio_to_bound']}",
+            "≥ 0.97",
+        ]
+        for r in at_fifty
+    ]
+    largest = max(backfills, key=lambda r: (r["objects"], -r["latency_ms"]))
+    rows += [
+        [f"peak RSS ({largest['objects']:,})", f"{largest['peak_rss_mb']} MB", "≤ 80 MB"],
+        [
+            "state database bytes per object ("
+            + " / ".join(f"{r['objects']:,}" for r in at_zero.values() or backfills)
+            + ")",
+            " / ".join(f"{r['state_bytes_per_object']}" for r in at_zero.values() or backfills),
+            "≤ 400",
+        ],
+        [
+            f"change → MQTT p95, {steady['poll_interval_s']} s poll",
+            f"{steady['latency_p95_s']} s",
+            f"≤ {0.95 * steady['poll_interval_s'] + 0.5:.2f} s",
+        ],
+        [
+            f"speed-up over a baseline updater (GET + PUT, one at a time), "
+            f"{changed['changed']:,} changes, L = {changed['latency_ms']} ms",
+            f"{changed['speedup_over_baseline_updater']} times",
+            "stated",
+        ],
+    ]
+    return rows
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    lines = ["| figure | measured | goal |", "| --- | --- | --- |"]
+    lines += [f"| {' | '.join(row)} |" for row in rows]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
@@ -445,4 +602,5 @@ if __name__ == "__main__":
     figures = asyncio.run(main(arguments.quick, sizes, arguments.latencies))
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(figures, indent=2) + "\n")
+    print(markdown_table(figures["against_the_goals"]))
     print(f"results: {target}")

@@ -4,6 +4,7 @@ the way down (SIGTERM: stop polling, finish what is in flight, drain the outbox,
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 
@@ -25,3 +26,9 @@ class Lifecycle:
         except TimeoutError:
             return False
         return True
+
+    async def wait_next_round(self, started: float, interval: float) -> bool:
+        """Sleep until `interval` seconds after `started` (a time.monotonic()), at once when
+        that has passed: a poll starts every interval, not an interval after the last one
+        ended, so a change waits at most the interval to be read. True when stopping."""
+        return await self.wait_stopping(max(0.0, started + interval - time.monotonic()))

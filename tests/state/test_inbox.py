@@ -142,10 +142,12 @@ async def test_a_done_event_keeps_no_payload_and_a_dead_one_keeps_it(store: Stor
         await inbox.complete(conn, newest_of_1)
         await inbox.complete(conn, event_2, state="dead")
     async with store.reading() as conn:
-        rows = await conn.execute_fetchall("SELECT key, state, payload FROM inbox ORDER BY id")
+        rows = await conn.execute_fetchall(
+            "SELECT key, state, payload FROM inbox LEFT JOIN inbox_payloads USING (id) ORDER BY id"
+        )
     assert [tuple(row) for row in rows] == [
-        ("1", "done", "{}"),
-        ("1", "done", "{}"),
+        ("1", "done", None),
+        ("1", "done", None),
         ("2", "dead", '{"title":"t"}'),
     ]
 
@@ -178,3 +180,31 @@ async def test_changes_are_claimed_past_waiting_backfill_and_a_key_with_a_change
         ("9", False),
     ]
     assert counts == [9, 6, 3]
+
+
+async def test_a_repeat_of_a_pending_event_keeps_the_payload_it_came_with(store: Store) -> None:
+    async with store.transaction() as conn:
+        await inbox.add_events(conn, [change("1", 0, title="first")], utc_now())
+        assert await inbox.add_events(conn, [change("1", 0, title="again")], utc_now()) == 0
+    async with store.reading() as conn:
+        [event] = await inbox.claim_ready(conn, busy_keys=[], now=utc_now(), limit=5)
+    assert event.payload == {"title": "first"}
+
+
+async def test_the_pages_of_done_events_payloads_go_back_to_the_file_system(store: Store) -> None:
+    async with store.transaction() as conn:
+        await inbox.add_events(
+            conn, [change(str(n), 0, title="t" * 4000) for n in range(200)], utc_now()
+        )
+    async with store.reading() as conn:
+        events = await inbox.claim_ready(conn, busy_keys=[], now=utc_now(), limit=200)
+    async with store.transaction() as conn:
+        await inbox.complete(conn, *events)
+    pages = "SELECT * FROM pragma_page_count(), pragma_freelist_count()"
+    async with store.reading() as conn:
+        [(before, free)] = await conn.execute_fetchall(pages)
+    await store.give_back_free_pages()
+    async with store.reading() as conn:
+        [(after, left)] = await conn.execute_fetchall(pages)
+    assert free >= 200  # a page or more per payload
+    assert (after, left) == (before - free, 0)

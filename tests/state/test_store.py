@@ -5,6 +5,7 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
+import aiosqlite
 import pytest
 
 from crisync.state import outbox
@@ -143,3 +144,25 @@ async def test_a_cancelled_transaction_leaves_the_connection_clean(tmp_path: Pat
         async with store.reading() as conn:
             assert not conn.in_transaction
             assert await outbox.depth(conn) >= 1
+
+
+async def test_version_13_keeps_the_payloads_of_pending_and_dead_events_only(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    async with aiosqlite.connect(path, isolation_level=None) as conn:
+        await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for upgrade in MIGRATIONS[:12]:
+            await upgrade(conn)
+        await conn.execute("INSERT INTO schema_version (version) VALUES (12)")
+        await conn.executemany(
+            """INSERT INTO inbox
+                   (feed, source, kind, key, action, changed_at, observed_at, payload, state)
+               VALUES ('f', 's', 'k', ?, 'upsert', 't', 't', ?, ?)""",
+            [("1", "{}", "done"), ("2", '{"a":2}', "pending"), ("3", '{"a":3}', "dead")],
+        )
+    async with Store.open(path) as store, store.reading() as conn:
+        rows = await conn.execute_fetchall(
+            "SELECT key, payload FROM inbox LEFT JOIN inbox_payloads USING (id) ORDER BY id"
+        )
+    assert [tuple(row) for row in rows] == [("1", None), ("2", '{"a":2}'), ("3", '{"a":3}')]

@@ -197,6 +197,7 @@ class Dispatcher:
                 async with self._verdicts:
                     await self._dead_letters(self._first.settle())
             elif await self._drained():
+                await self._store.give_back_free_pages()
                 return
             else:
                 await self._wait_for_work(await self._idle_timeout())
@@ -752,6 +753,7 @@ class Dispatcher:
         cutoff = iso_utc(datetime.now(UTC) - INBOX_RETENTION)
         async with self._store.transaction() as conn:
             removed = await inbox.prune(conn, cutoff)
+        await self._store.give_back_free_pages()
         if removed:
             log.info("inbox.pruned", rows=removed)
 

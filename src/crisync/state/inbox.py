@@ -68,13 +68,14 @@ async def add_events(
     `done`: events that need no work (crisync's own change, which its feed will bring
     back); kept, like every done event, only so that the feed's copy is dropped as a repeat.
     `backfill`: bulk work (a first pass, a re-read, `resync --all`), not ordinary changes.
+    Within the caller's transaction: a pending event and its payload are stored together.
     """
+    events = list(events)
     before = conn.total_changes
     await conn.executemany(
         """INSERT OR IGNORE INTO inbox
-               (feed, source, kind, key, action, changed_at, observed_at, payload, state,
-                backfill)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               (feed, source, kind, key, action, changed_at, observed_at, state, backfill)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         [
             (
                 e.feed,
@@ -84,14 +85,30 @@ async def add_events(
                 e.action,
                 iso_utc(e.changed_at),
                 observed_at,
-                "{}" if done else json.dumps(e.payload, separators=(",", ":"), sort_keys=True),
                 "done" if done else "pending",
                 int(backfill),
             )
             for e in events
         ],
     )
-    return conn.total_changes - before
+    added = conn.total_changes - before
+    if added and not done:
+        # A repeat of an event still pending keeps the payload it came with.
+        await conn.executemany(
+            """INSERT OR IGNORE INTO inbox_payloads (id, payload)
+               SELECT id, ? FROM inbox
+               WHERE feed = ? AND key = ? AND changed_at = ? AND state = 'pending'""",
+            [
+                (
+                    json.dumps(e.payload, separators=(",", ":"), sort_keys=True),
+                    e.feed,
+                    e.key,
+                    iso_utc(e.changed_at),
+                )
+                for e in events
+            ],
+        )
+    return added
 
 
 # The pending events in arrival order, each key's first one standing for the key: the walk
@@ -102,7 +119,8 @@ async def add_events(
 # CLAIM_CHANGES should the dispatcher hold it back as backfill.
 CLAIM_READY = """
     SELECT n.id, n.feed, n.source, n.kind, n.key, n.action, n.changed_at, n.observed_at,
-           n.payload, n.attempts, o.backfill AND n.backfill
+           (SELECT payload FROM inbox_payloads WHERE id = n.id), n.attempts,
+           o.backfill AND n.backfill
        FROM inbox AS o
        JOIN inbox AS n ON n.id = (
            SELECT MAX(x.id) FROM inbox AS x
@@ -160,11 +178,18 @@ async def complete(conn: aiosqlite.Connection, *events: InboxEvent, state: str =
     A done event is kept only to recognise a repeat of it (feed, key, changed_at), so its
     payload goes: the state database stays small. A dead one keeps it, for a retry.
     """
+    closing = [(e.source, e.kind, e.key, e.id) for e in events]
     await conn.executemany(
-        """UPDATE inbox SET state = CASE WHEN id = ? THEN ? ELSE 'done' END, not_before = NULL,
-                            payload = CASE WHEN id = ? AND ? != 'done' THEN payload ELSE '{}' END
+        """DELETE FROM inbox_payloads WHERE id IN (
+               SELECT id FROM inbox
+               WHERE source = ? AND kind = ? AND key = ? AND state = 'pending' AND id <= ?
+                 AND NOT (id = ? AND ? != 'done'))""",
+        [(*closed, closed[3], state) for closed in closing],
+    )
+    await conn.executemany(
+        """UPDATE inbox SET state = CASE WHEN id = ? THEN ? ELSE 'done' END, not_before = NULL
            WHERE source = ? AND kind = ? AND key = ? AND state = 'pending' AND id <= ?""",
-        [(e.id, state, e.id, state, e.source, e.kind, e.key, e.id) for e in events],
+        [(closed[3], state, *closed) for closed in closing],
     )
 
 

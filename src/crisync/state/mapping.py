@@ -67,6 +67,19 @@ async def get(conn: aiosqlite.Connection, source: str, kind: str, key: str) -> M
     return None if row is None else _row(row)
 
 
+async def get_many(
+    conn: aiosqlite.Connection, source: str, kind: str, keys: list[str]
+) -> dict[str, MappingRow]:
+    """The rows of these keys that exist, by key, in one statement."""
+    rows = await fetch_all(
+        conn,
+        f"SELECT {_COLUMNS} FROM mapping WHERE source = ? AND kind = ?"  # noqa: S608 - fixed column list
+        " AND key IN (SELECT value FROM json_each(?))",
+        (source, kind, json.dumps(keys)),
+    )
+    return {row.key: row for row in map(_row, rows)}
+
+
 async def kind_of(conn: aiosqlite.Connection, source: str, key: str) -> str | None:
     """The kind under which an object of this source is mapped, if it is."""
     row = await fetch_one(

@@ -199,6 +199,9 @@ class Store:
                 for connection in (conn, reader):
                     connection.row_factory = aiosqlite.Row
                     await connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                # Takes effect in a new database only (before WAL writes its header): pages
+                # freed there can be given back to the file system (give_back_free_pages).
+                await conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 await conn.execute("PRAGMA journal_mode = WAL")
                 await conn.execute("PRAGMA synchronous = FULL")
                 await conn.execute("PRAGMA foreign_keys = ON")
@@ -233,6 +236,13 @@ class Store:
         """One statement in a transaction of its own, in one round trip; RETURNING rows."""
         async with self._lock, self._disk_full_said():
             return list(await _to_the_end(self._conn.execute_fetchall(sql, parameters)))
+
+    async def give_back_free_pages(self) -> None:
+        """Shrink the file by its free pages (those of done events' payloads, say); a
+        database made before auto_vacuum was set keeps them, and reuses them."""
+        async with self._lock, self._disk_full_said():
+            # executescript: the pragma frees one page per step, and execute() steps once.
+            await _to_the_end(self._conn.executescript("PRAGMA incremental_vacuum"))
 
     @asynccontextmanager
     async def _disk_full_said(self) -> AsyncIterator[None]:

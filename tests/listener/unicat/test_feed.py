@@ -54,7 +54,8 @@ async def inbox_rows(store: Store) -> list[dict[str, Any]]:
     async with (
         store.reading() as conn,
         conn.execute(
-            "SELECT feed, source, kind, key, action, changed_at, payload FROM inbox ORDER BY id"
+            """SELECT feed, source, kind, key, action, changed_at, payload
+               FROM inbox LEFT JOIN inbox_payloads USING (id) ORDER BY id"""
         ) as rows,
     ):
         return [
@@ -65,7 +66,7 @@ async def inbox_rows(store: Store) -> list[dict[str, Any]]:
                 "key": r[3],
                 "action": r[4],
                 "changed_at": r[5],
-                "payload": json.loads(r[6]),
+                "payload": None if r[6] is None else json.loads(r[6]),
             }
             async for r in rows
         ]

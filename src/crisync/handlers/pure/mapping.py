@@ -137,8 +137,10 @@ class References(Protocol):
     async def persons(self, source: str, kind: str, match_key: str) -> list[ContentRef]:
         """The replicated objects of a kind whose reference_key gives this match key."""
 
-    async def person(self, source: str, kind: str, key: str) -> ReplicatedPerson | None:
-        """A source object's person content with its match key, if it was replicated."""
+    async def related_persons(
+        self, source: str, kind: str, keys: list[str]
+    ) -> dict[str, ReplicatedPerson]:
+        """Of these source objects, those replicated as persons, with their match keys."""
 
     async def external_person(
         self, name: Mapping[str, str], identity: ExternalIdentity
@@ -405,8 +407,10 @@ class _Builder:
         """
         event = self._event
         people: list[tuple[str, ContentRef, list[str]]] = []
-        for key in self._related_keys(rule.kind, relationships):
-            found = await self._references.person(event.source, rule.kind, key)
+        keys = self._related_keys(rule.kind, relationships)
+        replicated = await self._references.related_persons(event.source, rule.kind, keys)
+        for key in keys:
+            found = replicated.get(key)
             if found is None or found.match_key is None:
                 # Not in Pure (yet): its entry names an external person until it is.
                 log.debug(

@@ -167,13 +167,19 @@ class PureReferences:
                 return ContentRef(PURE_TYPES[content_type].system_name, uuids[0])
         return None
 
-    async def person(self, source: str, kind: str, key: str) -> ReplicatedPerson | None:
+    async def related_persons(
+        self, source: str, kind: str, keys: list[str]
+    ) -> dict[str, ReplicatedPerson]:
+        if not keys:
+            return {}
         async with self._store.reading() as conn:
-            row = await mapping.get(conn, source, kind, key)
-        if row is None:
-            return None
-        ref = ContentRef(PURE_TYPES[row.target_type].system_name, row.target_uuid)
-        return ReplicatedPerson(ref, row.match_key)
+            rows = await mapping.get_many(conn, source, kind, keys)
+        return {
+            key: ReplicatedPerson(
+                ContentRef(PURE_TYPES[row.target_type].system_name, row.target_uuid), row.match_key
+            )
+            for key, row in rows.items()
+        }
 
     async def external_person(
         self, name: Mapping[str, str], identity: ExternalIdentity
@@ -183,14 +189,15 @@ class PureReferences:
         if uuid is None:
             # One lookup and create per identity at a time, so concurrent objects share one.
             async with self._creating.hold(key):
-                uuid = await self._known_external(key)
+                # A handler that held the lock before found or made it, and remembered it.
+                uuid = self._known.get(key)
                 if uuid is None:
                     uuid = await replaying(
                         partial(self._find_or_create_external, identity, name),
                         f"find or create external person {key}",
                     )
-                    async with self._store.transaction() as conn:
-                        await external_persons.put(conn, key, uuid)
+                    await external_persons.remember(self._store, key, uuid)
+                    self._known.put(key, uuid)
         return ContentRef(EXTERNAL_PERSON_SYSTEM_NAME, uuid)
 
     async def _known_external(self, key: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -97,11 +98,12 @@ class ElementsListener(FeedLoop):
         return feeds
 
     async def run(self) -> None:
-        """Sweep, wait the poll interval, repeat until told to stop."""
+        """Sweep every poll interval until told to stop."""
         while not self._life.stopping.is_set():
+            started = time.monotonic()
             await self.sweep_all()
             self._telemetry.beat(self.loop_name)
-            await self._life.wait_stopping(self._config.poll_interval)
+            await self._life.wait_next_round(started, self._config.poll_interval)
 
     async def sweep_all(self) -> None:
         """One sweep of every feed; a failing feed does not stop the others."""

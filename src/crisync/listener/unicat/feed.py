@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -115,13 +116,14 @@ class UnicatListener(FeedLoop):
     # ----------------------------------------------------------------- the loop
 
     async def run(self) -> None:
-        """Poll, wait the poll interval, until told to stop; a parked feed skips its polls."""
+        """Poll every poll interval until told to stop; a parked feed skips its polls."""
         while not self._life.stopping.is_set():
+            started = time.monotonic()
             parked_until = await self.parked_until(self.feed)
             if parked_until is None:
                 await self.poll()
             self._telemetry.beat(self.loop_name)
-            await self._life.wait_stopping(self._config.poll_interval)
+            await self._life.wait_next_round(started, self._config.poll_interval)
 
     async def poll(self) -> PollResult:
         """Read the stream to its end (or until stopped); failures are recorded, not raised."""

@@ -23,6 +23,7 @@ from crisync.state.migrations import (
     v010_mapping_origin,
     v011_last_write,
     v012_backfill_quota,
+    v013_inbox_payloads,
 )
 
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
@@ -41,4 +42,5 @@ MIGRATIONS: list[Migration] = [
     v010_mapping_origin.upgrade,
     v011_last_write.upgrade,
     v012_backfill_quota.upgrade,
+    v013_inbox_payloads.upgrade,
 ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from crisync.handlers.pure.client import PureClient
 from crisync.handlers.pure.config import PureConfig
 from crisync.handlers.pure.match import ContentIndex
-from crisync.handlers.pure.references import KeyedLocks, RecentNames
+from crisync.handlers.pure.references import ExternalPersonIndex, KeyedLocks, RecentNames
 from crisync.mapping.rules import MappingsConfig
 from crisync.state.store import Store
 
@@ -23,3 +23,5 @@ class PureContext:
     external_person_uuids: RecentNames = field(default_factory=RecentNames)
     # Whole types scanned for match values too common to search for, shared by the handlers.
     content_index: ContentIndex = field(default_factory=ContentIndex)
+    # External persons scanned for names too common to search for, shared by the handlers.
+    external_person_index: ExternalPersonIndex = field(default_factory=ExternalPersonIndex)

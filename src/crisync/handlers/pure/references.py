@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections import OrderedDict
+import time
+from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -28,7 +30,7 @@ from crisync.handlers.pure.mapping import (
     name_key_of,
     primary_identifier,
 )
-from crisync.handlers.pure.match import AmbiguousMatchError, ContentIndex
+from crisync.handlers.pure.match import INDEX_MAX_AGE, SCAN_PAGE, AmbiguousMatchError, ContentIndex
 from crisync.handlers.pure.types import PURE_TYPES
 from crisync.mapping.compare import normalised
 from crisync.state import external_persons, mapping
@@ -92,6 +94,82 @@ class RecentNames:
             self._uuids.popitem(last=False)
 
 
+@dataclass(frozen=True)
+class _PeopleScan:
+    made_at: float  # time.monotonic()
+    ours: dict[str, str]  # crisync's PrimaryId value → uuid
+    by_orcid: dict[str, list[str]]  # normalised ORCID iD → uuids
+    by_name: dict[str, list[str]]  # name key → uuids of persons crisync did not make
+
+
+class ExternalPersonIndex:
+    """A scan of Pure's external persons, for names too common to search for.
+
+    A new identity is looked for by a name search, whose hits rank namesakes first. When the
+    namesakes fill its first page (a common name, or crisync's own namesakes, one per ORCID
+    iD), reading on through all of them for every new identity grows with the content: the
+    scan answers instead, made again every INDEX_MAX_AGE. An identity whose create failed in
+    this process (its answer may have been lost) is never answered from a scan: its search
+    reads on, so that its own person is found and not made twice.
+    """
+
+    def __init__(self) -> None:
+        self._scan: _PeopleScan | None = None
+        self._scanning = asyncio.Lock()
+        self._uncertain: set[str] = set()
+
+    def answers(self, identity_key: str) -> bool:
+        """Whether the scan answers for this identity, without a search first."""
+        return self._scan is not None and not self.uncertain(identity_key)
+
+    def create_failed(self, identity_key: str) -> None:
+        """A create for this identity failed: it may have reached Pure all the same."""
+        self._uncertain.add(identity_key)
+
+    def uncertain(self, identity_key: str) -> bool:
+        """Whether a create for this identity failed in this process."""
+        return identity_key in self._uncertain
+
+    async def find(self, pure: PureClient, identity: ExternalIdentity) -> str | None:
+        async with self._scanning:
+            scan = self._scan
+            if scan is None or time.monotonic() - scan.made_at > INDEX_MAX_AGE:
+                self._scan = None  # the stale one goes before the new one is read
+                scan = self._scan = await _scan_people(pure)
+        ours = scan.ours.get(external_person_primary_id(identity.key))
+        if ours is not None:
+            return ours
+        if identity.orcid is not None:
+            return next(iter(scan.by_orcid.get(identity.orcid, [])), None)
+        if identity.context is not None:
+            return None
+        return next(iter(scan.by_name.get(identity.name_key, [])), None)
+
+
+async def _scan_people(pure: PureClient) -> _PeopleScan:
+    ours: dict[str, str] = {}
+    by_orcid: dict[str, list[str]] = defaultdict(list)
+    by_name: dict[str, list[str]] = defaultdict(list)
+    own_prefix = external_person_primary_id("")
+    offset = 0
+    while True:
+        page = await pure.list_page(EXTERNAL_PERSONS, offset=offset, size=SCAN_PAGE)
+        for item in page.items:
+            uuid = str(item["uuid"])
+            values = [str(value) for value in _identifier_values(item) if value is not None]
+            for value in values:
+                if value.startswith(own_prefix):
+                    ours[value] = uuid
+                orcid = normalised("orcid", value)
+                if orcid is not None:
+                    by_orcid[orcid].append(uuid)
+            if not any(value.startswith(own_prefix) for value in values):
+                by_name[name_key_of(item.get("name") or {})].append(uuid)
+        if not page.more_after(offset):
+            return _PeopleScan(time.monotonic(), ours, dict(by_orcid), dict(by_name))
+        offset += len(page.items)
+
+
 class PureReferences:
     """The engine's References: the mapping table, and Pure for external persons."""
 
@@ -99,15 +177,18 @@ class PureReferences:
         self,
         store: Store,
         pure: PureClient,
+        *,
         creating: KeyedLocks,
         known: RecentNames,
         index: ContentIndex,
+        people: ExternalPersonIndex,
     ) -> None:
         self._store = store
         self._pure = pure
         self._creating = creating
         self._known = known
         self._index = index
+        self._people = people
 
     async def content(self, source: str, kind: str, key: str) -> ContentRef | None:
         async with self._store.reading() as conn:
@@ -214,7 +295,13 @@ class PureReferences:
     ) -> str:
         """Safe to replay: a create whose answer was lost is found by the search first."""
         found = await self._find_external(identity, name)
-        return found or await self._create_external(identity.key, name)
+        if found is not None:
+            return found
+        try:
+            return await self._create_external(identity.key, name)
+        except BaseException:
+            self._people.create_failed(identity.key)
+            raise
 
     async def _find_external(
         self, identity: ExternalIdentity, name: Mapping[str, str]
@@ -224,6 +311,17 @@ class PureReferences:
         Searched for by name: Pure's search takes no identifier. A name is evidence enough
         only for a person known by name alone; an ORCID iD or a context must match exactly.
         """
+        if not self._people.answers(identity.key):
+            hits = await self._name_hits(identity, name)
+            if hits is not None:
+                return _chosen(identity, hits)
+        return await self._people.find(self._pure, identity)
+
+    async def _name_hits(
+        self, identity: ExternalIdentity, name: Mapping[str, str]
+    ) -> list[dict[str, Any]] | None:
+        """A name search's hits, read until crisync's own or past the namesakes; None for a
+        name so common that its namesakes fill the first page: the scan answers for it."""
         text = " ".join(part for part in (name.get("firstName"), name.get("lastName")) if part)
         ours = external_person_primary_id(identity.key)
         words = _words(text)
@@ -231,36 +329,18 @@ class PureReferences:
         offset, size = 0, NAME_SEARCH_SIZE
         while True:
             page = await self._pure.search(EXTERNAL_PERSONS, text, offset=offset, size=size)
-            for item in page.items:
-                if ours in _identifier_values(item):
-                    return str(item["uuid"])
             items.extend(page.items)
-            # crisync's own may rank past the first page among many namesakes (one per ORCID
-            # or context): read on while a page holds nothing but namesakes, which rank
-            # before any hit that lacks one of the name's words.
+            if any(ours in _identifier_values(item) for item in page.items):
+                return items
+            # Namesakes rank before any hit that lacks one of the name's words. crisync's own
+            # may rank past the first page among many (one per ORCID or context): an identity
+            # whose create failed reads on while a page holds nothing but namesakes.
             full = all(words <= _words(_name_text(item)) for item in page.items)
             if not full or not page.more_after(offset):
-                break
+                return items
+            if offset == 0 and not self._people.uncertain(identity.key):
+                return None
             offset, size = offset + len(page.items), NAME_SEARCH_MORE
-        if identity.orcid is not None:
-            for item in items:
-                values = _identifier_values(item)
-                if identity.orcid in (normalised("orcid", value) for value in values):
-                    return str(item["uuid"])
-            return None
-        if identity.context is not None:
-            return None
-        # A namesake crisync knows by another identity (an ORCID, a context) is another person.
-        namesakes = [
-            item
-            for item in items
-            if name_key_of(item.get("name") or {}) == identity.name_key
-            and not any(
-                str(value).startswith(external_person_primary_id(""))
-                for value in _identifier_values(item)
-            )
-        ]
-        return str(namesakes[0]["uuid"]) if namesakes else None
 
     async def _create_external(self, key: str, name: Mapping[str, str]) -> str:
         body = {
@@ -271,6 +351,33 @@ class PureReferences:
         }
         created = await self._pure.create(EXTERNAL_PERSONS, body)
         return str(created["uuid"])
+
+
+def _chosen(identity: ExternalIdentity, hits: list[dict[str, Any]]) -> str | None:
+    """The hit that is this identity's person: crisync's own, else one with its ORCID iD,
+    else (for a name alone) a namesake crisync does not know by another identity."""
+    ours = external_person_primary_id(identity.key)
+    for item in hits:
+        if ours in _identifier_values(item):
+            return str(item["uuid"])
+    if identity.orcid is not None:
+        for item in hits:
+            values = _identifier_values(item)
+            if identity.orcid in (normalised("orcid", value) for value in values):
+                return str(item["uuid"])
+        return None
+    if identity.context is not None:
+        return None
+    namesakes = [
+        item
+        for item in hits
+        if name_key_of(item.get("name") or {}) == identity.name_key
+        and not any(
+            str(value).startswith(external_person_primary_id(""))
+            for value in _identifier_values(item)
+        )
+    ]
+    return str(namesakes[0]["uuid"]) if namesakes else None
 
 
 def _words(text: str) -> set[str]:

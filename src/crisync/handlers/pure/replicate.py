@@ -41,9 +41,10 @@ async def replicate_to_pure(event: InboxEvent, ctx: PureContext) -> HandlerResul
     references = PureReferences(
         ctx.store,
         ctx.pure,
-        ctx.external_person_locks,
-        ctx.external_person_uuids,
-        ctx.content_index,
+        creating=ctx.external_person_locks,
+        known=ctx.external_person_uuids,
+        index=ctx.content_index,
+        people=ctx.external_person_index,
     )
     target = await to_pure(
         event,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,27 +28,38 @@ from crisync.telemetry import Telemetry
 from tests.support.cli import cli
 
 
-@pytest.fixture
-async def site(
-    tmp_path: Path, broker: MosquittoBroker, capsys: pytest.CaptureFixture[str]
+@contextlib.asynccontextmanager
+async def running_site(
+    directory: Path, mqtt: MqttConfig, capsys: pytest.CaptureFixture[str], **limits: int
 ) -> AsyncIterator[str]:
-    """`crisync sim all` on free ports; what it printed."""
+    """`crisync sim all` on free ports, small; what it printed."""
     options = SiteOptions(
-        tmp_path,
+        directory,
         elements_port=0,
         pure_port=0,
         unicat_port=0,
         objects=12,
         records=6,
-        mqtt=MqttConfig(url=broker.url),
+        mqtt=mqtt,
+        **limits,
     )
     ready = asyncio.Event()
     serving = asyncio.create_task(serve_site(options, ready))
-    await asyncio.wait_for(ready.wait(), timeout=20)
-    yield capsys.readouterr().out
-    serving.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await serving
+    try:
+        await asyncio.wait_for(ready.wait(), timeout=20)
+        yield capsys.readouterr().out
+    finally:
+        serving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+
+
+@pytest.fixture
+async def site(
+    tmp_path: Path, broker: MosquittoBroker, capsys: pytest.CaptureFixture[str]
+) -> AsyncIterator[str]:
+    async with running_site(tmp_path, MqttConfig(url=broker.url), capsys) as printed_out:
+        yield printed_out
 
 
 def printed(pattern: str, text: str) -> str:
@@ -127,22 +139,10 @@ def test_a_broker_url_that_is_not_one_is_refused_before_anything_starts(
 async def test_a_throttled_site_answers_429_past_its_limits_and_its_configuration_paces_to_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    options = SiteOptions(
-        tmp_path,
-        elements_port=0,
-        pure_port=0,
-        unicat_port=0,
-        objects=12,
-        records=6,
-        mqtt=MqttConfig(url=f"mqtt://127.0.0.1:{free_port()}"),  # nobody: the outbox keeps all
-        pure_rate_limit=5,
-        pure_hourly_quota=900,
-    )
-    ready = asyncio.Event()
-    serving = asyncio.create_task(serve_site(options, ready))
-    try:
-        await asyncio.wait_for(ready.wait(), timeout=20)
-        out = capsys.readouterr().out
+    nobody = MqttConfig(url=f"mqtt://127.0.0.1:{free_port()}")  # the outbox keeps all
+    async with running_site(
+        tmp_path, nobody, capsys, pure_rate_limit=5, pure_hourly_quota=900
+    ) as out:
         assert "throttled: 5 requests/s, hourly quota 900" in out
         pure_url = printed(r"Pure API simulator\s+(\S+)", out)
         for line in (tmp_path / ENV_NAME).read_text().splitlines():
@@ -158,11 +158,7 @@ async def test_a_throttled_site_answers_429_past_its_limits_and_its_configuratio
                 ).status
                 for _ in range(8)
             ]
-        assert statuses.count(429) >= 1  # eight at once, five allowed in a second
-    finally:
-        serving.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await serving
+        assert statuses.count(429) >= 1  # eight in a row, five allowed in a second
 
 
 def test_a_limit_below_one_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from crisync import daemon
 from crisync.cli import (
@@ -17,6 +18,7 @@ from crisync.cli import (
     EX_UNAVAILABLE,
     EX_USAGE,
     main,
+    run_event_loop,
 )
 from crisync.config.model import Config
 from crisync.daemon import run_daemon
@@ -31,6 +33,13 @@ from tests.support.cli import cli
 from tests.support.config_file import write_config
 from tests.support.daemon import TEST_SECRETS, daemon_log, start_daemon
 from tests.support.secrets import PURE_API_KEY
+
+
+def test_commands_run_on_uvloop() -> None:
+    async def loop_class() -> type[asyncio.AbstractEventLoop]:
+        return type(asyncio.get_running_loop())
+
+    assert run_event_loop(loop_class()) is uvloop.Loop
 
 
 async def status(config_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:

@@ -11,9 +11,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
+import uvloop
 
 from crisync.config.load import EX_CONFIG, ConfigError, LoadedConfig, load_config
 from crisync.config.model import MqttConfig
@@ -353,6 +354,17 @@ def _replication_commands(with_config: Callable[..., argparse.ArgumentParser]) -
     show.add_argument("key", metavar="KEY", help="e.g. 1042")
 
 
+T = TypeVar("T")
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on uvloop: the daemon spends most of its CPU in the event loop's
+    machinery (a request, a database round trip, an MQTT publish are each a few callbacks),
+    and uvloop's C loop does that for about a tenth less CPU per object than asyncio's."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -368,7 +380,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from crisync.demo import run_demo
 
         configure_logging("console", "warning")
-        return asyncio.run(
+        return run_event_loop(
             run_demo(
                 objects=args.objects,
                 follow=args.follow,
@@ -474,7 +486,7 @@ def _check_config(loaded: LoadedConfig, *, online: bool) -> int:
         return EX_OK
     from crisync.preflight import check_online
 
-    answers = asyncio.run(check_online(loaded.config))
+    answers = run_event_loop(check_online(loaded.config))
     for answer in answers:
         print(f"  {'ok' if answer.ok else 'FAILED':<6} {answer.system}: {answer.message}")
     if any(answer.misconfigured for answer in answers):
@@ -494,7 +506,7 @@ def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         ):
             command = _state_commands(args, loaded).get(args.command)
             if command is not None:
-                return asyncio.run(command)
+                return run_event_loop(command)
             from crisync.daemon import run_daemon
             from crisync.progress import with_progress, work_line
             from crisync.telemetry import Telemetry
@@ -507,7 +519,7 @@ def _with_state(args: argparse.Namespace, loaded: LoadedConfig) -> int:
                 telemetry=telemetry,
             )
             # `run` is for systemd; `once` is often run by hand, on a large backlog.
-            summary = asyncio.run(
+            summary = run_event_loop(
                 with_progress(daemon, work_line(telemetry)) if args.command == "once" else daemon
             )
     except (SchemaTooNewError, FirstWriteRefusedError) as exc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -392,3 +394,17 @@ async def healthz_refuses(url: str) -> bool:
     except aiohttp.ClientConnectorError:
         return False  # not listening yet
     return status == 503 and "refused the credentials" in body
+
+
+def test_the_daemon_leaves_the_simulators_and_the_contract_unimported() -> None:
+    """Its memory: the Pure contract and its validator (jsonschema, YAML) are read only for
+    content of another class, and the simulators never."""
+    probe = (
+        "import sys, crisync.daemon; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jsonschema', 'yaml') "
+        "or m.endswith(('.sim', '.openapi'))))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert loaded.strip() == "[]"

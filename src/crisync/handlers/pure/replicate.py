@@ -19,7 +19,6 @@ from crisync.handlers.pure.last_write import CLASS_PROPERTIES, changed_patch, pr
 from crisync.handlers.pure.mapping import PURE, PureContent, mapping_for, to_pure
 from crisync.handlers.pure.match import AmbiguousMatchError, Found, candidates
 from crisync.handlers.pure.merge_patch import merge_patch_between
-from crisync.handlers.pure.openapi import PureContract
 from crisync.handlers.pure.references import PureReferences
 from crisync.handlers.pure.shared_lists import MERGED_LISTS, foreign_identifiers
 from crisync.mapping.scope import out_of_scope
@@ -341,6 +340,10 @@ def class_kept(current: dict[str, Any], target: PureContent) -> str | None:
 
 def not_of_class(discriminator: str, body: dict[str, Any]) -> set[str]:
     """The body's properties a Pure class does not have (the contract says which it has)."""
+    # Imported here: the contract and its validator (jsonschema, YAML) cost the daemon about
+    # 4 MB to import and 15 MB once read, and only content of another class needs them.
+    from crisync.handlers.pure.openapi import PureContract
+
     known = PureContract.load().property_names(discriminator)
     return {name for name in body if name not in known} if known else set()
 

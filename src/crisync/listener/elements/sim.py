@@ -63,10 +63,11 @@ import random
 import re
 import unicodedata
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import cast
+from typing import Protocol, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import hdrs, web
@@ -307,6 +308,15 @@ class _Link:
 _Any = _User | _Publication | _Item
 # A list query's category, affected-since and modified-since.
 _ListQuery = tuple[str, datetime | None, datetime | None]
+
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+# What a feed pages through (objects, relationships, deletions): in id order, after-id paged.
+_Paged = TypeVar("_Paged", bound=_HasId)
 
 
 @dataclass(frozen=True)
@@ -1296,32 +1306,53 @@ class ElementsSimulator:
             else None
         )
         ids, matches = self._matching(category, affected_since, modified_since)
-        remaining = matches[bisect.bisect_right(ids, after_id) :]
-        page = remaining[:per_page]
+        feed, page = self._feed_page(
+            request,
+            f"/{_PLURALS[category]}",
+            query,
+            matches=matches,
+            remaining=matches[bisect.bisect_right(ids, after_id) :],
+            per_page=per_page,
+            subtitle=lambda listed, this_href: (
+                f"This feed lists {listed} of a total of {len(matches)} results "
+                f"from the following search query: {this_href}"
+            ),
+        )
+        warning = self._warnings.pop(0) if self._warnings else None
+        for obj in page:
+            self._entry(feed, obj, self._base(request), full=detail == "full", warning=warning)
+        return _xml_response(self._serialise(feed))
 
+    def _feed_page(
+        self,
+        request: web.Request,
+        path: str,
+        query: dict[str, str],
+        *,
+        matches: Sequence[_Paged],
+        remaining: Sequence[_Paged],
+        per_page: int,
+        subtitle: Callable[[int, str], str],
+    ) -> tuple[etree._Element, Sequence[_Paged]]:
+        """A feed of one page of `remaining` (the `matches` after the asked-for id), with
+        its pagination; `subtitle` words it from the page's length and the feed's link."""
+        page = remaining[:per_page]
         base = self._base(request)
-        plural = _PLURALS[category]
-        this_href = f"{base}/{plural}" + _qs(query)
+        this_href = f"{base}{path}" + _qs(query)
         next_href = self._next_href(
-            base, f"/{plural}", query, page[-1].id if len(remaining) > per_page else None
+            base, path, query, page[-1].id if len(remaining) > per_page else None
         )
         feed = self._feed(
             request,
-            feed_id=f"{self._api_path}/{plural}{_qs(query)}",
+            feed_id=f"{self._api_path}{path}{_qs(query)}",
             updated=_render_now(self._now),
             term="item-list",
-            subtitle=(
-                f"This feed lists {len(page)} of a total of {len(matches)} results "
-                f"from the following search query: {this_href}"
-            ),
+            subtitle=subtitle(len(page), this_href),
         )
         self._pagination(
             feed, this_href=this_href, next_href=next_href, total=len(matches), per_page=per_page
         )
-        warning = self._warnings.pop(0) if self._warnings else None
-        for obj in page:
-            self._entry(feed, obj, base, full=detail == "full", warning=warning)
-        return _xml_response(self._serialise(feed))
+        return feed, page
 
     async def _relationships(self, request: web.Request) -> web.StreamResponse:
         """The relationships (or pending suggestions) of one object, or all relationships."""
@@ -1345,26 +1376,17 @@ class ElementsSimulator:
             for link in links
             if link.suggested == suggested and (type_ids is None or link.type_id in type_ids)
         ]
-        remaining = [link for link in matches if link.id > after_id]
-        page = remaining[:per_page]
-        base = self._base(request)
-        path = request.path.removeprefix(self._api_path)
-        this_href = f"{base}{path}" + _qs(query)
-        next_href = self._next_href(
-            base, path, query, page[-1].id if len(remaining) > per_page else None
-        )
-        feed = self._feed(
+        feed, page = self._feed_page(
             request,
-            feed_id=f"{self._api_path}{path}{_qs(query)}",
-            updated=_render_now(self._now),
-            term="item-list",
-            subtitle=f"This feed lists {len(page)} of {len(matches)} relationships.",
-        )
-        self._pagination(
-            feed, this_href=this_href, next_href=next_href, total=len(matches), per_page=per_page
+            request.path.removeprefix(self._api_path),
+            query,
+            matches=matches,
+            remaining=[link for link in matches if link.id > after_id],
+            per_page=per_page,
+            subtitle=lambda listed, _: f"This feed lists {listed} of {len(matches)} relationships.",
         )
         for link in page:
-            self._link_entry(feed, link, base, involved, full=detail == "full")
+            self._link_entry(feed, link, self._base(request), involved, full=detail == "full")
         return _xml_response(self._serialise(feed))
 
     def _involved(self, request: web.Request, query: dict[str, str]) -> tuple[str, int] | None:
@@ -1410,23 +1432,17 @@ class ElementsSimulator:
             ),
             key=lambda d: d.id,
         )
-        remaining = [d for d in matches if d.id > after_id]
-        page = remaining[:per_page]
-        base = self._base(request)
         path = f"/deleted/{_PLURALS[category]}"
-        this_href = f"{base}{path}" + _qs(query)
-        next_href = self._next_href(
-            base, path, query, page[-1].id if len(remaining) > per_page else None
-        )
-        feed = self._feed(
+        feed, page = self._feed_page(
             request,
-            feed_id=f"{self._api_path}{path}{_qs(query)}",
-            updated=_render_now(self._now),
-            term="item-list",
-            subtitle=f"This feed lists {len(page)} of {len(matches)} deleted objects.",
-        )
-        self._pagination(
-            feed, this_href=this_href, next_href=next_href, total=len(matches), per_page=per_page
+            path,
+            query,
+            matches=matches,
+            remaining=[d for d in matches if d.id > after_id],
+            per_page=per_page,
+            subtitle=lambda listed, _: (
+                f"This feed lists {listed} of {len(matches)} deleted objects."
+            ),
         )
         for deletion in page:
             entry = _sub(feed, _atom("entry"))

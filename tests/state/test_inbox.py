@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from crisync.state import inbox
+from crisync.state import epoch, inbox
 from crisync.state.inbox import ChangeEvent
 from crisync.state.store import Store, iso_utc, utc_now
 
@@ -133,7 +133,9 @@ async def test_a_claim_walks_the_pending_events_in_order_and_sorts_nothing(
     assert not [step for step in plan if "TEMP B-TREE" in step or step.startswith("SCAN x")]
 
 
-async def test_a_done_event_keeps_no_payload_and_a_dead_one_keeps_it(store: Store) -> None:
+async def test_a_done_event_leaves_a_compact_record_and_a_dead_one_keeps_its_payload(
+    store: Store,
+) -> None:
     async with store.transaction() as conn:
         await inbox.add_events(conn, [change("1", 0), change("1", 5), change("2", 0)], utc_now())
     async with store.reading() as conn:
@@ -145,11 +147,63 @@ async def test_a_done_event_keeps_no_payload_and_a_dead_one_keeps_it(store: Stor
         rows = await conn.execute_fetchall(
             "SELECT key, state, payload FROM inbox LEFT JOIN inbox_payloads USING (id) ORDER BY id"
         )
-    assert [tuple(row) for row in rows] == [
-        ("1", "done", None),
-        ("1", "done", None),
-        ("2", "dead", '{"title":"t"}'),
+        done = await conn.execute_fetchall(
+            "SELECT key, feed, changed_at FROM inbox_done ORDER BY changed_at"
+        )
+        payloads = await conn.execute_fetchall("SELECT COUNT(*) FROM inbox_payloads")
+    assert [tuple(row) for row in rows] == [("2", "dead", '{"title":"t"}')]
+    minute = 60_000_000
+    assert [tuple(row) for row in done] == [
+        ("1", "elements:publications", epoch.microseconds(T0)),
+        ("1", "elements:publications", epoch.microseconds(T0) + 5 * minute),
     ]
+    assert list(payloads[0]) == [1]
+
+
+async def test_a_repeat_of_a_done_event_is_dropped_until_it_is_pruned(store: Store) -> None:
+    async with store.transaction() as conn:
+        await inbox.add_events(conn, [change("1", 0), change("2", 0)], utc_now())
+    async with store.reading() as conn:
+        events = await inbox.claim_ready(conn, busy_keys=[], now=utc_now(), limit=2)
+    async with store.transaction() as conn:
+        await inbox.complete(conn, *events)
+        # The lookback brings both back, one of them changed since.
+        assert await inbox.add_events(conn, [change("1", 0), change("2", 3)], utc_now()) == 1
+        assert await inbox.prune(conn, datetime.now(UTC) - timedelta(hours=1)) == 0
+        assert await inbox.prune(conn, datetime.now(UTC) + timedelta(seconds=2)) == 2
+        assert await inbox.add_events(conn, [change("1", 0)], utc_now()) == 1
+        assert await inbox.pending_count(conn) == 2
+
+
+async def test_a_change_crisync_made_itself_is_recorded_done_unless_it_waits_already(
+    store: Store,
+) -> None:
+    async with store.transaction() as conn:
+        await inbox.add_events(conn, [change("1", 0)], utc_now())
+        # The write-back's echo: no work, and its copy from the feed is a repeat.
+        assert (
+            await inbox.add_events(conn, [change("1", 0), change("2", 0)], utc_now(), done=True)
+            == 1
+        )
+        assert await inbox.add_events(conn, [change("2", 0)], utc_now()) == 0
+        assert await inbox.pending_count(conn) == 1
+
+
+async def test_the_kind_an_object_was_read_as_is_found_among_done_events_too(
+    store: Store,
+) -> None:
+    record = ChangeEvent("unicat:p", "unicat", "thesis", "g1", "upsert", T0, {})
+    async with store.transaction() as conn:
+        await inbox.add_events(conn, [record], utc_now())
+    async with store.reading() as conn:
+        waiting = await inbox.kind_of(conn, "unicat", ["book", "thesis"], "unicat:p", "g1")
+        events = await inbox.claim_ready(conn, busy_keys=[], now=utc_now(), limit=1)
+    async with store.transaction() as conn:
+        await inbox.complete(conn, *events)
+    async with store.reading() as conn:
+        done = await inbox.kind_of(conn, "unicat", ["book", "thesis"], "unicat:p", "g1")
+        other_feed = await inbox.kind_of(conn, "unicat", ["thesis"], "unicat:q", "g1")
+    assert (waiting, done, other_feed) == ("thesis", "thesis", None)
 
 
 async def test_changes_are_claimed_past_waiting_backfill_and_a_key_with_a_change_is_one(

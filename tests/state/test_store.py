@@ -2,15 +2,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiosqlite
 import pytest
 
-from crisync.state import outbox
+from crisync.state import epoch, external_persons, inbox, mapping, outbox
+from crisync.state.inbox import ChangeEvent
 from crisync.state.migrations import MIGRATIONS
-from crisync.state.store import SchemaTooNewError, Store
+from crisync.state.store import SchemaTooNewError, Store, iso_utc, utc_now
 
 
 async def test_open_migrates_a_new_database_to_the_latest_version(tmp_path: Path) -> None:
@@ -149,20 +152,126 @@ async def test_a_cancelled_transaction_leaves_the_connection_clean(tmp_path: Pat
 async def test_version_13_keeps_the_payloads_of_pending_and_dead_events_only(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "state.db"
-    async with aiosqlite.connect(path, isolation_level=None) as conn:
-        await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    async with aiosqlite.connect(tmp_path / "state.db", isolation_level=None) as conn:
         for upgrade in MIGRATIONS[:12]:
             await upgrade(conn)
-        await conn.execute("INSERT INTO schema_version (version) VALUES (12)")
         await conn.executemany(
             """INSERT INTO inbox
                    (feed, source, kind, key, action, changed_at, observed_at, payload, state)
                VALUES ('f', 's', 'k', ?, 'upsert', 't', 't', ?, ?)""",
             [("1", "{}", "done"), ("2", '{"a":2}', "pending"), ("3", '{"a":3}', "dead")],
         )
-    async with Store.open(path) as store, store.reading() as conn:
+        await MIGRATIONS[12](conn)
         rows = await conn.execute_fetchall(
             "SELECT key, payload FROM inbox LEFT JOIN inbox_payloads USING (id) ORDER BY id"
         )
     assert [tuple(row) for row in rows] == [("1", None), ("2", '{"a":2}'), ("3", '{"a":3}')]
+
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+async def test_version_14_carries_every_done_event_mapping_row_and_external_person_over(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    body_hash = hashlib.sha256(b'{"title":"t"}').hexdigest()
+    async with aiosqlite.connect(path, isolation_level=None) as conn:
+        await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for upgrade in MIGRATIONS[:13]:
+            await upgrade(conn)
+        await conn.execute("INSERT INTO schema_version (version) VALUES (13)")
+        await conn.executemany(
+            """INSERT INTO inbox (feed, source, kind, key, action, changed_at, observed_at, state)
+               VALUES ('elements:publications', 'elements', 'publication', ?, 'upsert', ?, ?, ?)""",
+            [
+                (key, iso_utc(T0 + timedelta(minutes=minutes)), iso_utc(T0), state)
+                for key, minutes, state in [
+                    ("1", 0, "done"),
+                    ("1", 5, "done"),
+                    ("2", 0, "dead"),
+                    ("3", 0, "pending"),
+                ]
+            ],
+        )
+        await conn.execute(
+            """INSERT INTO inbox_payloads (id, payload)
+               SELECT id, '{"key":' || key || '}' FROM inbox WHERE state != 'done'"""
+        )
+        await conn.execute(
+            """INSERT INTO dead_letters (inbox_id, source, kind, key, error_class, status,
+                                         message, attempts, failed_at)
+               SELECT id, source, kind, key, 'PermanentError', 400, 'no', 1, observed_at
+               FROM inbox WHERE state = 'dead'"""
+        )
+        await conn.executemany(
+            """INSERT INTO mapping (source, kind, key, target, target_type, target_uuid,
+                   target_version, payload_hash, locked, changed_at, updated_at, match_key,
+                   origin, written, foreign_identifiers)
+               VALUES ('elements', ?, ?, 'pure', ?, ?, 'v1', ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [
+                ("publication", "1", "research-outputs", "u-1", body_hash, 1, iso_utc(T0),
+                 iso_utc(T0), None, "created", b"\x01" * 16, None),
+                ("user", "9", "persons", "u-9", "", 0, iso_utc(T0), iso_utc(T0), "hr-9",
+                 "adopted", None, '[{"idSource":"hr","value":"9"}]'),
+            ],
+        )  # fmt: skip
+        await conn.execute(
+            """INSERT INTO external_persons (name_key, target_uuid, updated_at)
+               VALUES ('smith|m', 'u-e', ?)""",
+            (iso_utc(T0),),
+        )
+    async with Store.open(path) as store:
+        async with store.reading() as conn:
+            waiting = await conn.execute_fetchall(
+                """SELECT key, state, payload, (SELECT COUNT(*) FROM dead_letters
+                                                WHERE inbox_id = id)
+                   FROM inbox LEFT JOIN inbox_payloads USING (id) ORDER BY id"""
+            )
+            done = await conn.execute_fetchall(
+                "SELECT source, kind, key, feed, changed_at, observed_at FROM inbox_done"
+            )
+            rows = {
+                key: await mapping.get(conn, "elements", kind, key)
+                for kind, key in [("publication", "1"), ("user", "9")]
+            }
+            people = await external_persons.all_external_persons(conn)
+        async with store.transaction() as conn:
+            # A feed's repeat of a done event is dropped as before the migration.
+            repeat = ChangeEvent(
+                "elements:publications", "elements", "publication", "1", "upsert", T0, {}
+            )
+            assert await inbox.add_events(conn, [repeat], utc_now()) == 0
+    assert [tuple(row) for row in waiting] == [
+        ("2", "dead", '{"key":2}', 1),
+        ("3", "pending", '{"key":3}', 0),
+    ]
+    observed = epoch.seconds(T0)
+    assert sorted(tuple(row) for row in done) == [
+        ("elements", "publication", "1", "elements:publications", epoch.microseconds(T0), observed),
+        (
+            "elements",
+            "publication",
+            "1",
+            "elements:publications",
+            epoch.microseconds(T0 + timedelta(minutes=5)),
+            observed,
+        ),
+    ]
+    publication, user = rows["1"], rows["9"]
+    assert publication is not None
+    assert user is not None
+    assert publication.payload_hash == hashlib.sha256(b'{"title":"t"}').digest()[:16]
+    assert (
+        publication.target_uuid,
+        publication.locked,
+        publication.changed_at,
+        publication.written,
+    ) == ("u-1", True, iso_utc(T0), b"\x01" * 16)
+    assert (user.payload_hash, user.match_key, user.origin, user.foreign_identifiers) == (
+        b"",
+        "hr-9",
+        "adopted",
+        ({"idSource": "hr", "value": "9"},),
+    )
+    assert people == {"smith|m": "u-e"}

@@ -52,7 +52,7 @@ from crisync.telemetry import Telemetry
 
 log = structlog.get_logger("crisync.handlers")
 
-# Processed inbox rows are kept this long, to drop feed repeats (the lookback is shorter).
+# Done events are remembered this long, to drop feed repeats (the lookback is shorter).
 INBOX_RETENTION = timedelta(days=1)
 PRUNE_EVERY = 3600.0
 IDLE_WAKE = 5.0
@@ -750,9 +750,8 @@ class Dispatcher:
         if time.monotonic() - self._last_prune < PRUNE_EVERY:
             return
         self._last_prune = time.monotonic()
-        cutoff = iso_utc(datetime.now(UTC) - INBOX_RETENTION)
         async with self._store.transaction() as conn:
-            removed = await inbox.prune(conn, cutoff)
+            removed = await inbox.prune(conn, datetime.now(UTC) - INBOX_RETENTION)
         await self._store.give_back_free_pages()
         if removed:
             log.info("inbox.pruned", rows=removed)

@@ -207,4 +207,4 @@ async def queue_resync(store: Store, event: ChangeEvent) -> None:
         await inbox.add_events(conn, [event], utc_now())
         known = await mapping.get(conn, event.source, event.kind, event.key)
         if known is not None:
-            await mapping.put(conn, replace(known, payload_hash="", locked=False, written=None))
+            await mapping.put(conn, replace(known, payload_hash=b"", locked=False, written=None))

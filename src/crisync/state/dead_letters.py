@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import aiosqlite
 
 from crisync.errors import ErrorInfo
+from crisync.state import epoch, inbox
 from crisync.state.inbox import InboxEvent
 from crisync.state.store import fetch_all, fetch_one, utc_now
 
@@ -65,6 +66,20 @@ class Requeued:
     superseded: int  # dropped: a newer change of the same object came since
 
 
+# Whether a dead event was superseded: a later event of its object waits in the inbox, or
+# a newer change of it was done. Done events are compact records without their arrival
+# order, so "newer" is the source's change time: the events the dead one closed when it
+# failed (its older ones, the same change on another feed among them) supersede nothing.
+SUPERSEDED = f"""SELECT EXISTS (
+        SELECT 1 FROM inbox AS n
+        WHERE n.source = d.source AND n.kind = d.kind AND n.key = d.key AND n.id > d.id)
+    OR EXISTS (
+        SELECT 1 FROM inbox_done AS n
+        WHERE n.source = d.source AND n.kind = d.kind AND n.key = d.key
+          AND n.changed_at > {epoch.SQL_MICROSECONDS.format("d.changed_at")})
+    FROM inbox AS d WHERE d.id = ?"""  # noqa: S608 - a fixed expression
+
+
 async def requeue(conn: aiosqlite.Connection, object_key: str | None = None) -> Requeued:
     """Put dead letters back in the inbox: all of them, or those of one `source/kind/key`."""
     letters = [
@@ -74,20 +89,16 @@ async def requeue(conn: aiosqlite.Connection, object_key: str | None = None) -> 
     ]
     requeued = superseded = 0
     for letter in letters:
-        newer = (
-            await fetch_one(
-                conn,
-                """SELECT 1 FROM inbox WHERE source = ? AND kind = ? AND key = ? AND id > ?""",
-                (letter.source, letter.kind, letter.key, letter.inbox_id),
+        found = await fetch_one(conn, SUPERSEDED, (letter.inbox_id,))
+        newer = bool(found and found[0])
+        if newer:
+            await inbox.mark_done(conn, letter.inbox_id)  # its dead letter goes with it
+        else:
+            await conn.execute(
+                "UPDATE inbox SET state = 'pending', attempts = 0, not_before = NULL WHERE id = ?",
+                (letter.inbox_id,),
             )
-            is not None
-        )
-        state = "done" if newer else "pending"
-        await conn.execute(
-            "UPDATE inbox SET state = ?, attempts = 0, not_before = NULL WHERE id = ?",
-            (state, letter.inbox_id),
-        )
-        await conn.execute("DELETE FROM dead_letters WHERE inbox_id = ?", (letter.inbox_id,))
+            await conn.execute("DELETE FROM dead_letters WHERE inbox_id = ?", (letter.inbox_id,))
         superseded += newer
         requeued += not newer
     return Requeued(requeued, superseded)

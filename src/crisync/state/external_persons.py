@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import aiosqlite
 
-from crisync.state.store import Store, fetch_all, fetch_one, utc_now
+from crisync.state.store import Store, fetch_all, fetch_one
 
-_PUT = """INSERT INTO external_persons (name_key, target_uuid, updated_at) VALUES (?, ?, ?)
-          ON CONFLICT (name_key) DO UPDATE SET target_uuid = excluded.target_uuid,
-              updated_at = excluded.updated_at"""
+_PUT = """INSERT INTO external_persons (name_key, target_uuid) VALUES (?, ?)
+          ON CONFLICT (name_key) DO UPDATE SET target_uuid = excluded.target_uuid"""
 
 
 async def get(conn: aiosqlite.Connection, name_key: str) -> str | None:
@@ -21,12 +20,12 @@ async def get(conn: aiosqlite.Connection, name_key: str) -> str | None:
 
 async def put(conn: aiosqlite.Connection, name_key: str, target_uuid: str) -> None:
     """Within the caller's transaction."""
-    await conn.execute(_PUT, (name_key, target_uuid, utc_now()))
+    await conn.execute(_PUT, (name_key, target_uuid))
 
 
 async def remember(store: Store, name_key: str, target_uuid: str) -> None:
     """In a transaction of its own, one round trip to the database thread."""
-    await store.write(_PUT, (name_key, target_uuid, utc_now()))
+    await store.write(_PUT, (name_key, target_uuid))
 
 
 async def all_external_persons(conn: aiosqlite.Connection) -> dict[str, str]:

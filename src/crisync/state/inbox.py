@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import aiosqlite
 
+from crisync.state import epoch
 from crisync.state.store import fetch_all, fetch_one, iso_utc
 
 Action = Literal["upsert", "delete"]
@@ -72,10 +73,34 @@ async def add_events(
     """
     events = list(events)
     before = conn.total_changes
+    if done:
+        # A record of a done event, unless the same change waits in the inbox already.
+        await conn.executemany(
+            """INSERT OR IGNORE INTO inbox_done (source, kind, key, feed, changed_at, observed_at)
+               SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (
+                   SELECT 1 FROM inbox WHERE feed = ? AND key = ? AND changed_at = ?)""",
+            [
+                (
+                    e.source,
+                    e.kind,
+                    e.key,
+                    e.feed,
+                    epoch.microseconds(e.changed_at),
+                    epoch.seconds(datetime.fromisoformat(observed_at)),
+                    e.feed,
+                    e.key,
+                    iso_utc(e.changed_at),
+                )
+                for e in events
+            ],
+        )
+        return conn.total_changes - before
     await conn.executemany(
         """INSERT OR IGNORE INTO inbox
-               (feed, source, kind, key, action, changed_at, observed_at, state, backfill)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               (feed, source, kind, key, action, changed_at, observed_at, backfill)
+           SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (
+               SELECT 1 FROM inbox_done
+               WHERE source = ? AND kind = ? AND key = ? AND feed = ? AND changed_at = ?)""",
         [
             (
                 e.feed,
@@ -85,14 +110,18 @@ async def add_events(
                 e.action,
                 iso_utc(e.changed_at),
                 observed_at,
-                "done" if done else "pending",
                 int(backfill),
+                e.source,
+                e.kind,
+                e.key,
+                e.feed,
+                epoch.microseconds(e.changed_at),
             )
             for e in events
         ],
     )
     added = conn.total_changes - before
-    if added and not done:
+    if added:
         # A repeat of an event still pending keeps the payload it came with.
         await conn.executemany(
             """INSERT OR IGNORE INTO inbox_payloads (id, payload)
@@ -172,25 +201,37 @@ async def claim_ready(
     ]
 
 
+# Done events leave the inbox for a compact record of them (inbox_done), which is all a
+# repeat of one is recognised by; their payloads go with their rows (ON DELETE CASCADE).
+_TO_DONE = f"""INSERT OR IGNORE INTO inbox_done (source, kind, key, feed, changed_at, observed_at)
+    SELECT source, kind, key, feed, {epoch.SQL_MICROSECONDS.format("changed_at")},
+           {epoch.SQL_SECONDS.format("observed_at")}
+    FROM inbox WHERE {{where}}"""  # noqa: S608 - fixed expressions
+# Of the key of a completed event: itself unless it is dead, and its older pending events.
+_CLOSED = """source = ? AND kind = ? AND key = ? AND state = 'pending' AND id <= ?
+             AND NOT (id = ? AND ? != 'done')"""
+
+
 async def complete(conn: aiosqlite.Connection, *events: InboxEvent, state: str = "done") -> None:
     """Close the events and every older pending event of their keys.
 
-    A done event is kept only to recognise a repeat of it (feed, key, changed_at), so its
-    payload goes: the state database stays small. A dead one keeps it, for a retry.
+    A done event is kept only to recognise a repeat of it (feed, key, changed_at): a compact
+    record of it stays, its row and payload go. A dead one stays as it is, for a retry.
     """
-    closing = [(e.source, e.kind, e.key, e.id) for e in events]
-    await conn.executemany(
-        """DELETE FROM inbox_payloads WHERE id IN (
-               SELECT id FROM inbox
-               WHERE source = ? AND kind = ? AND key = ? AND state = 'pending' AND id <= ?
-                 AND NOT (id = ? AND ? != 'done'))""",
-        [(*closed, closed[3], state) for closed in closing],
-    )
-    await conn.executemany(
-        """UPDATE inbox SET state = CASE WHEN id = ? THEN ? ELSE 'done' END, not_before = NULL
-           WHERE source = ? AND kind = ? AND key = ? AND state = 'pending' AND id <= ?""",
-        [(closed[3], state, *closed) for closed in closing],
-    )
+    closing = [(e.source, e.kind, e.key, e.id, e.id, state) for e in events]
+    await conn.executemany(_TO_DONE.format(where=_CLOSED), closing)
+    await conn.executemany(f"DELETE FROM inbox WHERE {_CLOSED}", closing)  # noqa: S608 - fixed clause
+    if state != "done":
+        await conn.executemany(
+            "UPDATE inbox SET state = ?, not_before = NULL WHERE id = ?",
+            [(state, e.id) for e in events],
+        )
+
+
+async def mark_done(conn: aiosqlite.Connection, inbox_id: int) -> None:
+    """An event that needs no more work (a dead one a newer change superseded)."""
+    await conn.execute(_TO_DONE.format(where="id = ?"), (inbox_id,))
+    await conn.execute("DELETE FROM inbox WHERE id = ?", (inbox_id,))
 
 
 async def postpone(
@@ -261,19 +302,32 @@ async def next_retry_at(conn: aiosqlite.Connection) -> str | None:
     return row[0] if row else None
 
 
-async def prune(conn: aiosqlite.Connection, observed_before: str) -> int:
-    """Forget processed events once no lookback can bring them back."""
+async def prune(conn: aiosqlite.Connection, observed_before: datetime) -> int:
+    """Forget done events once no lookback can bring them back.
+
+    The records have no index on their time, to stay small: this reads them all, once an
+    hour, which is the events of a day.
+    """
     cursor = await conn.execute(
-        """DELETE FROM inbox WHERE state = 'done' AND observed_at < ?""", (observed_before,)
+        "DELETE FROM inbox_done WHERE observed_at < ?", (epoch.seconds(observed_before),)
     )
     return cursor.rowcount
 
 
-async def kind_of(conn: aiosqlite.Connection, feed: str, key: str) -> str | None:
-    """The kind a feed last read an object as, from the newest event of its key it kept."""
+async def kind_of(
+    conn: aiosqlite.Connection, source: str, kinds: Iterable[str], feed: str, key: str
+) -> str | None:
+    """The kind a feed last read an object as (one of `kinds`), from the events it kept:
+    those still waiting (pending or dead) first, then the records of done ones."""
     row = await fetch_one(
         conn,
-        "SELECT kind FROM inbox WHERE feed = ? AND key = ? ORDER BY id DESC LIMIT 1",
-        (feed, key),
+        """SELECT kind FROM (
+               SELECT kind, 1 AS waiting, id AS position FROM inbox WHERE feed = ? AND key = ?
+               UNION ALL
+               SELECT kind, 0, changed_at FROM inbox_done
+               WHERE source = ? AND kind IN (SELECT value FROM json_each(?)) AND key = ?
+                 AND feed = ?)
+           ORDER BY waiting DESC, position DESC LIMIT 1""",
+        (feed, key, source, json.dumps(list(kinds)), key, feed),
     )
     return None if row is None else str(row[0])

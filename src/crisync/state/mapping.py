@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, cast
 
 import aiosqlite
 
-from crisync.state.store import fetch_all, fetch_one, utc_now
+from crisync.state import epoch
+from crisync.state.store import fetch_all, fetch_one, iso_utc
 
 _COLUMNS = """source, kind, key, target, target_type, target_uuid, target_version, payload_hash,
               locked, changed_at, match_key, origin, written, foreign_identifiers"""
@@ -27,9 +30,11 @@ class MappingRow:
     target_type: str  # its content type there
     target_uuid: str
     target_version: str | None
-    payload_hash: str  # empty: what the target holds is unknown, the next change writes it
+    # 16 bytes of the mapped payload's digest; empty: what the target holds is unknown, the
+    # next change writes it.
+    payload_hash: bytes
     locked: bool
-    changed_at: str
+    changed_at: str  # ISO UTC (stored as microseconds since the epoch)
     match_key: str | None = None  # how people lists elsewhere recognise this object
     origin: Origin = "created"
     # What crisync last wrote there, compactly (the target's own form); None: unknown, the
@@ -50,7 +55,7 @@ def _row(row: aiosqlite.Row) -> MappingRow:
         row[6],
         row[7],
         bool(row[8]),
-        row[9],
+        iso_utc(epoch.from_microseconds(row[9])),
         row[10],
         cast("Origin", row[11]),
         row[12],
@@ -80,11 +85,16 @@ async def get_many(
     return {row.key: row for row in map(_row, rows)}
 
 
-async def kind_of(conn: aiosqlite.Connection, source: str, key: str) -> str | None:
-    """The kind under which an object of this source is mapped, if it is."""
-    row = await fetch_one(
-        conn, "SELECT kind FROM mapping WHERE source = ? AND key = ? LIMIT 1", (source, key)
-    )
+# Through the primary key, a kind at a time: no index on (source, key) for this one query.
+KIND_OF = """SELECT kind FROM mapping
+             WHERE source = ? AND kind IN (SELECT value FROM json_each(?)) AND key = ? LIMIT 1"""
+
+
+async def kind_of(
+    conn: aiosqlite.Connection, source: str, kinds: Iterable[str], key: str
+) -> str | None:
+    """The kind, one of `kinds`, under which an object of this source is mapped, if it is."""
+    row = await fetch_one(conn, KIND_OF, (source, json.dumps(list(kinds)), key))
     return None if row is None else str(row[0])
 
 
@@ -137,20 +147,18 @@ async def keys(
 
 
 async def put(conn: aiosqlite.Connection, *rows: MappingRow) -> None:
-    now = utc_now()
     await conn.executemany(
         """INSERT INTO mapping (source, kind, key, target, target_type, target_uuid, target_version,
                                 payload_hash, locked, changed_at, match_key, origin, written,
-                                foreign_identifiers, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                foreign_identifiers)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (source, kind, key) DO UPDATE SET target = excluded.target,
                target_type = excluded.target_type, target_uuid = excluded.target_uuid,
                target_version = excluded.target_version,
                payload_hash = excluded.payload_hash, locked = excluded.locked,
                changed_at = excluded.changed_at, match_key = excluded.match_key,
                origin = excluded.origin, written = excluded.written,
-               foreign_identifiers = excluded.foreign_identifiers,
-               updated_at = excluded.updated_at""",
+               foreign_identifiers = excluded.foreign_identifiers""",
         [
             (
                 row.source,
@@ -162,12 +170,11 @@ async def put(conn: aiosqlite.Connection, *rows: MappingRow) -> None:
                 row.target_version,
                 row.payload_hash,
                 int(row.locked),
-                row.changed_at,
+                epoch.microseconds(datetime.fromisoformat(row.changed_at)),
                 row.match_key,
                 row.origin,
                 row.written,
                 json.dumps(row.foreign_identifiers) if row.foreign_identifiers else None,
-                now,
             )
             for row in rows
         ],

@@ -40,7 +40,7 @@ async def test_by_default_the_content_is_unlocked_and_stays_mapped(
     assert pure_sim.request_counts == {("research-outputs", "unlock"): 1}
     row = await mapped(context.store, "publication", "7")
     assert row is not None
-    assert (row.target_uuid, row.locked, row.payload_hash) == (uuid, False, "")
+    assert (row.target_uuid, row.locked, row.payload_hash) == (uuid, False, b"")
 
     # The object comes back in the source: the same content is written and locked again.
     await enqueue(context.store, publication("7", "On crystals", minute=9))

@@ -105,7 +105,7 @@ async def test_check_reports_every_kind_of_difference_and_apply_repairs_what_it_
     assert await mapped(context.store, "publication", "1") is None
     moved = await mapped(context.store, "publication", "2")
     assert moved is not None
-    assert (moved.target_uuid, moved.payload_hash, moved.locked) == (survivor["uuid"], "", False)
+    assert (moved.target_uuid, moved.payload_hash, moved.locked) == (survivor["uuid"], b"", False)
     assert await mapped(context.store, "publication", "3") == rows[3]
     assert await mapped(context.store, "publication", "4") == rows[4]
     rebuilt = await mapped(context.store, "publication", "5")

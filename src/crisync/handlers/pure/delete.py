@@ -64,7 +64,7 @@ async def delete_in_pure(event: InboxEvent, ctx: PureContext) -> HandlerResult:
         pure_type,
         uuid,
         known.target_version if known else None,
-        payload_hash="",
+        payload_hash=b"",
         locked=False,
         changed_at=event.changed_at,
         origin=known.origin if known else "created",

@@ -344,9 +344,10 @@ class UnicatListener(FeedLoop):
         """A record's DELETE names no definition: its kind is the one it was read as."""
         kind: str | None = RECORD
         if self._config.definitions:
+            kinds = self._config.definitions
             async with self._store.reading() as conn:
-                kind = await mapping.kind_of(conn, "unicat", gid) or await inbox.kind_of(
-                    conn, self.feed, gid
+                kind = await mapping.kind_of(conn, "unicat", kinds, gid) or await inbox.kind_of(
+                    conn, "unicat", kinds, self.feed, gid
                 )
         if kind is None:
             log.debug("unicat.unknown_record_deleted", key=gid)

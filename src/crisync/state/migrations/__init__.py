@@ -24,6 +24,7 @@ from crisync.state.migrations import (
     v011_last_write,
     v012_backfill_quota,
     v013_inbox_payloads,
+    v014_compact_state,
 )
 
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
@@ -43,4 +44,5 @@ MIGRATIONS: list[Migration] = [
     v011_last_write.upgrade,
     v012_backfill_quota.upgrade,
     v013_inbox_payloads.upgrade,
+    v014_compact_state.upgrade,
 ]

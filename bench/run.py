@@ -125,6 +125,54 @@ client_id = "crisync-{prefix}"
 """)
 
 
+@dataclass(frozen=True)
+class BenchSite:
+    """Simulators seeded for a run, a subscriber to its outcomes, and the daemon's config."""
+
+    elements: ElementsSimulator
+    pure: PureSimulator
+    pure_url: str
+    config: Path
+    outcomes: Outcomes
+    run_dir: Path
+
+
+@contextlib.asynccontextmanager
+async def bench_site(
+    workdir: Path,
+    broker: MosquittoBroker,
+    *,
+    prefix: str,
+    objects: int,
+    seed: int,
+    latency_ms: int = 0,
+    concurrency: int = 8,
+    poll_interval: float = 60,
+) -> AsyncIterator[BenchSite]:
+    elements = ElementsSimulator(objects=objects, seed=seed, password=ELEMENTS_PASSWORD)
+    pure = PureSimulator(api_key=PURE_API_KEY, seed=seed, latency_ms=latency_ms)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=workdir))
+    config = run_dir / "crisync.toml"
+    async with (
+        serve(elements.app()) as elements_origin,
+        serve(pure.app()) as pure_origin,
+        subscriber(broker.port, prefix) as outcomes,
+    ):
+        pure_url = f"{pure_origin}/ws/api"
+        write_config(
+            config,
+            state=run_dir / "state.db",
+            elements_url=f"{elements_origin}/secure-api/v5.5",
+            pure_url=pure_url,
+            organization=pure.organization_uuids[0],
+            mqtt_url=broker.url,
+            prefix=prefix,
+            concurrency=concurrency,
+            poll_interval=poll_interval,
+        )
+        yield BenchSite(elements, pure, pure_url, config, outcomes, run_dir)
+
+
 def daemon_command(command: str, config: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -175,27 +223,16 @@ async def backfill(
     workdir: Path, broker: MosquittoBroker, *, objects: int, latency_ms: int, concurrency: int
 ) -> dict[str, Any]:
     """Replicate `objects` new objects with `crisync once`; then once more, unchanged."""
-    prefix = f"bench{objects}l{latency_ms}c{concurrency}"
-    elements = ElementsSimulator(objects=objects, seed=1, password=ELEMENTS_PASSWORD)
-    pure = PureSimulator(api_key=PURE_API_KEY, seed=1, latency_ms=latency_ms)
-    run_dir = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=workdir))
-    config = run_dir / "crisync.toml"
-    async with (
-        serve(elements.app()) as elements_origin,
-        serve(pure.app()) as pure_origin,
-        subscriber(broker.port, prefix) as outcomes,
-    ):
-        write_config(
-            config,
-            state=run_dir / "state.db",
-            elements_url=f"{elements_origin}/secure-api/v5.5",
-            pure_url=f"{pure_origin}/ws/api",
-            organization=pure.organization_uuids[0],
-            mqtt_url=broker.url,
-            prefix=prefix,
-            concurrency=concurrency,
-            poll_interval=60,
-        )
+    async with bench_site(
+        workdir,
+        broker,
+        prefix=f"bench{objects}l{latency_ms}c{concurrency}",
+        objects=objects,
+        seed=1,
+        latency_ms=latency_ms,
+        concurrency=concurrency,
+    ) as site:
+        elements, pure, config, outcomes = site.elements, site.pure, site.config, site.outcomes
         started = time.monotonic()
         bench_cpu_before = own_cpu_seconds()
         daemon = await wait_with_usage(daemon_command("once", config))
@@ -211,7 +248,7 @@ async def backfill(
         pure_creates = sum(n for (_, op), n in pure.request_counts.items() if op == "create")
         pure_requests = sum(pure.request_counts.values())
         elements_requests = len(elements.requests)
-        state_bytes = state_size(run_dir)
+        state_bytes = state_size(site.run_dir)
 
         # The same objects again, unchanged: the lookback re-reads nothing new, and a
         # resync of everything must cost Pure nothing.
@@ -252,28 +289,15 @@ async def changes(
 ) -> dict[str, Any]:
     """Every publication changed at once, written by `crisync once` (C = 8), against a
     baseline updater that writes the same changes one request at a time, GET then PUT."""
-    prefix = f"changes{objects}l{latency_ms}"
-    elements = ElementsSimulator(objects=objects, seed=3, password=ELEMENTS_PASSWORD)
-    pure = PureSimulator(api_key=PURE_API_KEY, seed=3, latency_ms=latency_ms)
-    run_dir = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=workdir))
-    config = run_dir / "crisync.toml"
-    async with (
-        serve(elements.app()) as elements_origin,
-        serve(pure.app()) as pure_origin,
-        subscriber(broker.port, prefix),
-    ):
-        pure_url = f"{pure_origin}/ws/api"
-        write_config(
-            config,
-            state=run_dir / "state.db",
-            elements_url=f"{elements_origin}/secure-api/v5.5",
-            pure_url=pure_url,
-            organization=pure.organization_uuids[0],
-            mqtt_url=broker.url,
-            prefix=prefix,
-            concurrency=8,
-            poll_interval=60,
-        )
+    async with bench_site(
+        workdir,
+        broker,
+        prefix=f"changes{objects}l{latency_ms}",
+        objects=objects,
+        seed=3,
+        latency_ms=latency_ms,
+    ) as site:
+        elements, pure, config = site.elements, site.pure, site.config
         if (await wait_with_usage(daemon_command("once", config))).status != 0:
             raise RuntimeError("crisync once exited non-zero on the backfill")
         elements.advance(1)
@@ -288,7 +312,7 @@ async def changes(
         requests = {f"{t} {op}": n for (t, op), n in pure.request_counts.items()}
         pure_requests = sum(pure.request_counts.values())
         outputs = list(pure.objects("research-outputs"))[: len(publications)]
-        baseline_seconds = await baseline_updater(pure_url, outputs)
+        baseline_seconds = await baseline_updater(site.pure_url, outputs)
     crisync_rate = len(publications) / crisync_seconds
     baseline_rate = len(outputs) / baseline_seconds
     return {
@@ -360,28 +384,16 @@ async def steady_state(
     workdir: Path, broker: MosquittoBroker, *, objects: int, changes: int, poll_interval: float
 ) -> dict[str, Any]:
     """A running daemon: latency from a change in Elements to its outcome on MQTT; idle cost."""
-    prefix = f"steady{objects}"
-    elements = ElementsSimulator(objects=objects, seed=2, password=ELEMENTS_PASSWORD)
-    pure = PureSimulator(api_key=PURE_API_KEY, seed=2)
-    run_dir = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=workdir))
-    config = run_dir / "crisync.toml"
     rng = random.Random(2)
-    async with (
-        serve(elements.app()) as elements_origin,
-        serve(pure.app()) as pure_origin,
-        subscriber(broker.port, prefix) as outcomes,
-    ):
-        write_config(
-            config,
-            state=run_dir / "state.db",
-            elements_url=f"{elements_origin}/secure-api/v5.5",
-            pure_url=f"{pure_origin}/ws/api",
-            organization=pure.organization_uuids[0],
-            mqtt_url=broker.url,
-            prefix=prefix,
-            concurrency=8,
-            poll_interval=poll_interval,
-        )
+    async with bench_site(
+        workdir,
+        broker,
+        prefix=f"steady{objects}",
+        objects=objects,
+        seed=2,
+        poll_interval=poll_interval,
+    ) as site:
+        elements, pure, config, outcomes = site.elements, site.pure, site.config, site.outcomes
         daemon = daemon_command("run", config)
         try:
             async with asyncio.timeout(600):

@@ -278,6 +278,31 @@ async def test_a_common_value_scans_the_type_once_instead_of_searching_it(
     }
 
 
+async def test_a_stale_scan_is_made_again_without_keeping_the_old_one(
+    site: PureContext, pure_sim: PureSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(match, "SEARCH_HITS", 2)
+    for number in range(3):
+        await imported_output(site, pure_sim, f"Other {number}", doi=f"10.1234/other.{number}")
+    rule = MatchRule.model_validate(
+        {"property": "electronicVersions.doi", "from": "fields.doi", "compare": "doi"}
+    )
+    index = ContentIndex()
+    assert (
+        await candidates(site.pure, "research-outputs", MatchProbe(rule, "10.1234/x"), index) == []
+    )
+    first_scan = dict(index._scans).popitem()[1].uuids_by_value
+    assert len(first_scan) == 3
+    added = await imported_output(site, pure_sim, "Added", doi="10.1234/x")
+    monkeypatch.setattr(match, "INDEX_MAX_AGE", 0.0)
+    pure_sim.request_counts.clear()
+    found = await candidates(site.pure, "research-outputs", MatchProbe(rule, "10.1234/x"), index)
+    # Scanned again, not searched: the rule stays answered by the scan; the stale index is gone.
+    assert found == [added]
+    assert pure_sim.request_counts == {("research-outputs", "list"): 1}
+    assert first_scan == {}
+
+
 def test_values_are_read_from_identifiers_of_both_kinds_and_through_lists() -> None:
     item = {
         "identifiers": [

@@ -132,6 +132,10 @@ class ContentIndex:
         async with self._scanning[key]:
             scan = self._scans.get(key)
             if scan is None or time.monotonic() - scan.made_at > INDEX_MAX_AGE:
+                if scan is not None:
+                    # The stale index goes before the new one is read, not after: never two
+                    # indexes of a large type at once. The rule stays answered by the scan.
+                    scan.uuids_by_value.clear()
                 scan = self._scans[key] = await _scan(pure, pure_type, probe.rule)
         return scan.uuids_by_value.get(probe.value, [])
 

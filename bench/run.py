@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import platform
 import random
@@ -25,6 +26,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -233,6 +235,14 @@ async def backfill(
         concurrency=concurrency,
     ) as site:
         elements, pure, config, outcomes = site.elements, site.pure, site.config, site.outcomes
+        ceiling = (
+            await harness_ceiling(
+                site.pure_url, pure.organization_uuids[0], latency_ms, concurrency
+            )
+            if latency_ms
+            else None
+        )
+        pure.request_counts.clear()  # the ceiling's requests are not the daemon's
         started = time.monotonic()
         bench_cpu_before = own_cpu_seconds()
         daemon = await wait_with_usage(daemon_command("once", config))
@@ -270,6 +280,8 @@ async def backfill(
         "pure_requests_per_new_pure_object": round(pure_requests / pure_creates, 3),
         "bound_objects_per_second": round(bound, 1) if bound else None,
         "ratio_to_bound": round(rate / bound, 3) if bound else None,
+        # The most any client reaches here: see harness_ceiling.
+        "harness_ceiling": ceiling,
         "pure_requests": first_pass,
         "elements_requests_per_object": round(elements_requests / objects, 3),
         "outcomes": dict(outcomes.by_action),
@@ -282,6 +294,56 @@ async def backfill(
         "state_bytes_per_object": round(state_bytes / objects),
         "simulators_cpu_ms_per_object": round(bench_cpu * 1000 / objects, 2),
     }
+
+
+CEILING_SECONDS = 15.0
+
+
+async def harness_ceiling(
+    pure_url: str, organization: str, latency_ms: int, concurrency: int
+) -> float:
+    """The share of C/L a client that only sends requests reaches against this Pure simulator.
+
+    The bound C/(R·L) takes each request as exactly L. Here a request also spends time in
+    the two event loops and in the simulator, which shares this process (and its loop) with
+    the Elements simulator and the subscriber, on the same cores as the daemon: that much
+    of the bound no client can reach. The client runs in a process of its own, as the
+    daemon does, holding `concurrency` requests in flight, each a GET of one organisation.
+    """
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as child:
+        rate = await asyncio.get_running_loop().run_in_executor(
+            child, _requests_per_second, pure_url, organization, concurrency
+        )
+    return round(rate / (concurrency / (latency_ms / 1000)), 3)
+
+
+def _requests_per_second(pure_url: str, organization: str, concurrency: int) -> float:
+    async def send() -> float:
+        sent = 0
+        slots = asyncio.Semaphore(concurrency)
+        headers = {"api-key": PURE_API_KEY, "Accept": "application/json"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            started = time.monotonic()
+            stop = started + CEILING_SECONDS
+
+            async def one_after_another() -> None:
+                nonlocal sent
+                while time.monotonic() < stop:
+                    async with (
+                        slots,
+                        session.get(f"{pure_url}/organizations/{organization}") as answer,
+                    ):
+                        await answer.read()
+                    sent += 1
+
+            # Twice as many senders as slots, as the daemon has handlers: a slot never waits.
+            async with asyncio.TaskGroup() as senders:
+                for _ in range(2 * concurrency):
+                    senders.create_task(one_after_another())
+            return sent / (time.monotonic() - started)
+
+    return asyncio.run(send())
 
 
 async def changes(
@@ -548,14 +610,18 @@ def against_the_goals(results: dict[str, Any]) -> list[list[str]]:
     rows += [
         [
             f"backfill ratio to C/(R·L), L = 50 ms ({r['objects']:,})",
-            f"{r['ratio_to_bound']}",
+            f"{r['ratio_to_bound']} (a client that only sends requests: {r['harness_ceiling']})",
             "≥ 0.97",
         ]
         for r in at_fifty
     ]
-    largest = max(backfills, key=lambda r: (r["objects"], -r["latency_ms"]))
+    largest = [r for r in backfills if r["objects"] == max(b["objects"] for b in backfills)]
     rows += [
-        [f"peak RSS ({largest['objects']:,})", f"{largest['peak_rss_mb']} MB", "≤ 80 MB"],
+        [
+            f"peak RSS ({largest[0]['objects']:,})",
+            " / ".join(f"{r['peak_rss_mb']} MB (L = {r['latency_ms']} ms)" for r in largest),
+            "≤ 80 MB",
+        ],
         [
             "state database bytes per object ("
             + " / ".join(f"{r['objects']:,}" for r in at_zero.values() or backfills)

@@ -398,11 +398,19 @@ async def healthz_refuses(url: str) -> bool:
 
 def test_the_daemon_leaves_the_simulators_and_the_contract_unimported() -> None:
     """Its memory: the Pure contract and its validator (jsonschema, YAML) are read only for
-    content of another class, and the simulators never."""
+    content of another class, and the simulators never, the command line's parser included."""
+    heavy = (
+        "jsonschema",
+        "yaml",
+        "crisync.handlers.pure.openapi",
+        "crisync.handlers.pure.sim",
+        "crisync.listener.elements.sim",
+        "crisync.listener.unicat.sim",
+        "crisync.sim.all_simulators",
+    )
     probe = (
-        "import sys, crisync.daemon; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jsonschema', 'yaml') "
-        "or m.endswith(('.sim', '.openapi'))))"
+        "import sys; from crisync.cli import _parser; _parser(); import crisync.daemon; "
+        f"print(sorted(set(sys.modules) & {set(heavy)!r}))"
     )
     loaded = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True

@@ -204,7 +204,7 @@ def _sim_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _sim_all_options(simulators: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from crisync.sim.all_simulators import DEFAULT_PORTS
+    from crisync.sim.server import DEFAULT_PORTS
 
     every = simulators.add_parser(
         "all",

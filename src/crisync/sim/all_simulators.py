@@ -24,11 +24,10 @@ from crisync.sim.cli import (
     pure_organisations,
     stop_signals,
 )
-from crisync.sim.server import serve
+from crisync.sim.server import DEFAULT_PORTS, serve
 from crisync.sim.site import populate_site
 
 # Fixed, so that `crisync sim change|add|delete` finds them without being told.
-DEFAULT_PORTS = {"elements": 8401, "pure": 8402, "unicat": 8403}
 METRICS_PORT = 9661  # beside a real daemon's 9660
 UNICAT_PROJECT = "5c1e7c5a-4b7e-4d0f-9a51-6d2f8b0c3e11"
 UNICAT_API_KEY = "unicat-secret"

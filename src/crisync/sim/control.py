@@ -15,8 +15,7 @@ from typing import Any
 import aiohttp
 
 from crisync.cli import EX_NOINPUT, EX_OK, EX_UNAVAILABLE, EX_USAGE
-from crisync.sim.all_simulators import DEFAULT_PORTS
-from crisync.sim.server import CONTROL_PATH
+from crisync.sim.server import CONTROL_PATH, DEFAULT_PORTS
 
 # What each verb of the command line is called on the simulator.
 ACTIONS = {"change": "touch", "delete": "delete", "add": "add"}

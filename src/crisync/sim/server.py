@@ -10,6 +10,11 @@ from typing import Any
 
 from aiohttp import web
 
+# Where `crisync sim all` serves each simulator unless told otherwise. Here, not beside the
+# simulators: the command line's parser names them, and importing the simulators (and the
+# Pure contract they validate against) would cost every crisync command, the daemon too.
+DEFAULT_PORTS = {"elements": 8401, "pure": 8402, "unicat": 8403}
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""

@@ -85,6 +85,35 @@ async def test_reads_see_what_is_committed_without_waiting_for_an_open_transacti
                 await reader.execute("DELETE FROM outbox")
 
 
+async def test_a_waiter_is_woken_once_the_rows_it_waits_for_are_committed(
+    tmp_path: Path,
+) -> None:
+    async with Store.open(tmp_path / "state.db") as store:
+        outbox_ready = asyncio.Event()
+
+        async def publisher() -> int:
+            await outbox_ready.wait()
+            async with store.reading() as reader:
+                return await outbox.depth(reader)
+
+        reading = asyncio.create_task(publisher())
+        async with store.transaction() as conn:
+            await outbox.add(conn, "t", "p")
+            store.wake_after_commit(outbox_ready)
+            await asyncio.sleep(0)  # the waiter would run now if it were woken
+            assert not outbox_ready.is_set()
+        assert await reading == 1  # woken after the commit: it reads the row
+        with pytest.raises(RuntimeError):
+            async with store.transaction():
+                outbox_ready.clear()
+                store.wake_after_commit(outbox_ready)
+                raise RuntimeError("rolled back")
+        assert outbox_ready.is_set()  # a rollback wakes too: no wake-up is ever lost
+        outbox_ready.clear()
+        store.wake_after_commit(outbox_ready)  # outside a transaction: at once
+        assert outbox_ready.is_set()
+
+
 async def test_a_read_sees_a_commit_made_while_another_reader_held_a_statement_open(
     tmp_path: Path,
 ) -> None:

@@ -176,7 +176,7 @@ class Dispatcher:
                 # No handler writes to it any more (e.g. the write-back switched off): its
                 # retained state is removed, as an empty retained message does.
                 await outbox.add(conn, api_topic(prefix, left_open.api), "", retain=True)
-                self._life.outbox_ready.set()
+                self._store.wake_after_commit(self._life.outbox_ready)
         await api_circuits.clear(conn)
 
     async def _feed(self, queue: asyncio.Queue[InboxEvent | None]) -> None:
@@ -649,7 +649,7 @@ class Dispatcher:
         if prefix is not None:
             payload = api_payload(circuit.api, outage, waiting)
             await outbox.add(conn, api_topic(prefix, circuit.api), payload, retain=True)
-            self._life.outbox_ready.set()
+            self._store.wake_after_commit(self._life.outbox_ready)
         return waiting
 
     async def _succeed(self, done: list[Replicated]) -> None:
@@ -744,7 +744,7 @@ class Dispatcher:
         await outbox.add_all(
             conn, [(outcome_topic(prefix, event), payload) for event, payload in outcomes]
         )
-        self._life.outbox_ready.set()
+        self._store.wake_after_commit(self._life.outbox_ready)
 
     async def _prune_now_and_then(self) -> None:
         if time.monotonic() - self._last_prune < PRUNE_EVERY:

@@ -181,6 +181,8 @@ class Store:
         self._reader = reader
         self._lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
+        self._in_transaction = False
+        self._woken_at_the_end: list[asyncio.Event] = []
 
     @classmethod
     @asynccontextmanager
@@ -222,6 +224,7 @@ class Store:
         StateDiskFullError, which no loop mistakes for a failure of its own work.
         """
         async with self._lock, self._disk_full_said():
+            self._in_transaction = True
             try:
                 await _to_the_end(self._conn.execute("BEGIN IMMEDIATE"))
                 yield self._conn
@@ -231,6 +234,23 @@ class Store:
                 if self._conn.in_transaction:
                     await _to_the_end(self._conn.rollback())
                 raise
+            finally:
+                self._in_transaction = False
+                woken, self._woken_at_the_end = self._woken_at_the_end, []
+                for event in woken:
+                    event.set()  # after a rollback too: a waiter that finds nothing waits on
+
+    def wake_after_commit(self, event: asyncio.Event) -> None:
+        """Set `event` when the open transaction ends (at once when none is open).
+
+        A waiter woken before the COMMIT reads the state without the rows it was woken for,
+        finds nothing, and sleeps on through a whole idle wait: outcomes reached MQTT a
+        second late that way.
+        """
+        if self._in_transaction:
+            self._woken_at_the_end.append(event)
+        else:
+            event.set()
 
     async def write(self, sql: str, parameters: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         """One statement in a transaction of its own, in one round trip; RETURNING rows."""

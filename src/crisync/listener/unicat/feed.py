@@ -47,6 +47,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import structlog
@@ -98,7 +99,7 @@ class UnicatListener(FeedLoop):
             topic_prefix=context.topic_prefix,
             stall_after=config.job_stall_after,
             retain_for=config.job_retain_for,
-            outbox_ready=context.life.outbox_ready,
+            outbox_written=partial(context.store.wake_after_commit, context.life.outbox_ready),
         )
         self._fetch_slots = asyncio.Semaphore(config.fetch_concurrency)
         # Set while a resync after 1006 has not reached the end of the stream yet.

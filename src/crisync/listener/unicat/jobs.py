@@ -26,8 +26,8 @@ after error 1006, a forgotten job comes back and is forgotten again after that t
 
 from __future__ import annotations
 
-import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -125,13 +125,14 @@ class JobTracker:
         topic_prefix: str | None,
         stall_after: float,
         retain_for: float,
-        outbox_ready: asyncio.Event,
+        outbox_written: Callable[[], None],
     ) -> None:
         self._feed = feed
         self._prefix = topic_prefix
         self._stall_after = timedelta(seconds=stall_after)
         self._retain_for = timedelta(seconds=retain_for)
-        self._outbox_ready = outbox_ready
+        # Wakes the publisher once the listener's transaction commits what it queued.
+        self._outbox_written = outbox_written
 
     async def apply(
         self, conn: aiosqlite.Connection, events: list[JobEvent], observed_at: datetime
@@ -206,7 +207,7 @@ class JobTracker:
         if self._prefix is not None:
             topics = [job_topic(self._prefix, token) for token in tokens]
             await outbox.clear_retained(conn, topics)
-            self._outbox_ready.set()
+            self._outbox_written()
         log.info("unicat.jobs_forgotten", tokens=tokens)
         return tokens
 
@@ -214,7 +215,7 @@ class JobTracker:
         if self._prefix is None:
             return
         await outbox.add(conn, job_topic(self._prefix, job.token), job_payload(job), retain=True)
-        self._outbox_ready.set()
+        self._outbox_written()
 
     async def _publish_rejection(
         self, conn: aiosqlite.Connection, job: Job, observed_at: datetime
@@ -240,4 +241,4 @@ class JobTracker:
         await outbox.add(
             conn, object_outcome_topic(self._prefix, "unicat", "jobs", job.token), payload
         )
-        self._outbox_ready.set()
+        self._outbox_written()

@@ -18,6 +18,7 @@ from typing import Any
 
 from crisync.errors import PermanentError
 from crisync.handlers.pure.client import PureClient
+from crisync.handlers.pure.compact_index import CompactIndex
 from crisync.handlers.pure.mapping import MatchProbe
 from crisync.mapping.compare import normalised, spellings
 from crisync.mapping.rules import MatchRule
@@ -85,7 +86,7 @@ def _walk(value: Any, path: list[str]) -> Iterator[Any]:
 @dataclass
 class _Scan:
     made_at: float
-    uuids_by_value: dict[str, list[str]]
+    uuids_by_value: CompactIndex
 
 
 @dataclass
@@ -137,19 +138,19 @@ class ContentIndex:
                     # indexes of a large type at once. The rule stays answered by the scan.
                     scan.uuids_by_value.clear()
                 scan = self._scans[key] = await _scan(pure, pure_type, probe.rule)
-        return scan.uuids_by_value.get(probe.value, [])
+        return scan.uuids_by_value.get(probe.value)
 
 
 async def _scan(pure: PureClient, pure_type: str, rule: MatchRule) -> _Scan:
-    uuids_by_value: dict[str, list[str]] = defaultdict(list)
+    uuids_by_value = CompactIndex()
     offset = 0
     while True:
         page = await pure.list_page(pure_type, offset=offset, size=SCAN_PAGE)
         for item in page.items:
             for value in values_at(item, rule):
-                uuids_by_value[value].append(str(item["uuid"]))
+                uuids_by_value.add(value, str(item["uuid"]))
         if not page.more_after(offset):
-            return _Scan(time.monotonic(), dict(uuids_by_value))
+            return _Scan(time.monotonic(), uuids_by_value)
         offset += len(page.items)
 
 

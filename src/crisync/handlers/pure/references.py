@@ -15,13 +15,14 @@ import asyncio
 import contextlib
 import re
 import time
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from crisync.handlers.pure.client import PureClient, replaying
+from crisync.handlers.pure.compact_index import CompactIndex
 from crisync.handlers.pure.mapping import (
     ContentRef,
     ExternalIdentity,
@@ -97,9 +98,9 @@ class RecentNames:
 @dataclass(frozen=True)
 class _PeopleScan:
     made_at: float  # time.monotonic()
-    ours: dict[str, str]  # crisync's PrimaryId value → uuid
-    by_orcid: dict[str, list[str]]  # normalised ORCID iD → uuids
-    by_name: dict[str, list[str]]  # name key → uuids of persons crisync did not make
+    ours: CompactIndex  # crisync's PrimaryId value → uuid
+    by_orcid: CompactIndex  # normalised ORCID iD → uuids
+    by_name: CompactIndex  # name key → uuids of persons crisync did not make
 
 
 class ExternalPersonIndex:
@@ -137,19 +138,17 @@ class ExternalPersonIndex:
                 self._scan = None  # the stale one goes before the new one is read
                 scan = self._scan = await _scan_people(pure)
         ours = scan.ours.get(external_person_primary_id(identity.key))
-        if ours is not None:
-            return ours
+        if ours:
+            return ours[0]
         if identity.orcid is not None:
-            return next(iter(scan.by_orcid.get(identity.orcid, [])), None)
+            return next(iter(scan.by_orcid.get(identity.orcid)), None)
         if identity.context is not None:
             return None
-        return next(iter(scan.by_name.get(identity.name_key, [])), None)
+        return next(iter(scan.by_name.get(identity.name_key)), None)
 
 
 async def _scan_people(pure: PureClient) -> _PeopleScan:
-    ours: dict[str, str] = {}
-    by_orcid: dict[str, list[str]] = defaultdict(list)
-    by_name: dict[str, list[str]] = defaultdict(list)
+    ours, by_orcid, by_name = CompactIndex(), CompactIndex(), CompactIndex()
     own_prefix = external_person_primary_id("")
     offset = 0
     while True:
@@ -159,14 +158,14 @@ async def _scan_people(pure: PureClient) -> _PeopleScan:
             values = [str(value) for value in _identifier_values(item) if value is not None]
             for value in values:
                 if value.startswith(own_prefix):
-                    ours[value] = uuid
+                    ours.add(value, uuid)
                 orcid = normalised("orcid", value)
                 if orcid is not None:
-                    by_orcid[orcid].append(uuid)
+                    by_orcid.add(orcid, uuid)
             if not any(value.startswith(own_prefix) for value in values):
-                by_name[name_key_of(item.get("name") or {})].append(uuid)
+                by_name.add(name_key_of(item.get("name") or {}), uuid)
         if not page.more_after(offset):
-            return _PeopleScan(time.monotonic(), ours, dict(by_orcid), dict(by_name))
+            return _PeopleScan(time.monotonic(), ours, by_orcid, by_name)
         offset += len(page.items)
 
 

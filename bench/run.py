@@ -488,7 +488,9 @@ async def steady_state(
                         outcomes.changed.clear()
                         await outcomes.changed.wait()
                 latencies.append(outcomes.arrived[str(target)][seen] - changed_at)
-                await asyncio.sleep(rng.uniform(0, poll_interval / 2))
+                # A whole interval: the next change falls at any phase of the poll, as a
+                # person's edit does (half of one made every change wait more than half).
+                await asyncio.sleep(rng.uniform(0, poll_interval))
             writes_per_change = pure_writes(pure) / changes
             requests_per_change = sum(pure.request_counts.values()) / changes
             change_requests = {f"{t} {op}": n for (t, op), n in pure.request_counts.items()}
@@ -562,7 +564,7 @@ async def main(quick: bool, sizes: list[int], latencies: list[int]) -> dict[str,
                 workdir,
                 broker,
                 objects=200 if quick else 1000,
-                changes=20 if quick else 60,
+                changes=20 if quick else 100,
                 poll_interval=5,
             )
             print(json.dumps(results["steady_state"]), flush=True)

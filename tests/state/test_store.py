@@ -85,6 +85,12 @@ async def test_reads_see_what_is_committed_without_waiting_for_an_open_transacti
                 await reader.execute("DELETE FROM outbox")
 
 
+async def wake_then_crash(store: Store, event: asyncio.Event) -> None:
+    async with store.transaction():
+        store.wake_after_commit(event)
+        raise RuntimeError("rolled back")
+
+
 async def test_a_waiter_is_woken_once_the_rows_it_waits_for_are_committed(
     tmp_path: Path,
 ) -> None:
@@ -103,11 +109,9 @@ async def test_a_waiter_is_woken_once_the_rows_it_waits_for_are_committed(
             await asyncio.sleep(0)  # the waiter would run now if it were woken
             assert not outbox_ready.is_set()
         assert await reading == 1  # woken after the commit: it reads the row
+        outbox_ready.clear()
         with pytest.raises(RuntimeError):
-            async with store.transaction():
-                outbox_ready.clear()
-                store.wake_after_commit(outbox_ready)
-                raise RuntimeError("rolled back")
+            await wake_then_crash(store, outbox_ready)
         assert outbox_ready.is_set()  # a rollback wakes too: no wake-up is ever lost
         outbox_ready.clear()
         store.wake_after_commit(outbox_ready)  # outside a transaction: at once

@@ -57,6 +57,23 @@ async def test_a_primary_id_is_found_among_many_search_hits(
     assert pure_sim.request_counts[("research-outputs", "search")] == 1 + 3
 
 
+async def test_a_page_listed_for_a_scan_keeps_only_what_the_scan_reads(
+    context: PureContext,
+) -> None:
+    await enqueue(context.store, publication("1", "Crystals", doi="10.1/x"))
+    uuid = (await replicate_next(context)).target_uuid
+    page = await context.pure.list_page(
+        "research-outputs", offset=0, size=10, keep=frozenset({"electronicVersions", "doi"})
+    )
+    [item] = page.items
+    # The object and the electronic version within it keep their uuid and what was asked;
+    # the title and every other property are gone. The page itself is read whole.
+    assert (page.count, item["uuid"], set(item)) == (1, uuid, {"uuid", "electronicVersions"})
+    assert [version.get("doi") for version in item["electronicVersions"]] == ["10.1/x"]
+    whole = await context.pure.list_page("research-outputs", offset=0, size=10)
+    assert "title" in whole.items[0]
+
+
 async def test_a_redirect_to_another_host_is_refused_and_the_api_key_stays_home(
     config: Config, session: aiohttp.ClientSession
 ) -> None:

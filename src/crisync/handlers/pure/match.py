@@ -28,7 +28,7 @@ from crisync.mapping.rules import MatchRule
 SEARCH_HITS = 100
 SCAN_PAGE = 1000  # the contract's largest page
 # How long a scan of a type answers before it is made again: content people add in Pure
-# meanwhile is found once it is older than this.
+# meanwhile is found once it is older than this and the scan that follows.
 INDEX_MAX_AGE = 600.0
 # Values whose referred content is remembered at once.
 REFERRED_REMEMBERED = 10_000
@@ -70,6 +70,14 @@ def values_at(item: dict[str, Any], rule: MatchRule) -> set[str]:
         assert rule.path is not None  # a rule names one of the two
         raw.extend(_walk(item, rule.path.split(".")))
     return {value for value in (normalised(rule.compare, v) for v in raw) if value is not None}
+
+
+def properties_read(rule: MatchRule) -> frozenset[str]:
+    """The properties `values_at` reads of an object (and of objects within it on its way)."""
+    if rule.identifier is not None:
+        return frozenset({"identifiers"})
+    assert rule.path is not None  # a rule names one of the two
+    return frozenset(rule.path.split("."))
 
 
 def _walk(value: Any, path: list[str]) -> Iterator[Any]:
@@ -130,22 +138,30 @@ class ContentIndex:
 
     async def uuids(self, pure: PureClient, pure_type: str, probe: MatchProbe) -> list[str]:
         key = (pure_type, probe.rule.where, probe.rule.compare)
-        async with self._scanning[key]:
-            scan = self._scans.get(key)
-            if scan is None or time.monotonic() - scan.made_at > INDEX_MAX_AGE:
-                if scan is not None:
-                    # The stale index goes before the new one is read, not after: never two
-                    # indexes of a large type at once. The rule stays answered by the scan.
-                    scan.uuids_by_value.clear()
-                scan = self._scans[key] = await _scan(pure, pure_type, probe.rule)
+        scanning = self._scanning[key]
+        scan = self._scans.get(key)
+        # Only the first scan is waited for. A stale one answers the others while the lookup
+        # that found it stale makes the next: a rescan of 100 pages holds up no handler.
+        if scan is None or (stale(scan.made_at) and not scanning.locked()):
+            async with scanning:
+                scan = self._scans.get(key)
+                if scan is None or stale(scan.made_at):
+                    scan = self._scans[key] = await _scan(pure, pure_type, probe.rule)
         return scan.uuids_by_value.get(probe.value)
+
+
+def stale(made_at: float) -> bool:
+    """Whether a scan made then (time.monotonic()) is to be made again."""
+    return time.monotonic() - made_at > INDEX_MAX_AGE
 
 
 async def _scan(pure: PureClient, pure_type: str, rule: MatchRule) -> _Scan:
     uuids_by_value = CompactIndex()
     offset = 0
     while True:
-        page = await pure.list_page(pure_type, offset=offset, size=SCAN_PAGE)
+        page = await pure.list_page(
+            pure_type, offset=offset, size=SCAN_PAGE, keep=properties_read(rule)
+        )
         for item in page.items:
             for value in values_at(item, rule):
                 uuids_by_value.add(value, str(item["uuid"]))

@@ -31,7 +31,7 @@ from crisync.handlers.pure.mapping import (
     name_key_of,
     primary_identifier,
 )
-from crisync.handlers.pure.match import INDEX_MAX_AGE, SCAN_PAGE, AmbiguousMatchError, ContentIndex
+from crisync.handlers.pure.match import SCAN_PAGE, AmbiguousMatchError, ContentIndex, stale
 from crisync.handlers.pure.types import PURE_TYPES
 from crisync.mapping.compare import normalised
 from crisync.state import external_persons, mapping
@@ -132,11 +132,14 @@ class ExternalPersonIndex:
         return identity_key in self._uncertain
 
     async def find(self, pure: PureClient, identity: ExternalIdentity) -> str | None:
-        async with self._scanning:
-            scan = self._scan
-            if scan is None or time.monotonic() - scan.made_at > INDEX_MAX_AGE:
-                self._scan = None  # the stale one goes before the new one is read
-                scan = self._scan = await _scan_people(pure)
+        scan = self._scan
+        # As ContentIndex.uuids: only the first scan is waited for, a stale one answers
+        # while the next is made.
+        if scan is None or (stale(scan.made_at) and not self._scanning.locked()):
+            async with self._scanning:
+                scan = self._scan
+                if scan is None or stale(scan.made_at):
+                    scan = self._scan = await _scan_people(pure)
         ours = scan.ours.get(external_person_primary_id(identity.key))
         if ours:
             return ours[0]
@@ -152,7 +155,9 @@ async def _scan_people(pure: PureClient) -> _PeopleScan:
     own_prefix = external_person_primary_id("")
     offset = 0
     while True:
-        page = await pure.list_page(EXTERNAL_PERSONS, offset=offset, size=SCAN_PAGE)
+        page = await pure.list_page(
+            EXTERNAL_PERSONS, offset=offset, size=SCAN_PAGE, keep=frozenset({"identifiers", "name"})
+        )
         for item in page.items:
             uuid = str(item["uuid"])
             values = [str(value) for value in _identifier_values(item) if value is not None]

@@ -279,7 +279,9 @@ class Publisher:
             self._telemetry.beat(self.loop_name)
             self._outbox_ready.clear()
             sent = await self.publish_batch(client)
-            if sent:
+            # A short batch was all there was, unless a commit since has woken this loop:
+            # no read that would find nothing.
+            if sent == BATCH or self._outbox_ready.is_set():
                 continue
             if self._writers_done.is_set():
                 return
@@ -302,8 +304,7 @@ class Publisher:
         ]
         done = acknowledged + [m.id for m in messages if m.superseded]
         if done:
-            async with self._store.transaction() as conn:
-                await outbox.remove(conn, done)
+            await outbox.remove(self._store, done)
         _raise_first(results)
         return len(messages)
 

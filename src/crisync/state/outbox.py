@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiosqlite
 
-from crisync.state.store import fetch_all, fetch_one, utc_now
+from crisync.state.store import Store, fetch_all, fetch_one, utc_now
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,11 @@ async def oldest(conn: aiosqlite.Connection, limit: int) -> list[OutboxMessage]:
     return [OutboxMessage(r[0], r[1], r[2], bool(r[3]), bool(r[4])) for r in rows]
 
 
-async def remove(conn: aiosqlite.Connection, ids: Sequence[int]) -> None:
-    await conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+async def remove(store: Store, ids: Sequence[int]) -> None:
+    """Forget published messages, in one round trip (the publisher does it for every batch)."""
+    await store.write(
+        "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),)
+    )
 
 
 async def depth(conn: aiosqlite.Connection) -> int:

@@ -1,6 +1,6 @@
 """crisync benchmark: backfill throughput against its bound, request economy, memory, latency.
 
-    .venv/bin/python bench/run.py            # the full run: 10k and 100k objects (about 45 min)
+    .venv/bin/python bench/run.py            # the full run: 10k and 100k objects (about an hour)
     .venv/bin/python bench/run.py --quick    # 1k objects, a few minutes
 
 The simulators and a private mosquitto run in this process (or as a child); the daemon runs as

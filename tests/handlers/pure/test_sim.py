@@ -706,6 +706,21 @@ async def test_latency_delays_every_answer() -> None:
         assert time.monotonic() - started >= 0.2
 
 
+async def test_a_write_is_carried_out_halfway_through_the_latency() -> None:
+    """A client that gives up before the answer may have had its write done: the answer was
+    lost, not the request."""
+    sim = PureSimulator(api_key=KEY, latency_ms=1000)
+    async with running(sim) as api:
+        session, base = api
+        with pytest.raises(TimeoutError):
+            await session.put(
+                f"{base}/research-outputs",
+                json=output(sim.organization_uuids[0]),
+                timeout=aiohttp.ClientTimeout(total=0.75),
+            )
+    assert len(sim.objects("research-outputs")) == 1
+
+
 async def test_seeded_organizations_are_deterministic_and_valid(
     sim: PureSimulator, api: tuple[aiohttp.ClientSession, str]
 ) -> None:

@@ -59,6 +59,7 @@ class PureClient:
         self._telemetry = telemetry
         self._base = config.url
         self._headers = {"api-key": config.api_key.get_secret_value(), "Accept": "application/json"}
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
         self._middlewares = (same_origin_only(config.url, api="pure"),)
         self.pacing = pacing or PurePacing(config, telemetry=telemetry)
@@ -154,13 +155,16 @@ class PureClient:
         lock, unlock or delete already done answers 409 or 404, which callers expect.
         A 409 is an answer for the caller, never replayed.
         """
-        send = partial(self._send, method, path, body, expect)
+        # Serialised once, before any slot is taken: a slot is one of the requests Pure
+        # lets the site have in flight, held only while one is.
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        send = partial(self._send, method, path, data, expect)
         if not replayable:
             return await send()
         return await replaying(send, f"{method} {path}")
 
     async def _send(
-        self, method: str, path: str, body: dict[str, Any] | None, expect: tuple[int, ...]
+        self, method: str, path: str, data: bytes | None, expect: tuple[int, ...]
     ) -> bytes:
         async with self.pacing.turn():
             started, status = time.monotonic(), "failed"
@@ -168,8 +172,8 @@ class PureClient:
                 async with self._session.request(
                     method,
                     self._base + path,
-                    json=body,
-                    headers=self._headers,
+                    data=data,
+                    headers=self._headers if data is None else self._json_headers,
                     timeout=self._timeout,
                     middlewares=self._middlewares,
                 ) as response:

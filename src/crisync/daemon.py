@@ -156,7 +156,7 @@ async def run_daemon(
                 exit_code=EX_LOOP_FAILED,
             )
             raise LoopFailedError(failure) from None
-    log.info("daemon.stopped")
+    log.info("daemon.stopped", requests=telemetry.request_totals())
     return replace(summary, dead_letters=telemetry.outcomes["failed"])
 
 

@@ -86,6 +86,16 @@ class Telemetry:
         self.requests[(api, method, str(status))] += 1
         self.request_latency.setdefault((api, str(status)), Latency()).observe(seconds)
 
+    def request_totals(self) -> dict[str, dict[str, float]]:
+        """Per API: the requests sent and the seconds they took, added up (each from its
+        slot being taken to its answer read)."""
+        totals: dict[str, dict[str, float]] = {}
+        for (api, _), latency in sorted(self.request_latency.items()):
+            total = totals.setdefault(api, {"requests": 0, "seconds": 0.0})
+            total["requests"] += latency.count
+            total["seconds"] = round(total["seconds"] + latency.total, 3)
+        return totals
+
     def received(self, feed: str, count: int) -> None:
         self.events_received[feed] += count
 

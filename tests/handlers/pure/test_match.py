@@ -169,6 +169,17 @@ async def test_without_a_doi_the_scopus_id_finds_it(
     assert (result.action, result.target_uuid) == ("adopted", uuid)
 
 
+async def test_rules_looking_for_one_value_in_two_places_share_one_search(
+    site: PureContext, pure_sim: PureSimulator
+) -> None:
+    # The Scopus id is looked for as a PrimaryId and as a ClassifiedId: one search text.
+    await imported_output(site, pure_sim, "Other work", scopus="85000000009")
+    pure_sim.request_counts.clear()
+    await enqueue(site.store, publication("7", "On crystals", scopus_eid="2-s2.0-85000000002"))
+    assert (await replicate_next(site)).action == "created"
+    assert pure_sim.request_counts[("research-outputs", "search")] == 1
+
+
 async def test_a_doi_two_outputs_share_is_never_guessed_between(
     site: PureContext, pure_sim: PureSimulator
 ) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crisync.errors import PermanentError
-from crisync.handlers.pure.client import PureClient
+from crisync.handlers.pure.client import Page, PureClient
 from crisync.handlers.pure.compact_index import CompactIndex
 from crisync.handlers.pure.mapping import MatchProbe
 from crisync.mapping.compare import normalised, spellings
@@ -171,15 +171,26 @@ async def _scan(pure: PureClient, pure_type: str, rule: MatchRule) -> _Scan:
 
 
 async def candidates(
-    pure: PureClient, pure_type: str, probe: MatchProbe, index: ContentIndex
+    pure: PureClient,
+    pure_type: str,
+    probe: MatchProbe,
+    index: ContentIndex,
+    searched: dict[str, Page] | None = None,
 ) -> list[str]:
     """The uuids of the Pure objects holding the probe's value where its rule looks.
 
     One search when it finds few; otherwise, and for the rest of a backfill once a rule's
-    values proved that common, the type's scan answers without a search per object."""
+    values proved that common, the type's scan answers without a search per object.
+    `searched` holds the searches of the object's earlier rules, by text: rules that look
+    for one value in different places (a Scopus id as a PrimaryId, as a ClassifiedId)
+    share one search."""
     if not index.answers(pure_type, probe):
         text = " ".join(spellings(probe.rule.compare, probe.value))
-        page = await pure.search(pure_type, text, size=SEARCH_HITS)
+        page = None if searched is None else searched.get(text)
+        if page is None:
+            page = await pure.search(pure_type, text, size=SEARCH_HITS)
+            if searched is not None:
+                searched[text] = page
         if page.count <= len(page.items):
             hits = [item for item in page.items if probe.value in values_at(item, probe.rule)]
             return list(dict.fromkeys(str(item["uuid"]) for item in hits))

@@ -8,6 +8,7 @@ from typing import Any
 from crisync.errors import PermanentError
 from crisync.handlers.base import HandlerResult
 from crisync.handlers.pure.client import (
+    Page,
     PureClient,
     PureConflictError,
     find_by_primary_id,
@@ -149,8 +150,9 @@ async def _existing_content(
     event: InboxEvent, ctx: PureContext, target: PureContent
 ) -> Found | None:
     """The one Pure object the first match rule with hits finds; several: never guessed."""
+    searched: dict[str, Page] = {}
     for probe in target.probes:
-        uuids = await candidates(ctx.pure, target.pure_type, probe, ctx.content_index)
+        uuids = await candidates(ctx.pure, target.pure_type, probe, ctx.content_index, searched)
         if not uuids:
             continue
         what = f"{event.object_key}: Pure {target.pure_type} with {probe.describe()}"

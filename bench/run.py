@@ -447,6 +447,27 @@ def own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def reference_cpu_ms() -> float:
+    """The CPU time of a fixed piece of Python work (JSON, dicts, strings), the best of
+    three: how fast this machine is now. The host's speed varies from run to run by more
+    than most changes do; CPU figures of two runs compare in units of this."""
+    document = {
+        "uuid": "0b6e5a4e-6c1c-4f4e-9a55-3f5f3c9f2b11",
+        "title": {"value": "On the growth of crystals in a cold medium"},
+        "identifiers": [{"typeDiscriminator": "PrimaryId", "value": str(n)} for n in range(8)],
+        "contributors": [{"name": {"firstName": "A", "lastName": f"N{n}"}} for n in range(12)],
+    }
+    times = []
+    for _ in range(3):
+        started = own_cpu_seconds()
+        for n in range(4000):
+            parsed = json.loads(json.dumps(document))
+            parsed["title"]["value"] = f"{parsed['title']['value']} {n}".casefold()
+            sorted(parsed["contributors"], key=lambda c: c["name"]["lastName"])
+        times.append(own_cpu_seconds() - started)
+    return round(min(times) * 1000, 1)
+
+
 def process_cpu_ms(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])  # utime + stime
@@ -543,6 +564,7 @@ async def main(quick: bool, sizes: list[int], latencies: list[int]) -> dict[str,
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            "reference_cpu_ms": reference_cpu_ms(),
         },
         "command": " ".join(
             [

@@ -153,7 +153,7 @@ async def test_sigterm_drains_publishes_offline_and_exits_zero(
     lines = [json.loads(line) for line in log.splitlines()]
     assert lines[-1]["event"] == "daemon.stopped"
     pure_requests = lines[-1]["requests"]["pure"]
-    assert pure_requests["requests"] >= total  # a create per object at least
+    assert pure_requests["requests"] >= total  # a request per object at least
     assert pure_requests["seconds"] > 0
     replicated = [line for line in lines if line["event"] == "object.replicated"]
     assert len(replicated) == total

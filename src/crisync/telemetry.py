@@ -8,7 +8,7 @@ watchdog) can tell a live loop from a stuck one.
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 
@@ -89,12 +89,15 @@ class Telemetry:
     def request_totals(self) -> dict[str, dict[str, float]]:
         """Per API: the requests sent and the seconds they took, added up (each from its
         slot being taken to its answer read)."""
-        totals: dict[str, dict[str, float]] = {}
-        for (api, _), latency in sorted(self.request_latency.items()):
-            total = totals.setdefault(api, {"requests": 0, "seconds": 0.0})
-            total["requests"] += latency.count
-            total["seconds"] = round(total["seconds"] + latency.total, 3)
-        return totals
+        requests: Counter[str] = Counter()
+        seconds: dict[str, float] = defaultdict(float)
+        for (api, _), latency in self.request_latency.items():
+            requests[api] += latency.count
+            seconds[api] += latency.total
+        return {
+            api: {"requests": requests[api], "seconds": round(seconds[api], 3)}
+            for api in sorted(requests)
+        }
 
     def received(self, feed: str, count: int) -> None:
         self.events_received[feed] += count

@@ -85,6 +85,18 @@ async def test_reads_see_what_is_committed_without_waiting_for_an_open_transacti
                 await reader.execute("DELETE FROM outbox")
 
 
+async def test_lookups_on_the_loop_thread_see_only_what_is_committed_and_never_write(
+    tmp_path: Path,
+) -> None:
+    async with Store.open(tmp_path / "state.db") as store:
+        async with store.transaction() as conn:
+            await external_persons.put(conn, "smith j", "uuid-1")
+            assert await external_persons.get(store.lookups, "smith j") is None
+        assert await external_persons.get(store.lookups, "smith j") == "uuid-1"
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await store.lookups.execute_fetchall("DELETE FROM external_persons")
+
+
 async def wake_then_crash(store: Store, event: asyncio.Event) -> None:
     async with store.transaction():
         store.wake_after_commit(event)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import aiosqlite
 
-from crisync.state.store import Store, fetch_all, fetch_one
+from crisync.state.store import Queries, Store, fetch_all, fetch_one
 
 _PUT = """INSERT INTO external_persons (name_key, target_uuid) VALUES (?, ?)
           ON CONFLICT (name_key) DO UPDATE SET target_uuid = excluded.target_uuid"""
 
 
-async def get(conn: aiosqlite.Connection, name_key: str) -> str | None:
+async def get(conn: Queries, name_key: str) -> str | None:
     """The target uuid of the external person with this name, if crisync knows one."""
     row = await fetch_one(
         conn, "SELECT target_uuid FROM external_persons WHERE name_key = ?", (name_key,)

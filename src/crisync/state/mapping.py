@@ -11,7 +11,7 @@ from typing import Any, Literal, cast
 import aiosqlite
 
 from crisync.state import epoch
-from crisync.state.store import fetch_all, fetch_one, iso_utc
+from crisync.state.store import Queries, fetch_all, fetch_one, iso_utc
 
 _COLUMNS = """source, kind, key, target, target_type, target_uuid, target_version, payload_hash,
               locked, changed_at, match_key, origin, written, foreign_identifiers"""
@@ -63,7 +63,7 @@ def _row(row: aiosqlite.Row) -> MappingRow:
     )
 
 
-async def get(conn: aiosqlite.Connection, source: str, kind: str, key: str) -> MappingRow | None:
+async def get(conn: Queries, source: str, kind: str, key: str) -> MappingRow | None:
     row = await fetch_one(
         conn,
         f"SELECT {_COLUMNS} FROM mapping WHERE source = ? AND kind = ? AND key = ?",  # noqa: S608 - fixed column list
@@ -72,9 +72,7 @@ async def get(conn: aiosqlite.Connection, source: str, kind: str, key: str) -> M
     return None if row is None else _row(row)
 
 
-async def get_many(
-    conn: aiosqlite.Connection, source: str, kind: str, keys: list[str]
-) -> dict[str, MappingRow]:
+async def get_many(conn: Queries, source: str, kind: str, keys: list[str]) -> dict[str, MappingRow]:
     """The rows of these keys that exist, by key, in one statement."""
     rows = await fetch_all(
         conn,
@@ -98,7 +96,7 @@ async def kind_of(
     return None if row is None else str(row[0])
 
 
-async def of_target_uuid(conn: aiosqlite.Connection, target: str, uuid: str) -> list[MappingRow]:
+async def of_target_uuid(conn: Queries, target: str, uuid: str) -> list[MappingRow]:
     """The objects replicated to this content (more than one only after a merge in the target)."""
     rows = await fetch_all(
         conn,
@@ -108,9 +106,7 @@ async def of_target_uuid(conn: aiosqlite.Connection, target: str, uuid: str) -> 
     return [_row(row) for row in rows]
 
 
-async def matching(
-    conn: aiosqlite.Connection, source: str, kind: str, match_key: str
-) -> list[MappingRow]:
+async def matching(conn: Queries, source: str, kind: str, match_key: str) -> list[MappingRow]:
     """The objects of a kind whose match key is this one (two or more: the key is ambiguous)."""
     rows = await fetch_all(
         conn,

@@ -8,11 +8,11 @@ import errno
 import os
 import sqlite3
 import tempfile
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiosqlite
 
@@ -139,16 +139,45 @@ async def _to_the_end(operation: Awaitable[T]) -> T:
     return result
 
 
+class Queries(Protocol):
+    """What a read needs of a connection: aiosqlite's, or the loop's own (Store.lookups)."""
+
+    async def execute_fetchall(
+        self, sql: str, parameters: Iterable[Any] | None = None
+    ) -> Iterable[sqlite3.Row]: ...
+
+
+class LoopThreadReader:
+    """Reads by key on the event loop's own thread, for the hot path (a handler's mapping
+    row, its authors' rows, an external person).
+
+    Each aiosqlite call is a round trip to its thread and back, which costs several times
+    the CPU of a lookup by key (docs/benchmarks.md). Such a lookup takes microseconds, and
+    a WAL reader waits for no writer, so the loop is not held up; scans, and everything
+    that writes (a COMMIT waits for the disk), stay on aiosqlite's threads.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def execute_fetchall(
+        self, sql: str, parameters: Iterable[Any] | None = None
+    ) -> Iterable[sqlite3.Row]:
+        # Async only to be a Queries: it fetches every row before returning, so no
+        # statement is ever left open across an await.
+        return self._conn.execute(sql, tuple(parameters or ())).fetchall()
+
+
 async def fetch_one(
-    conn: aiosqlite.Connection, sql: str, parameters: tuple[object, ...] = ()
+    conn: Queries, sql: str, parameters: tuple[object, ...] = ()
 ) -> sqlite3.Row | None:
-    """One row in one round trip to the database thread (execute + fetch + close are three)."""
+    """One row in one call (on aiosqlite: execute + fetch + close would be three)."""
     rows = list(await conn.execute_fetchall(sql, parameters))
     return rows[0] if rows else None
 
 
 async def fetch_all(
-    conn: aiosqlite.Connection, sql: str, parameters: tuple[object, ...] = ()
+    conn: Queries, sql: str, parameters: tuple[object, ...] = ()
 ) -> list[sqlite3.Row]:
     return list(await conn.execute_fetchall(sql, parameters))
 
@@ -165,20 +194,26 @@ def iso_utc(moment: datetime) -> str:
 
 
 class Store:
-    """Writes go through one connection guarded by a lock; reads through a second one.
+    """Writes go through one connection guarded by a lock; reads through a second one, and
+    lookups by key on the hot path through a third, on the loop's thread (`lookups`).
 
-    aiosqlite runs each connection in its own thread. The lock keeps one task's
+    aiosqlite runs each of the first two in its own thread. The lock keeps one task's
     transaction from interleaving with another task's statements. WAL lets the
     read-only connection read the last committed state while a transaction is open,
     so reads never queue behind writes.
     """
 
     def __init__(
-        self, path: Path, conn: aiosqlite.Connection, reader: aiosqlite.Connection
+        self,
+        path: Path,
+        conn: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        lookups: LoopThreadReader,
     ) -> None:
         self.path = path
         self._conn = conn
         self._reader = reader
+        self.lookups = lookups
         self._lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
         self._in_transaction = False
@@ -208,7 +243,12 @@ class Store:
                 await conn.execute("PRAGMA synchronous = FULL")
                 await conn.execute("PRAGMA foreign_keys = ON")
                 await reader.execute("PRAGMA query_only = ON")
-                store = cls(path, conn, reader)
+                lookups = sqlite3.connect(path, isolation_level=None)
+                connections.callback(lookups.close)
+                lookups.row_factory = sqlite3.Row
+                lookups.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                lookups.execute("PRAGMA query_only = ON")
+                store = cls(path, conn, reader, LoopThreadReader(lookups))
                 await store._migrate()
             except (OSError, sqlite3.DatabaseError) as exc:
                 raise unavailable(path, exc) from exc

@@ -27,8 +27,7 @@ from crisync.state.mapping import MappingRow
 
 
 async def delete_in_pure(event: InboxEvent, ctx: PureContext) -> HandlerResult:
-    async with ctx.store.reading() as conn:
-        known = await mapping.get(conn, event.source, event.kind, event.key)
+    known = await mapping.get(ctx.store.lookups, event.source, event.kind, event.key)
     rules = mapping_for(event, ctx.mappings)
     policy = rules.on_delete
     if known is not None and known.origin == "linked":

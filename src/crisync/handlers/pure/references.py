@@ -195,15 +195,13 @@ class PureReferences:
         self._people = people
 
     async def content(self, source: str, kind: str, key: str) -> ContentRef | None:
-        async with self._store.reading() as conn:
-            row = await mapping.get(conn, source, kind, key)
+        row = await mapping.get(self._store.lookups, source, kind, key)
         if row is None:
             return None
         return ContentRef(PURE_TYPES[row.target_type].system_name, row.target_uuid)
 
     async def persons(self, source: str, kind: str, match_key: str) -> list[ContentRef]:
-        async with self._store.reading() as conn:
-            rows = await mapping.matching(conn, source, kind, match_key)
+        rows = await mapping.matching(self._store.lookups, source, kind, match_key)
         return [
             ContentRef(PURE_TYPES[row.target_type].system_name, row.target_uuid) for row in rows
         ]
@@ -257,8 +255,7 @@ class PureReferences:
     ) -> dict[str, ReplicatedPerson]:
         if not keys:
             return {}
-        async with self._store.reading() as conn:
-            rows = await mapping.get_many(conn, source, kind, keys)
+        rows = await mapping.get_many(self._store.lookups, source, kind, keys)
         return {
             key: ReplicatedPerson(
                 ContentRef(PURE_TYPES[row.target_type].system_name, row.target_uuid), row.match_key
@@ -288,8 +285,7 @@ class PureReferences:
     async def _known_external(self, key: str) -> str | None:
         uuid = self._known.get(key)
         if uuid is None:
-            async with self._store.reading() as conn:
-                uuid = await external_persons.get(conn, key)
+            uuid = await external_persons.get(self._store.lookups, key)
             if uuid is not None:
                 self._known.put(key, uuid)
         return uuid

@@ -52,8 +52,7 @@ async def replicate_to_pure(event: InboxEvent, ctx: PureContext) -> HandlerResul
         references,
         managing_organization=ctx.pure_config.managing_organization,
     )
-    async with ctx.store.reading() as conn:
-        known = await mapping.get(conn, event.source, event.kind, event.key)
+    known = await mapping.get(ctx.store.lookups, event.source, event.kind, event.key)
     if known is not None and known.target_type != target.pure_type:
         raise PermanentError(
             f"{event.object_key} is {known.target_type} {known.target_uuid} in Pure, but its "
@@ -106,8 +105,7 @@ async def _known_content(
 
 async def _out_of_scope(event: InboxEvent, ctx: PureContext, reason: str) -> HandlerResult:
     """Not replicated; content it had in Pure gets the mapping's delete policy, once."""
-    async with ctx.store.reading() as conn:
-        known = await mapping.get(conn, event.source, event.kind, event.key)
+    known = await mapping.get(ctx.store.lookups, event.source, event.kind, event.key)
     if known is None or (not known.locked and not known.payload_hash):
         return HandlerResult("skipped", None, None, mapping=None, note=f"out of scope: {reason}")
     left = await delete_in_pure(event, ctx)
@@ -163,8 +161,7 @@ async def _existing_content(
                 f"guess: merge them in Pure or change the match rules, {retry}",
                 uuids,
             )
-        async with ctx.store.reading() as conn:
-            owners = await mapping.of_target_uuid(conn, PURE, uuids[0])
+        owners = await mapping.of_target_uuid(ctx.store.lookups, PURE, uuids[0])
         mine = (event.source, event.kind, event.key)
         others = [row for row in owners if (row.source, row.kind, row.key) != mine]
         if others:

@@ -107,6 +107,7 @@ async def test_metrics_export_the_counters_and_what_the_state_says(store: Store)
     assert ("crisync_cursor_lag_seconds", (("feed", "elements:publications"),)) not in found
     assert found[("crisync_loop_seconds_since_progress", (("loop", "dispatcher"),))] < 10
     assert ("process_open_fds", ()) in found
+    assert found[("crisync_asyncio_tasks", ())] >= 1  # the scrape's own task at least
 
 
 async def test_healthz_is_503_with_the_reason_while_a_loop_makes_no_progress(store: Store) -> None:

@@ -8,6 +8,7 @@ scrape. Every daemon has a registry of its own; nothing lives in a module global
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import time
@@ -197,15 +198,32 @@ async def read_figures(store: Store) -> StateFigures:
 
 
 @dataclass(frozen=True)
+class LoopFigures:
+    """The daemon's event loop at one moment."""
+
+    tasks: int  # alive, the scrape's own included
+
+    def collect(self) -> Iterator[Metric]:
+        # A loop that starts tasks without ending them shows as a climb here.
+        yield GaugeMetricFamily(
+            "crisync_asyncio_tasks",
+            "Tasks alive on the daemon's event loop, this scrape's own included",
+            value=self.tasks,
+        )
+
+
+@dataclass(frozen=True)
 class _Scrape:
-    """The daemon's registry and this scrape's state figures, as one collector."""
+    """The daemon's registry and this scrape's figures, as one collector."""
 
     registry: CollectorRegistry
     figures: StateFigures
+    loop: LoopFigures
 
     def collect(self) -> Iterator[Metric]:
         yield from self.registry.collect()
         yield from self.figures.collect()
+        yield from self.loop.collect()
 
 
 def metrics_app(store: Store, telemetry: Telemetry) -> web.Application:
@@ -230,9 +248,8 @@ def metrics_app(store: Store, telemetry: Telemetry) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
         figures = await read_figures(store)
         encode, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return web.Response(
-            body=encode(_Scrape(registry, figures)), headers={"Content-Type": content_type}
-        )
+        scrape = _Scrape(registry, figures, LoopFigures(tasks=len(asyncio.all_tasks())))
+        return web.Response(body=encode(scrape), headers={"Content-Type": content_type})
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)

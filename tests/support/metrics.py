@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crisync.metrics import StateFigures, TelemetryCollector
+from crisync.metrics import LoopFigures, StateFigures, TelemetryCollector
 from crisync.telemetry import Telemetry
 
 # The names a family's samples carry in the exposition, by the family's type.
@@ -24,7 +24,11 @@ def crisync_families() -> dict[str, str]:
         credentials_refused={},
         backfill=0,
     )
-    families = [*TelemetryCollector(Telemetry()).collect(), *state.collect()]
+    families = [
+        *TelemetryCollector(Telemetry()).collect(),
+        *state.collect(),
+        *LoopFigures(tasks=0).collect(),
+    ]
     return {family.name: family.type for family in families}
 
 

@@ -16,6 +16,7 @@ from crisync.handlers.pure.mapping import MatchProbe
 from crisync.handlers.pure.match import AmbiguousMatchError, ContentIndex, candidates, values_at
 from crisync.handlers.pure.sim import PureSimulator
 from crisync.mapping.rules import MappingsConfig, MatchRule
+from crisync.state import mapping
 from tests.handlers.pure.helpers import mapped, replicate_next
 from tests.support.events import deletion, enqueue, publication, user
 
@@ -484,3 +485,43 @@ async def test_each_source_s_id_is_an_identifier_of_its_own(
         i["type"]["uri"].rsplit("/", 1)[1]: i["id"] for i in stored["identifiers"] if "type" in i
     }
     assert sources == {"scopus": "85000000009", "wos": "WOS:000123456700001"}
+
+
+async def test_a_changed_scopus_id_or_doi_replaces_crisync_s_own_entry_and_no_other(
+    site: PureContext, pure_sim: PureSimulator
+) -> None:
+    await enqueue(
+        site.store,
+        publication("7", "On crystals", doi="10.1/old", scopus_eid="2-s2.0-85000000001"),
+    )
+    uuid = (await replicate_next(site)).target_uuid or ""
+    stored = pure_sim.objects("research-outputs")[uuid]
+    theirs = {"typeDiscriminator": "PrimaryId", "idSource": "WoS", "value": "000123"}
+    link = {"typeDiscriminator": "LinkElectronicVersion", "link": "https://repo.example/1"}
+    # Another party adds its own entries to both lists (Pure's version moves on).
+    pure_sim.edit(
+        "research-outputs",
+        uuid,
+        {
+            "identifiers": [*stored["identifiers"], theirs],
+            "electronicVersions": [*stored["electronicVersions"], link],
+        },
+    )
+    await enqueue(
+        site.store,
+        publication("7", "On crystals", minute=5, doi="10.1/new", scopus_eid="2-s2.0-85000000002"),
+    )
+    assert (await replicate_next(site)).action == "updated"
+
+    stored = pure_sim.objects("research-outputs")[uuid]
+    scopus_ids = [i["id"] for i in stored["identifiers"] if i.get("type") == {"uri": SCOPUS_TYPE}]
+    assert scopus_ids == ["85000000002"]  # crisync's old one replaced, not kept beside
+    assert theirs in stored["identifiers"]
+    assert [v.get("doi") or v.get("link") for v in stored["electronicVersions"]] == [
+        "https://repo.example/1",
+        "10.1/new",
+    ]
+    async with site.store.reading() as conn:
+        row = await mapping.get(conn, "elements", "publication", "7")
+    assert row is not None
+    assert row.foreign_identifiers == (theirs,)  # crisync's old Scopus id is not taken as theirs

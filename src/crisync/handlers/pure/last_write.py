@@ -5,7 +5,10 @@ wrote then, so a change needs no read first: one PUT of the owned properties who
 changed, with that version. To know which changed, the mapping row keeps a short digest
 of each owned property as last written (8 bytes each; most objects have about ten). The
 identifiers array replaces whole under merge patch, so other sources' entries as of that
-write are kept beside it, and only when there are any.
+write are kept beside it, and only when there are any. The row also keeps a digest of each
+entry crisync wrote into such a list (a Scopus id, a DOI's electronic version): when the
+source changes one, the read path knows which entry was crisync's and replaces it, and
+leaves every other party's.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from crisync.handlers.pure.mapping import PureContent
-from crisync.handlers.pure.shared_lists import MERGED_LISTS
+from crisync.handlers.pure.shared_lists import MERGED_LISTS, identifier_key
 
 DIGEST_BYTES = 8
 # A Pure object's class and the type classification that belongs to it: fixed once
@@ -36,15 +39,44 @@ def _property_names(target: PureContent) -> list[str]:
 
 
 def property_digests(target: PureContent) -> bytes:
-    """The digests of every owned property (absent ones as null), for the mapping row."""
-    return b"".join(_digest(name, target.body.get(name)) for name in _property_names(target))
+    """The digests of every owned property (absent ones as null), for the mapping row, and
+    of each entry crisync writes into a list others add to."""
+    properties = (_digest(name, target.body.get(name)) for name in _property_names(target))
+    return b"".join((*properties, *sorted(own_entry_digests(target))))
+
+
+def own_entry_digests(target: PureContent) -> set[bytes]:
+    """The entries crisync writes into lists others add to, by their keys: what it may
+    replace there when the source changes them. The object's PrimaryId is left out: its key
+    is crisync's for as long as the object is, so it is never stale."""
+    primary = identifier_key(
+        {"typeDiscriminator": "PrimaryId", "idSource": target.id_source, "value": target.primary_id}
+    )
+    return {
+        entry_digest(name, key)
+        for name, key_of in MERGED_LISTS.items()
+        for key in map(key_of, target.body.get(name) or [])
+        if key is not None and key != primary
+    }
+
+
+def entry_digest(name: str, key: object) -> bytes:
+    """An entry of a list others add to, by its key (named apart from whole properties)."""
+    return _digest(f"{name}[]", key)
+
+
+def written_digests(written: bytes | None) -> set[bytes]:
+    """The digests a mapping row keeps of crisync's last write."""
+    if not written:
+        return set()
+    return {written[at : at + DIGEST_BYTES] for at in range(0, len(written), DIGEST_BYTES)}
 
 
 def changed_patch(
     target: PureContent, written: bytes, foreign_identifiers: Iterable[dict[str, Any]]
 ) -> dict[str, Any] | None:
     """The merge patch from what crisync last wrote to `target`; None when it needs a read."""
-    last = {written[at : at + DIGEST_BYTES] for at in range(0, len(written), DIGEST_BYTES)}
+    last = written_digests(written)
     patch: dict[str, Any] = {}
     for name in _property_names(target):
         value = target.body.get(name)

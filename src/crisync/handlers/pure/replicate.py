@@ -16,7 +16,13 @@ from crisync.handlers.pure.client import (
 )
 from crisync.handlers.pure.context import PureContext
 from crisync.handlers.pure.delete import delete_in_pure
-from crisync.handlers.pure.last_write import CLASS_PROPERTIES, changed_patch, property_digests
+from crisync.handlers.pure.last_write import (
+    CLASS_PROPERTIES,
+    changed_patch,
+    entry_digest,
+    property_digests,
+    written_digests,
+)
 from crisync.handlers.pure.mapping import PURE, PureContent, mapping_for, to_pure
 from crisync.handlers.pure.match import AmbiguousMatchError, Found, candidates
 from crisync.handlers.pure.merge_patch import merge_patch_between
@@ -91,7 +97,9 @@ async def _known_content(
         )
     written = await _patch(ctx.pure, known, target)
     if written is None:
-        written = await _update(ctx.pure, known.target_type, known.target_uuid, target)
+        written = await _update(
+            ctx.pure, known.target_type, known.target_uuid, target, last_write=known.written
+        )
     if written is None:
         # A 404 is no proof the content is gone (an access definition can hide it).
         written = await _update_found_by_primary_id(ctx.pure, target)
@@ -290,10 +298,16 @@ async def _patch(pure: PureClient, known: MappingRow, target: PureContent) -> Wr
 
 
 async def _update(
-    pure: PureClient, pure_type: str, uuid: str, target: PureContent
+    pure: PureClient,
+    pure_type: str,
+    uuid: str,
+    target: PureContent,
+    *,
+    last_write: bytes | None = None,
 ) -> Written | None:
     """GET → merge what crisync owns → PUT of the difference with the version just read;
-    None when Pure has no such object any more. A GET of merged content follows Pure's 301
+    None when Pure has no such object any more. `last_write` is the mapping row's record of
+    crisync's last write to it, if any. A GET of merged content follows Pure's 301
     to the survivor, whose uuid is what the caller stores. No PUT when Pure holds that
     content already: after a conflict, that is often crisync's own write, whose answer was
     lost."""
@@ -304,12 +318,12 @@ async def _update(
             if exc.status == 404:
                 return None
             raise
-        wanted = merge_owned(current, target)
+        wanted = merge_owned(current, target, last_write)
         written = Written(
             str(current["uuid"]),
             current.get("version"),
             class_kept(current, target),
-            tuple(foreign_identifiers(current, target)),
+            tuple(foreign_identifiers(wanted, target)),
         )
         if wanted == current:
             return written
@@ -347,16 +361,20 @@ def not_of_class(discriminator: str, body: dict[str, Any]) -> set[str]:
     return {name for name in body if name not in known} if known else set()
 
 
-def merge_owned(current: dict[str, Any], target: PureContent) -> dict[str, Any]:
+def merge_owned(
+    current: dict[str, Any], target: PureContent, last_write: bytes | None = None
+) -> dict[str, Any]:
     """The current object with crisync's properties replaced; what people edited elsewhere stays.
 
     An owned property the mapping gave no value this time is cleared; custom-defined fields,
     identifiers and electronic versions are merged entry by entry, so others' entries stay:
     an identifier is the same one when its kind, source (or type) and value are, and
-    crisync adds only those not there yet. HR's source id on a person, a file an editor
-    uploaded, are never removed. Content of another class than the mapping's (found in
-    Pure, say) keeps its class and type.
+    crisync adds only those not there yet, and removes only those it wrote itself last time
+    (`last_write`) that the source no longer gives. HR's source id on a person, a file an
+    editor uploaded, are never removed. Content of another class than the mapping's (found
+    in Pure, say) keeps its class and type.
     """
+    last = written_digests(last_write)
     merged = dict(current)
     keep_class = class_kept(current, target) is not None
     foreign = not_of_class(str(current["typeDiscriminator"]), target.body) if keep_class else set()
@@ -368,7 +386,12 @@ def merge_owned(current: dict[str, Any], target: PureContent) -> dict[str, Any]:
             continue
         key_of = MERGED_LISTS.get(name)
         if key_of is not None:
-            present = current.get(name) or []
+            ours = {key_of(entry) for entry in value}
+            present = [
+                entry
+                for entry in current.get(name) or []
+                if key_of(entry) in ours or entry_digest(name, key_of(entry)) not in last
+            ]
             held = {key_of(entry) for entry in present}
             merged[name] = present + [entry for entry in value if key_of(entry) not in held]
         elif name == "customDefinedFields":

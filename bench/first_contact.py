@@ -1,6 +1,7 @@
 """What crisync's first contact with a populated Pure costs, against the same world in an empty one.
 
     .venv/bin/python bench/first_contact.py --objects 10000 --latency-ms 0 50
+    .venv/bin/python bench/first_contact.py --objects 100000 --latency-ms 50 --pure populated
 
 The Pure simulator is seeded as a site's Pure is (`crisync.sim.site`: HR's persons, imported
 research outputs with DOIs and Scopus ids, a duplicate DOI); `crisync once` then runs with
@@ -89,7 +90,7 @@ async def first_contact(
     }
 
 
-async def main(objects: list[int], latencies: list[int]) -> list[dict[str, Any]]:
+async def main(objects: list[int], latencies: list[int], pures: list[str]) -> list[dict[str, Any]]:
     results = []
     with tempfile.TemporaryDirectory(prefix="crisync-first-contact-") as workdir:
         broker = MosquittoBroker(Path(workdir))
@@ -97,13 +98,13 @@ async def main(objects: list[int], latencies: list[int]) -> list[dict[str, Any]]
         try:
             for size in objects:
                 for latency in latencies:
-                    for populated in (True, False):
+                    for pure in pures:
                         result = await first_contact(
                             Path(workdir),
                             broker,
                             objects=size,
                             latency_ms=latency,
-                            populated=populated,
+                            populated=pure == "populated",
                         )
                         print(json.dumps(result), flush=True)
                         results.append(result)
@@ -116,8 +117,15 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--objects", type=int, nargs="+", default=[10_000])
     parser.add_argument("--latency-ms", type=int, nargs="+", default=[0])
+    parser.add_argument(
+        "--pure",
+        nargs="+",
+        choices=("populated", "empty"),
+        default=["populated", "empty"],
+        help="which Pure to meet: seeded as a site's, or empty (both by default)",
+    )
     args = parser.parse_args()
-    found = asyncio.run(main(args.objects, args.latency_ms))
+    found = asyncio.run(main(args.objects, args.latency_ms, args.pure))
     out = (
         Path(__file__).parent / "results" / f"first-contact-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     )

@@ -146,6 +146,10 @@ class References(Protocol):
     ) -> dict[str, ReplicatedPerson]:
         """Of these source objects, those replicated as persons, with their match keys."""
 
+    async def still_to_replicate(self, source: str, kind: str, keys: list[str]) -> set[str]:
+        """Of these source objects, those whose replication has not reached its outcome:
+        an event of theirs waits (pending, being retried or handled, or dead until retried)."""
+
     async def external_person(
         self, name: Mapping[str, str], identity: ExternalIdentity
     ) -> ContentRef:
@@ -410,13 +414,20 @@ class _Builder:
         in it, the rest are external.
         """
         event = self._event
-        people: list[tuple[str, ContentRef, list[str]]] = []
         keys = self._related_keys(rule.kind, relationships)
         replicated = await self._references.related_persons(event.source, rule.kind, keys)
+        absent = [key for key in keys if key not in replicated]
+        if absent:
+            await self._wait_for_related(rule.kind, absent)
+            # Read again: a person whose event was completed between the two reads is in
+            # the mapping now (its row and the event's completion are one transaction).
+            replicated |= await self._references.related_persons(event.source, rule.kind, absent)
+        people: list[tuple[str, ContentRef, list[str]]] = []
         for key in keys:
             found = replicated.get(key)
             if found is None or found.match_key is None:
-                # Not in Pure (yet): its entry names an external person until it is.
+                # Handled without a Pure person (no HR person to link, out of scope,
+                # deleted), or one with no match key: its entry names an external person.
                 log.debug(
                     "mapping.related_person_not_replicated",
                     source=event.source,
@@ -454,6 +465,19 @@ class _Builder:
                 match_key="|".join(own),
             )
         return linked
+
+    async def _wait_for_related(self, kind: str, absent: list[str]) -> None:
+        """ReferenceNotReplicatedError when a related object without a person is still to be
+        replicated: its person may yet come, and an external author now would stay one until
+        the object changes again. One handled without a person is no reason to wait."""
+        event = self._event
+        coming = await self._references.still_to_replicate(event.source, kind, absent)
+        if coming:
+            raise ReferenceNotReplicatedError(
+                f"{event.source} {event.kind} {event.key}: related {event.source} {kind} "
+                f"{', '.join(key for key in absent if key in coming)} not replicated yet",
+                api="crisync",
+            )
 
     def _related_keys(self, kind: str, relationships: RelationshipsRule) -> list[str]:
         """The keys of the related objects of `kind` the rule admits, in their order."""

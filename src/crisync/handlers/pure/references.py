@@ -34,7 +34,7 @@ from crisync.handlers.pure.mapping import (
 from crisync.handlers.pure.match import SCAN_PAGE, AmbiguousMatchError, ContentIndex, stale
 from crisync.handlers.pure.types import PURE_TYPES
 from crisync.mapping.compare import normalised
-from crisync.state import external_persons, mapping
+from crisync.state import external_persons, inbox, mapping
 from crisync.state.store import Store
 
 EXTERNAL_PERSONS = "external-persons"
@@ -262,6 +262,9 @@ class PureReferences:
             )
             for key, row in rows.items()
         }
+
+    async def still_to_replicate(self, source: str, kind: str, keys: list[str]) -> set[str]:
+        return await inbox.waiting_keys(self._store.lookups, source, kind, keys)
 
     async def external_person(
         self, name: Mapping[str, str], identity: ExternalIdentity

@@ -22,7 +22,7 @@ import structlog
 
 from crisync.errors import PermanentError, RetriableError
 from crisync.handlers.pure.types import CLASS_REQUIRES, PURE_TYPES
-from crisync.mapping.compare import normalised
+from crisync.mapping.compare import PERSON_ID_SCHEMES, normalised
 from crisync.mapping.expressions import first_value, normalise_key, parse_expression
 from crisync.mapping.rules import (
     CustomFieldRule,
@@ -112,20 +112,26 @@ def name_key_of(name: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class ExternalIdentity:
-    """Who an external person is: the ORCID iD the record gives, else a name in a context."""
+    """Who an external person is: an author identifier the record gives (an ORCID iD, a
+    Scopus author id), else a name in a context."""
 
     name_key: str
-    orcid: str | None = None
+    identifier: tuple[str, str] | None = None  # (scheme, normalised value)
     context: str | None = None  # normalised; None: the name alone
 
     @property
     def key(self) -> str:
         """What crisync remembers the person by (state/external_persons, its PrimaryId)."""
-        if self.orcid is not None:
-            return f"orcid:{self.orcid}"
+        if self.identifier is not None:
+            return identifier_key(*self.identifier)
         if self.context is not None:
             return f"in:{self.context}|{self.name_key}"
         return self.name_key
+
+
+def identifier_key(scheme: str, value: str) -> str:
+    """An author identifier as one text: `orcid:0000000218250097`."""
+    return f"{scheme}:{value}"
 
 
 class ReferenceNotReplicatedError(RetriableError):
@@ -391,11 +397,23 @@ class _Builder:
     def _external_identity(
         self, rule: PersonsRule, entry: Mapping[str, Any], name: Mapping[str, str]
     ) -> ExternalIdentity:
-        orcid = normalised("orcid", first_value(rule.identifier, entry))
+        identifier = next(
+            (
+                (scheme, value)
+                for scheme, expressions in rule.identifier.items()
+                if (
+                    value := normalised(
+                        PERSON_ID_SCHEMES[scheme].comparison, first_value(expressions, entry)
+                    )
+                )
+                is not None
+            ),
+            None,
+        )
         context = [parse_expression(text).evaluate(self._payload) for text in rule.context]
         return ExternalIdentity(
             name_key_of(name),
-            orcid,
+            identifier,
             normalise_key(context) if context and None not in context else None,
         )
 

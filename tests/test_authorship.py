@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import structlog
 
 from crisync.config.model import Config
 from crisync.daemon import run_daemon
 from crisync.handlers.pure.sim import PureSimulator
 from crisync.listener.elements.sim import Author, ElementsSimulator
+from crisync.mapping.rules import MappingsConfig
 from tests.support.secrets import ELEMENTS_PASSWORD
 
 KIM_ORCID = "0000-0002-1825-0097"
@@ -167,3 +169,52 @@ async def test_adding_and_removing_a_relationship_reaches_pure_in_one_sweep(
     again = contributors(pure_sim, world.paper)
     assert again[0][1:] == ("internal", jane)
     assert again[3][1] == "external"
+
+
+def retried(logged: list[dict[str, Any]], publication: int) -> list[str]:
+    """The errors a publication's handling was retried after."""
+    return [
+        line["error"]
+        for line in logged
+        if line["event"] == "handler.retry_later"
+        and (line.get("kind"), line.get("key")) == ("publication", str(publication))
+    ]
+
+
+async def test_a_publication_waits_for_a_related_user_whose_person_is_still_to_come(
+    config: Config, elements_sim: ElementsSimulator, pure_sim: PureSimulator
+) -> None:
+    kim = elements_sim.add_user("Jin", "Kim")
+    paper = elements_sim.add_publication("On Kim's own", [Author("Kim", "J")])
+    elements_sim.relate(paper, kim)
+    elements_sim.advance(1)
+    # The user's person fails to be created, more often than a request is replayed: the
+    # user's event waits for a retry while the publication is handled.
+    pure_sim.fail_next(503, 6, content_type="persons", operation="create")
+    with structlog.testing.capture_logs() as logged:
+        await run_daemon(config, once=True)
+
+    person = by_primary_id(pure_sim, "persons")[f"elements:user:{kim}"]
+    assert contributors(pure_sim, paper) == [("Kim", "internal", person)]
+    waited = f"related elements user {kim} not replicated yet"
+    assert any(waited in error for error in retried(logged, paper))
+    assert by_primary_id(pure_sim, "external-persons") == {}  # never made external meanwhile
+
+
+async def test_a_related_user_handled_without_a_person_is_an_external_author_at_once(
+    config: Config, elements_sim: ElementsSimulator, pure_sim: PureSimulator
+) -> None:
+    # The built-in mappings link users to HR's persons and create none: a user without an
+    # HR id has no Pure person, by design.
+    built_in = config.model_copy(update={"mappings": MappingsConfig()})
+    kim = elements_sim.add_user("Jin", "Kim")
+    paper = elements_sim.add_publication("On Kim's own", [Author("Kim", "J")])
+    elements_sim.relate(paper, kim)
+    elements_sim.advance(1)
+    with structlog.testing.capture_logs() as logged:
+        await run_daemon(built_in, once=True)
+
+    assert by_primary_id(pure_sim, "persons") == {}
+    kim_external = by_primary_id(pure_sim, "external-persons")["crisync:external-person:kim|j"]
+    assert contributors(pure_sim, paper) == [("Kim", "external", kim_external)]
+    assert retried(logged, paper) == []

@@ -309,7 +309,21 @@ def test_the_built_in_publication_mapping_links_visible_claimed_authorship_only(
     assert rule.relationships is not None
     assert rule.relationships.types == ["publication-user-authorship"]
     assert (rule.relationships.visible_only, rule.relationships.claimed_only) == (True, True)
-    assert rule.identifier == ["identifiers.orcid"]
+    assert rule.identifier == {
+        "orcid": ["identifiers.orcid"],
+        "scopus-author-id": ["identifiers.scopus-author-id"],
+    }
+
+
+def test_a_persons_rule_names_its_identifier_schemes_or_gives_orcid_expressions() -> None:
+    def identifier(value: object) -> dict[str, list[str]]:
+        rule = {"from": "fields.authors", "role": "r", "identifier": value}
+        return PersonsRule.model_validate(rule).identifier
+
+    assert identifier("identifiers.orcid") == {"orcid": ["identifiers.orcid"]}
+    assert identifier({"scopus-author-id": "ids.scopus"}) == {"scopus-author-id": ["ids.scopus"]}
+    with pytest.raises(ValidationError, match="unknown identifier scheme researcherid: one of"):
+        identifier({"researcherid": "identifiers.researcherid"})
 
 
 def test_entries_take_their_values_from_the_source() -> None:

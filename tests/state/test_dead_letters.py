@@ -66,3 +66,16 @@ async def test_a_dead_letter_is_not_superseded_by_an_older_change_done_after_it(
         await inbox.complete(conn, *await claim(store))
         requeued = await dead_letters.requeue(conn)
     assert requeued == dead_letters.Requeued(requeued=1, superseded=0)
+
+
+async def test_an_object_waits_while_pending_or_dead_and_not_once_done(store: Store) -> None:
+    await fail_for_good(store, change("dead", 0))
+    async with store.transaction() as conn:
+        await inbox.add_events(conn, [change("pending", 0), change("done", 0)], utc_now())
+    done = [event for event in await claim(store) if event.key == "done"]
+    async with store.transaction() as conn:
+        await inbox.complete(conn, *done)
+    keys = ["dead", "pending", "done", "never-read"]
+    waiting = await inbox.waiting_keys(store.lookups, "elements", "publication", keys)
+    assert waiting == {"dead", "pending"}
+    assert await inbox.waiting_keys(store.lookups, "elements", "user", keys) == set()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 # How a match rule compares the source's value with the target's.
@@ -51,6 +52,26 @@ NORMALISERS: dict[Comparison, Callable[[str], str | None]] = {
     "issn": _issn,
     "email": lambda value: _text(value) if "@" in value else None,
     "scopus": _scopus,
+}
+
+
+@dataclass(frozen=True)
+class PersonIdScheme:
+    """An author identifier scheme: how its values compare, and how a target holds one.
+
+    `classified`: the last segments of the classification URIs of the ClassifiedIds that
+    carry it (e.g. .../externalpersonsources/scopusauthor); None: any identifier whose value
+    has the scheme's form, which only an ORCID iD's form is distinctive enough for.
+    """
+
+    comparison: Comparison
+    classified: frozenset[str] | None = None
+
+
+# Keyed by the names Elements gives the schemes (<api:identifier scheme="...">).
+PERSON_ID_SCHEMES: dict[str, PersonIdScheme] = {
+    "orcid": PersonIdScheme("orcid"),
+    "scopus-author-id": PersonIdScheme("scopus", frozenset({"scopusauthor", "scopusauthorid"})),
 }
 
 

@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from crisync.mapping.compare import Comparison
+from crisync.mapping.compare import PERSON_ID_SCHEMES, Comparison
 from crisync.mapping.expressions import expression_list
 
 DeletePolicy = Literal["unlock", "delete", "ignore"]
@@ -69,9 +69,10 @@ class PersonsRule(Rules):
     `relationships` (the payload's relationships name the related objects; `match` pairs
     them with the entries, among the related objects only), or by `match` alone (the entry
     compared with the `reference_key` of every `kind` object: a name decides). An entry
-    nothing links is an external person: one per `identifier` (e.g. an ORCID) where the
-    entry has one, else per name and `context` (expressions into the object, e.g. ["id"]:
-    one external person per name per object; none: one per name).
+    nothing links is an external person: one per author identifier where the entry has one
+    (`identifier`: scheme → expressions, the first scheme with a value deciding; a list is
+    the ORCID iD's expressions), else per name and `context` (expressions into the object,
+    e.g. ["id"]: one external person per name per object; none: one per name).
     """
 
     from_: list[str] = Field(alias="from", min_length=1)
@@ -80,8 +81,9 @@ class PersonsRule(Rules):
     key: list[str] = []
     match: list[str] = []
     relationships: RelationshipsRule | None = None
-    identifier: list[str] = Field(
-        ["identifiers.orcid"], description="expressions giving an entry's ORCID iD"
+    identifier: dict[str, list[str]] = Field(
+        {"orcid": ["identifiers.orcid"]},
+        description="author identifier scheme → expressions giving an entry's identifier",
     )
     context: list[str] = []
     last_name: list[str] = ["last-name"]
@@ -95,8 +97,23 @@ class PersonsRule(Rules):
     )
 
     _expressions = field_validator(
-        "from_", "key", "match", "identifier", "context", "last_name", "first_name", mode="before"
+        "from_", "key", "match", "context", "last_name", "first_name", mode="before"
     )(expression_list)
+
+    @field_validator("identifier", mode="before")
+    @classmethod
+    def _schemes(cls, value: Any) -> Any:
+        # The form before schemes had names: expressions giving an ORCID iD.
+        schemes = {"orcid": value} if isinstance(value, str | list) else value
+        if not isinstance(schemes, dict):
+            return schemes  # reported by validation
+        unknown = sorted(set(schemes) - set(PERSON_ID_SCHEMES))
+        if unknown:
+            raise ValueError(
+                f"unknown identifier scheme {', '.join(unknown)}: "
+                f"one of {', '.join(PERSON_ID_SCHEMES)}"
+            )
+        return {scheme: expression_list(found) for scheme, found in schemes.items()}
 
     @model_validator(mode="after")
     def _one_way_to_recognise(self) -> PersonsRule:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import aiosqlite
 
 from crisync.state import epoch
-from crisync.state.store import fetch_all, fetch_one, iso_utc
+from crisync.state.store import Queries, fetch_all, fetch_one, iso_utc
 
 Action = Literal["upsert", "delete"]
 
@@ -284,6 +284,22 @@ async def pending_objects(conn: aiosqlite.Connection) -> list[tuple[str, str, st
            GROUP BY source, kind, key ORDER BY MIN(id)""",
     )
     return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+async def waiting_keys(conn: Queries, source: str, kind: str, keys: list[str]) -> set[str]:
+    """Of these objects, those with an event still to be handled: pending (waiting, being
+    retried, in a handler's hands) or dead until retried. Their outcome is not final."""
+    rows = await fetch_all(
+        conn,
+        """SELECT key FROM inbox
+           WHERE state = 'pending' AND source = ? AND kind = ?
+             AND key IN (SELECT value FROM json_each(?))
+           UNION
+           SELECT key FROM dead_letters
+           WHERE source = ? AND kind = ? AND key IN (SELECT value FROM json_each(?))""",
+        (source, kind, json.dumps(keys)) * 2,
+    )
+    return {str(r[0]) for r in rows}
 
 
 async def pending_by_feed(conn: aiosqlite.Connection) -> dict[str, int]:

@@ -320,12 +320,16 @@ def with_persons_rule(base: PureContext, **changes: Any) -> PureContext:
     return replace(base, mappings=mappings)
 
 
-def with_orcids(event: ChangeEvent, *orcids: str | None) -> ChangeEvent:
-    """The publication with these ORCID iDs on its author entries, in order."""
-    for entry, orcid in zip(event.payload["fields"]["authors"], orcids, strict=True):
-        if orcid is not None:
-            entry["identifiers"] = {"orcid": orcid}
+def with_author_ids(event: ChangeEvent, scheme: str, *values: str | None) -> ChangeEvent:
+    """The publication with these identifiers of a scheme on its author entries, in order."""
+    for entry, value in zip(event.payload["fields"]["authors"], values, strict=True):
+        if value is not None:
+            entry.setdefault("identifiers", {})[scheme] = value
     return event
+
+
+def with_orcids(event: ChangeEvent, *orcids: str | None) -> ChangeEvent:
+    return with_author_ids(event, "orcid", *orcids)
 
 
 def sides(output: dict[str, Any]) -> list[str]:
@@ -427,6 +431,50 @@ async def test_an_external_person_with_an_orcid_is_reused_by_it_alone(
         f"crisync:external-person:orcid:{OTHER_ORCID.replace('-', '')}"
     )
     assert len(pure_sim.objects("external-persons")) == 3  # the namesake was not taken
+
+
+SCOPUS_AUTHOR_TYPE = {"uri": "/dk/atira/pure/externalperson/externalpersonsources/scopusauthor"}
+
+
+async def test_external_namesakes_are_told_apart_by_their_scopus_author_ids(
+    context: PureContext, pure_sim: PureSimulator
+) -> None:
+    # Namesakes Pure holds already: one without an id, one known by another Scopus author id.
+    await context.pure.create("external-persons", {"name": {"firstName": "J", "lastName": "Kim"}})
+    known = await context.pure.create(
+        "external-persons",
+        {
+            "name": {"firstName": "J", "lastName": "Kim"},
+            "identifiers": [
+                {
+                    "typeDiscriminator": "ClassifiedId",
+                    "id": "7004212771",
+                    "type": SCOPUS_AUTHOR_TYPE,
+                }
+            ],
+        },
+    )
+    await enqueue(
+        context.store,
+        with_author_ids(
+            publication("7", "Kims", authors=[("Kim", "J"), ("Kim", "J")]),
+            "scopus-author-id",
+            "57193456789",
+            "7004212771",
+        ),
+        with_author_ids(
+            publication("8", "Kim again", authors=[("Kim", "J")]), "scopus-author-id", "57193456789"
+        ),
+    )
+    first, second = output_of(pure_sim, (await replicate_next(context)).target_uuid)["contributors"]
+    (again,) = output_of(pure_sim, (await replicate_next(context)).target_uuid)["contributors"]
+    assert second["externalPerson"]["uuid"] == known["uuid"]
+    assert first["externalPerson"] == again["externalPerson"] != second["externalPerson"]
+    created = pure_sim.objects("external-persons")[first["externalPerson"]["uuid"]]
+    ours = "crisync:external-person:scopus-author-id:57193456789"
+    assert created["identifiers"][0]["value"] == ours
+    # The namesake without an id was taken for neither.
+    assert len(pure_sim.objects("external-persons")) == 3
 
 
 async def test_a_context_makes_one_external_person_per_name_per_object(

@@ -22,7 +22,7 @@ import structlog
 
 from crisync.errors import PermanentError, RetriableError
 from crisync.handlers.pure.types import CLASS_REQUIRES, PURE_TYPES
-from crisync.mapping.compare import normalised
+from crisync.mapping.compare import PERSON_ID_SCHEMES, normalised
 from crisync.mapping.expressions import first_value, normalise_key, parse_expression
 from crisync.mapping.rules import (
     CustomFieldRule,
@@ -112,20 +112,26 @@ def name_key_of(name: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class ExternalIdentity:
-    """Who an external person is: the ORCID iD the record gives, else a name in a context."""
+    """Who an external person is: an author identifier the record gives (an ORCID iD, a
+    Scopus author id), else a name in a context."""
 
     name_key: str
-    orcid: str | None = None
+    identifier: tuple[str, str] | None = None  # (scheme, normalised value)
     context: str | None = None  # normalised; None: the name alone
 
     @property
     def key(self) -> str:
         """What crisync remembers the person by (state/external_persons, its PrimaryId)."""
-        if self.orcid is not None:
-            return f"orcid:{self.orcid}"
+        if self.identifier is not None:
+            return identifier_key(*self.identifier)
         if self.context is not None:
             return f"in:{self.context}|{self.name_key}"
         return self.name_key
+
+
+def identifier_key(scheme: str, value: str) -> str:
+    """An author identifier as one text: `orcid:0000000218250097`."""
+    return f"{scheme}:{value}"
 
 
 class ReferenceNotReplicatedError(RetriableError):
@@ -145,6 +151,10 @@ class References(Protocol):
         self, source: str, kind: str, keys: list[str]
     ) -> dict[str, ReplicatedPerson]:
         """Of these source objects, those replicated as persons, with their match keys."""
+
+    async def still_to_replicate(self, source: str, kind: str, keys: list[str]) -> set[str]:
+        """Of these source objects, those whose replication has not reached its outcome:
+        an event of theirs waits (pending, being retried or handled, or dead until retried)."""
 
     async def external_person(
         self, name: Mapping[str, str], identity: ExternalIdentity
@@ -387,11 +397,23 @@ class _Builder:
     def _external_identity(
         self, rule: PersonsRule, entry: Mapping[str, Any], name: Mapping[str, str]
     ) -> ExternalIdentity:
-        orcid = normalised("orcid", first_value(rule.identifier, entry))
+        identifier = next(
+            (
+                (scheme, value)
+                for scheme, expressions in rule.identifier.items()
+                if (
+                    value := normalised(
+                        PERSON_ID_SCHEMES[scheme].comparison, first_value(expressions, entry)
+                    )
+                )
+                is not None
+            ),
+            None,
+        )
         context = [parse_expression(text).evaluate(self._payload) for text in rule.context]
         return ExternalIdentity(
             name_key_of(name),
-            orcid,
+            identifier,
             normalise_key(context) if context and None not in context else None,
         )
 
@@ -410,13 +432,20 @@ class _Builder:
         in it, the rest are external.
         """
         event = self._event
-        people: list[tuple[str, ContentRef, list[str]]] = []
         keys = self._related_keys(rule.kind, relationships)
         replicated = await self._references.related_persons(event.source, rule.kind, keys)
+        absent = [key for key in keys if key not in replicated]
+        if absent:
+            await self._wait_for_related(rule.kind, absent)
+            # Read again: a person whose event was completed between the two reads is in
+            # the mapping now (its row and the event's completion are one transaction).
+            replicated |= await self._references.related_persons(event.source, rule.kind, absent)
+        people: list[tuple[str, ContentRef, list[str]]] = []
         for key in keys:
             found = replicated.get(key)
             if found is None or found.match_key is None:
-                # Not in Pure (yet): its entry names an external person until it is.
+                # Handled without a Pure person (no HR person to link, out of scope,
+                # deleted), or one with no match key: its entry names an external person.
                 log.debug(
                     "mapping.related_person_not_replicated",
                     source=event.source,
@@ -454,6 +483,19 @@ class _Builder:
                 match_key="|".join(own),
             )
         return linked
+
+    async def _wait_for_related(self, kind: str, absent: list[str]) -> None:
+        """ReferenceNotReplicatedError when a related object without a person is still to be
+        replicated: its person may yet come, and an external author now would stay one until
+        the object changes again. One handled without a person is no reason to wait."""
+        event = self._event
+        coming = await self._references.still_to_replicate(event.source, kind, absent)
+        if coming:
+            raise ReferenceNotReplicatedError(
+                f"{event.source} {event.kind} {event.key}: related {event.source} {kind} "
+                f"{', '.join(key for key in absent if key in coming)} not replicated yet",
+                api="crisync",
+            )
 
     def _related_keys(self, kind: str, relationships: RelationshipsRule) -> list[str]:
         """The keys of the related objects of `kind` the rule admits, in their order."""

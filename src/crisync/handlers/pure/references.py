@@ -1,12 +1,13 @@
 """References between objects, resolved through the mapping table and, for external persons, Pure.
 
 Content crisync replicated is found in the mapping table without asking Pure. An external
-person is created once per identity (`ExternalIdentity`: an ORCID iD, else a name in a
-context, else a name): crisync remembers it (state/external_persons, keyed by the
-identity's key), and before creating one it searches Pure, so a lost state database or a
-person an editor created already is reused instead of duplicated. Reuse needs an exact
-match: crisync's own PrimaryId for the identity, or the same ORCID iD among the person's
-identifiers, or, for a person known by name alone, the same normalised name.
+person is created once per identity (`ExternalIdentity`: an author identifier such as an
+ORCID iD or a Scopus author id, else a name in a context, else a name): crisync remembers
+it (state/external_persons, keyed by the identity's key), and before creating one it
+searches Pure, so a lost state database or a person an editor created already is reused
+instead of duplicated. Reuse needs an exact match: crisync's own PrimaryId for the
+identity, or the same identifier of the same scheme among the person's identifiers, or,
+for a person known by name alone, the same normalised name.
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ from crisync.handlers.pure.mapping import (
     ExternalIdentity,
     MatchProbe,
     ReplicatedPerson,
+    identifier_key,
     name_key_of,
     primary_identifier,
 )
 from crisync.handlers.pure.match import SCAN_PAGE, AmbiguousMatchError, ContentIndex, stale
 from crisync.handlers.pure.types import PURE_TYPES
-from crisync.mapping.compare import normalised
-from crisync.state import external_persons, mapping
+from crisync.mapping.compare import PERSON_ID_SCHEMES, normalised
+from crisync.state import external_persons, inbox, mapping
 from crisync.state.store import Store
 
 EXTERNAL_PERSONS = "external-persons"
@@ -99,7 +101,7 @@ class RecentNames:
 class _PeopleScan:
     made_at: float  # time.monotonic()
     ours: CompactIndex  # crisync's PrimaryId value → uuid
-    by_orcid: CompactIndex  # normalised ORCID iD → uuids
+    by_identifier: CompactIndex  # author identifier (identifier_key) → uuids
     by_name: CompactIndex  # name key → uuids of persons crisync did not make
 
 
@@ -107,11 +109,11 @@ class ExternalPersonIndex:
     """A scan of Pure's external persons, for names too common to search for.
 
     A new identity is looked for by a name search, whose hits rank namesakes first. When the
-    namesakes fill its first page (a common name, or crisync's own namesakes, one per ORCID
-    iD), reading on through all of them for every new identity grows with the content: the
-    scan answers instead, made again every INDEX_MAX_AGE. An identity whose create failed in
-    this process (its answer may have been lost) is never answered from a scan: its search
-    reads on, so that its own person is found and not made twice.
+    namesakes fill its first page (a common name, or crisync's own namesakes, one per author
+    identifier), reading on through all of them for every new identity grows with the
+    content: the scan answers instead, made again every INDEX_MAX_AGE. An identity whose
+    create failed in this process (its answer may have been lost) is never answered from a
+    scan: its search reads on, so that its own person is found and not made twice.
     """
 
     def __init__(self) -> None:
@@ -143,15 +145,15 @@ class ExternalPersonIndex:
         ours = scan.ours.get(external_person_primary_id(identity.key))
         if ours:
             return ours[0]
-        if identity.orcid is not None:
-            return next(iter(scan.by_orcid.get(identity.orcid)), None)
+        if identity.identifier is not None:
+            return next(iter(scan.by_identifier.get(identity.key)), None)
         if identity.context is not None:
             return None
         return next(iter(scan.by_name.get(identity.name_key)), None)
 
 
 async def _scan_people(pure: PureClient) -> _PeopleScan:
-    ours, by_orcid, by_name = CompactIndex(), CompactIndex(), CompactIndex()
+    ours, by_identifier, by_name = CompactIndex(), CompactIndex(), CompactIndex()
     own_prefix = external_person_primary_id("")
     offset = 0
     while True:
@@ -164,13 +166,12 @@ async def _scan_people(pure: PureClient) -> _PeopleScan:
             for value in values:
                 if value.startswith(own_prefix):
                     ours.add(value, uuid)
-                orcid = normalised("orcid", value)
-                if orcid is not None:
-                    by_orcid.add(orcid, uuid)
+            for held in author_identifiers(item):
+                by_identifier.add(held, uuid)
             if not any(value.startswith(own_prefix) for value in values):
                 by_name.add(name_key_of(item.get("name") or {}), uuid)
         if not page.more_after(offset):
-            return _PeopleScan(time.monotonic(), ours, by_orcid, by_name)
+            return _PeopleScan(time.monotonic(), ours, by_identifier, by_name)
         offset += len(page.items)
 
 
@@ -263,6 +264,9 @@ class PureReferences:
             for key, row in rows.items()
         }
 
+    async def still_to_replicate(self, source: str, kind: str, keys: list[str]) -> set[str]:
+        return await inbox.waiting_keys(self._store.lookups, source, kind, keys)
+
     async def external_person(
         self, name: Mapping[str, str], identity: ExternalIdentity
     ) -> ContentRef:
@@ -309,7 +313,8 @@ class PureReferences:
         """The external person of this identity in Pure, matched exactly; crisync's own first.
 
         Searched for by name: Pure's search takes no identifier. A name is evidence enough
-        only for a person known by name alone; an ORCID iD or a context must match exactly.
+        only for a person known by name alone; an author identifier or a context must match
+        exactly.
         """
         if not self._people.answers(identity.key):
             hits = await self._name_hits(identity, name)
@@ -333,7 +338,7 @@ class PureReferences:
             if any(ours in _identifier_values(item) for item in page.items):
                 return items
             # Namesakes rank before any hit that lacks one of the name's words. crisync's own
-            # may rank past the first page among many (one per ORCID or context): an identity
+            # may rank past the first page among many (one per identifier or context): an identity
             # whose create failed reads on while a page holds nothing but namesakes.
             full = all(words <= _words(_name_text(item)) for item in page.items)
             if not full or not page.more_after(offset):
@@ -354,16 +359,15 @@ class PureReferences:
 
 
 def _chosen(identity: ExternalIdentity, hits: list[dict[str, Any]]) -> str | None:
-    """The hit that is this identity's person: crisync's own, else one with its ORCID iD,
-    else (for a name alone) a namesake crisync does not know by another identity."""
+    """The hit that is this identity's person: crisync's own, else one with its author
+    identifier, else (for a name alone) a namesake crisync does not know by another identity."""
     ours = external_person_primary_id(identity.key)
     for item in hits:
         if ours in _identifier_values(item):
             return str(item["uuid"])
-    if identity.orcid is not None:
+    if identity.identifier is not None:
         for item in hits:
-            values = _identifier_values(item)
-            if identity.orcid in (normalised("orcid", value) for value in values):
+            if identity.key in author_identifiers(item):
                 return str(item["uuid"])
         return None
     if identity.context is not None:
@@ -388,6 +392,24 @@ def _words(text: str) -> set[str]:
 def _name_text(item: Mapping[str, Any]) -> str:
     name = item.get("name") or {}
     return " ".join(str(part) for part in name.values() if isinstance(part, str))
+
+
+def author_identifiers(item: Mapping[str, Any]) -> set[str]:
+    """The author identifiers (identifier_key) an external person in Pure carries: a value of
+    an ORCID iD's form anywhere, other schemes' in ClassifiedIds of their classifications.
+    crisync's own PrimaryIds are not read as any: their identity key ends in digits."""
+    held = set()
+    for identifier in item.get("identifiers") or []:
+        uri = str((identifier.get("type") or {}).get("uri") or "")
+        value = identifier.get("value") or identifier.get("id")
+        if str(value).startswith(external_person_primary_id("")):
+            continue
+        for scheme, rules in PERSON_ID_SCHEMES.items():
+            if rules.classified is None or uri.rsplit("/", 1)[-1] in rules.classified:
+                found = normalised(rules.comparison, value)
+                if found is not None:
+                    held.add(identifier_key(scheme, found))
+    return held
 
 
 def _identifier_values(item: Mapping[str, Any]) -> list[Any]:

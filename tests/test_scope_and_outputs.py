@@ -76,6 +76,28 @@ async def test_former_staff_and_unclaimed_publications_stay_out_and_one_leaving_
     assert not pure_sim.is_locked("research-outputs", output[0])
 
 
+async def test_only_academic_staff_outside_an_excluded_faculty_reach_pure(
+    config: Config, elements_sim: ElementsSimulator, pure_sim: PureSimulator
+) -> None:
+    sim = elements_sim
+    sim.add_user("Ada", "Lovelace", faculty="Natural Sciences")
+    sim.add_user("Grace", "Hopper", academic=False)  # is-academic false
+    sim.add_user("Alan", "Turing", faculty="Business School")  # organisation-defined data
+    users = config.mappings.sources["elements"]["user"].model_dump(by_alias=True)
+    scope = [
+        {"from": "fields.is-academic|boolean", "equals": True},
+        {"from": "fields.organisation-defined-data.Faculty", "not_in": ["business school"]},
+    ]
+
+    telemetry = Telemetry()
+    await run_daemon(
+        with_mappings(config, user={**users, "scope": scope}), once=True, telemetry=telemetry
+    )
+    persons = {p["name"]["lastName"] for p in pure_sim.objects("persons").values()}
+    assert persons == {"Lovelace"}
+    assert telemetry.outcomes == {"created": 1, "skipped": 2}
+
+
 async def test_a_journal_article_in_its_journal_with_doi_scopus_id_and_preferred_fields(
     config: Config, pure_sim: PureSimulator
 ) -> None:

@@ -11,9 +11,9 @@ from crisync.config.model import Config
 from crisync.daemon import run_daemon
 from crisync.handlers.pure.sim import PureSimulator
 from crisync.listener.elements.sim import Author, ElementsSimulator
-from crisync.mapping.rules import MappingsConfig
 from crisync.sim.server import serve
 from crisync.telemetry import Telemetry
+from tests.support.mappings import with_mappings
 from tests.support.secrets import ELEMENTS_PASSWORD
 
 SCOPUS_TYPE = "/dk/atira/pure/researchoutput/researchoutputsources/scopus"
@@ -23,16 +23,6 @@ SCOPUS_TYPE = "/dk/atira/pure/researchoutput/researchoutputsources/scopus"
 def elements_sim() -> ElementsSimulator:
     """An Elements holding nothing but the world each test builds."""
     return ElementsSimulator(objects=0, seed=5, password=ELEMENTS_PASSWORD)
-
-
-def with_mappings(config: Config, **kinds: dict[str, Any]) -> Config:
-    """The configuration with these Elements mappings over its own."""
-    elements = {
-        kind: rules.model_dump(by_alias=True)
-        for kind, rules in config.mappings.sources["elements"].items()
-    }
-    tables = {"elements": {**elements, **kinds}}
-    return config.model_copy(update={"mappings": MappingsConfig.model_validate(tables)})
 
 
 def outputs_by_title(pure_sim: PureSimulator) -> dict[str, dict[str, Any]]:

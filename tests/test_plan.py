@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from crisync.config.model import Config
 from crisync.daemon import run_daemon
 from crisync.handlers.pure.sim import PureSimulator
-from crisync.listener.elements.sim import ElementsSimulator
+from crisync.listener.elements.sim import Author, ElementsSimulator
 from crisync.plan import make_plan, planned_action
 from crisync.sim.broker import MosquittoBroker
 from tests.support.daemon import daemon_log, daemon_output, start_daemon
+from tests.support.mappings import with_mappings
 from tests.support.mqtt import subscribed
 
 WRITES = frozenset({"create", "update", "lock", "unlock", "delete"})
@@ -82,6 +84,57 @@ async def test_a_plan_over_a_state_in_use_shows_the_update_and_leaves_every_byte
 
     done = await once_actions(config, broker, topic_prefix)
     assert done == {p.object_key: p.action for p in plan.objects}
+
+
+def scoped(config: Config, kind: str, scope: list[dict[str, Any]]) -> Config:
+    """The configuration with this scope on the Elements mapping of `kind`."""
+    rules = config.mappings.sources["elements"][kind].model_dump(by_alias=True)
+    return with_mappings(config, **{kind: {**rules, "scope": scope}})
+
+
+async def test_a_plan_skips_a_user_out_of_scope_saying_why(
+    config: Config, elements_sim: ElementsSimulator
+) -> None:
+    former = elements_sim.add_user("Charles", "Babbage", current_staff=False)
+    current = elements_sim.add_user("Ada", "Lovelace")
+    staff_only = [{"from": "fields.is-current-staff|boolean", "equals": True}]
+
+    plan = await make_plan(scoped(config, "user", staff_only))
+    planned = {p.key: p for p in plan.objects if p.kind == "user"}
+    assert planned[str(former)].action == "skip"
+    assert (planned[str(former)].note or "").startswith("out of scope:")
+    assert planned[str(current)].action == "create"
+
+
+async def test_a_plan_unlocks_a_publication_that_left_scope_as_its_policy_says(
+    config: Config, pure_sim: PureSimulator, elements_sim: ElementsSimulator
+) -> None:
+    author = elements_sim.add_user("Ada", "Lovelace")
+    paper = elements_sim.add_publication("Notes on the engine", [Author("Lovelace", "A")])
+    claim = elements_sim.relate(paper, author)
+    authorship = {"type": "publication-user-authorship", "visible": True, "claimed": True}
+    claimed = scoped(
+        config,
+        "publication",
+        [{"from": "relationships", "where": authorship, "present": True}],
+    )
+    await run_daemon(claimed, once=True)
+    elements_sim.advance(120)  # past the feed's lookback: only the change is read again
+    elements_sim.unrelate(claim)  # its only claimant: the publication leaves scope
+
+    plan = await make_plan(claimed)
+    (planned,) = [p for p in plan.objects if p.object_key == f"elements/publication/{paper}"]
+    # The mapping's policy is unlock (the default): the plan says so, not "delete".
+    assert claimed.mappings.sources["elements"]["publication"].on_delete == "unlock"
+    assert planned.action == "unlock"
+    assert (planned.note or "").startswith("left the mapping's scope:")
+    assert planned.target_uuid is not None
+    assert f"unlock    elements/publication/{paper} research-outputs" in plan.render()
+    assert pure_sim.is_locked("research-outputs", planned.target_uuid)  # the plan wrote nothing
+
+    await run_daemon(claimed, once=True)
+    assert not pure_sim.is_locked("research-outputs", planned.target_uuid)
+    assert planned.target_uuid in pure_sim.objects("research-outputs")  # unlocked, not deleted
 
 
 async def command_output(config_path: Path, *arguments: str) -> str:

@@ -11,9 +11,9 @@ from crisync.config.model import Config
 from crisync.daemon import run_daemon
 from crisync.handlers.pure.sim import PureSimulator
 from crisync.listener.elements.sim import Author, ElementsSimulator
-from crisync.mapping.rules import MappingsConfig
 from crisync.sim.server import serve
 from crisync.telemetry import Telemetry
+from tests.support.mappings import with_mappings
 from tests.support.secrets import ELEMENTS_PASSWORD
 
 SCOPUS_TYPE = "/dk/atira/pure/researchoutput/researchoutputsources/scopus"
@@ -23,16 +23,6 @@ SCOPUS_TYPE = "/dk/atira/pure/researchoutput/researchoutputsources/scopus"
 def elements_sim() -> ElementsSimulator:
     """An Elements holding nothing but the world each test builds."""
     return ElementsSimulator(objects=0, seed=5, password=ELEMENTS_PASSWORD)
-
-
-def with_mappings(config: Config, **kinds: dict[str, Any]) -> Config:
-    """The configuration with these Elements mappings over its own."""
-    elements = {
-        kind: rules.model_dump(by_alias=True)
-        for kind, rules in config.mappings.sources["elements"].items()
-    }
-    tables = {"elements": {**elements, **kinds}}
-    return config.model_copy(update={"mappings": MappingsConfig.model_validate(tables)})
 
 
 def outputs_by_title(pure_sim: PureSimulator) -> dict[str, dict[str, Any]]:
@@ -74,6 +64,28 @@ async def test_former_staff_and_unclaimed_publications_stay_out_and_one_leaving_
     await run_daemon(scoped, once=True)
     (output,) = pure_sim.objects("research-outputs").items()
     assert not pure_sim.is_locked("research-outputs", output[0])
+
+
+async def test_only_academic_staff_outside_an_excluded_faculty_reach_pure(
+    config: Config, elements_sim: ElementsSimulator, pure_sim: PureSimulator
+) -> None:
+    sim = elements_sim
+    sim.add_user("Ada", "Lovelace", faculty="Natural Sciences")
+    sim.add_user("Grace", "Hopper", academic=False)  # is-academic false
+    sim.add_user("Alan", "Turing", faculty="Business School")  # organisation-defined data
+    users = config.mappings.sources["elements"]["user"].model_dump(by_alias=True)
+    scope = [
+        {"from": "fields.is-academic|boolean", "equals": True},
+        {"from": "fields.organisation-defined-data.Faculty", "not_in": ["business school"]},
+    ]
+
+    telemetry = Telemetry()
+    await run_daemon(
+        with_mappings(config, user={**users, "scope": scope}), once=True, telemetry=telemetry
+    )
+    persons = {p["name"]["lastName"] for p in pure_sim.objects("persons").values()}
+    assert persons == {"Lovelace"}
+    assert telemetry.outcomes == {"created": 1, "skipped": 2}
 
 
 async def test_a_journal_article_in_its_journal_with_doi_scopus_id_and_preferred_fields(

@@ -295,7 +295,7 @@ class _Recorder:
             changed = content is not None and result.action in ("adopted", "updated")
             planned[identity] = PlannedObject(
                 *identity,
-                action=PLANNED_ACTION[result.action],
+                action=_planned_result(result, content),
                 target_type=result.target_type,
                 target_uuid=result.target_uuid,
                 note=result.note,
@@ -314,6 +314,16 @@ class _Recorder:
         for identity in waiting:
             planned.setdefault(identity, PlannedObject(*identity, action=WAITING))
         return [planned[identity] for identity in sorted(planned)]
+
+
+def _planned_result(result: HandlerResult, content: PlannedContent | None) -> str:
+    """A handler's result in a plan's words. Every delete policy ends in the outcome
+    `deleted`; the plan says what the policy writes, so content that would only be unlocked
+    (the default policy, and for content crisync adopted) is not announced as deleted."""
+    writes = content.writes if content is not None else ()
+    if result.action == "deleted" and "unlock" in writes and "delete" not in writes:
+        return "unlock"
+    return PLANNED_ACTION[result.action]
 
 
 class _Recording(Target):

@@ -59,6 +59,7 @@ class PlannedContent:
 
     before: dict[str, Any] | None  # None: it does not exist yet
     after: dict[str, Any] | None  # None: it would be deleted
+    writes: tuple[str, ...] = ()  # the writes, in order: create, update, lock, unlock, delete
 
     def changes(self) -> dict[str, dict[str, Any]]:
         """The top-level properties that change: {name: {"target": now, "crisync": then}}."""

@@ -411,6 +411,8 @@ async def test_the_doi_and_the_scopus_id_are_written_beside_what_others_wrote(
     [
         ({"issn": "00219991", "journal": "J Comp Phys"}, "0021-9991"),  # by ISSN, any form
         ({"issn": "", "journal": "NATURE"}, "0028-0836"),  # else by title
+        # An ISSN Pure does not know, the electronic one it does, no title it holds.
+        ({"issn": "1234-5679", "eissn": "1932-6203", "journal": "Unknown Letters"}, "1932-6203"),
     ],
 )
 async def test_a_journal_article_is_in_the_journal_pure_holds_by_issn_else_by_title(

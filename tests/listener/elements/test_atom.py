@@ -245,6 +245,43 @@ def test_a_persons_identifiers_are_read_by_scheme() -> None:
     }
 
 
+# A user at full detail as the v5.5 document shows one (its mistyped quote mended), with
+# the is-academic and primary-group-descriptor that public clients read beside it.
+USER_FEED = """<feed xmlns="http://www.w3.org/2005/Atom"
+    xmlns:api="http://www.symplectic.co.uk/publications/api"><entry>
+  <api:object category="user" id="5" proprietary-id="3497" authenticating-authority="Internal"
+      username="dwh" last-modified-when="2009-05-28T14:54:08.937+01:00" type-id="1">
+    <!--User type 1 is "user"-->
+    <api:ever-approved>true</api:ever-approved>
+    <api:is-current-staff>true</api:is-current-staff>
+    <api:is-academic>true</api:is-academic>
+    <api:last-name>Hook</api:last-name>
+    <api:primary-group-descriptor>Physics</api:primary-group-descriptor>
+    <api:organisation-defined-data field-number="1" field-name="CID">Faculty of Natural Sciences</api:organisation-defined-data>
+    <api:organisation-defined-data field-number="2" field-name="Faculty">Department of Physics</api:organisation-defined-data>
+    <api:organisation-defined-data field-number="3" field-name="PrimaryHRO">Theoretical Physics Group</api:organisation-defined-data>
+    <api:organisation-defined-data field-number="8" field-name="PositionName"/>
+    <api:organisation-defined-data field-number="9" field-name="Status"/>
+    <api:relationships href="https://localhost:8091/publications-api/users/5/relationships"/>
+  </api:object>
+</entry></feed>"""  # noqa: E501  # the document's lines
+
+
+def test_a_users_organisation_defined_data_is_read_by_field_name() -> None:
+    (user,) = parse_feed(USER_FEED.encode()).objects
+    fields = user.payload["fields"]
+    # Each field the site defined under its own name; the empty ones are absent, as any
+    # empty element is.
+    assert fields["organisation-defined-data"] == {
+        "CID": "Faculty of Natural Sciences",
+        "Faculty": "Department of Physics",
+        "PrimaryHRO": "Theoretical Physics Group",
+    }
+    assert fields["is-current-staff"] == "true"
+    assert fields["is-academic"] == "true"
+    assert fields["primary-group-descriptor"] == "Physics"
+
+
 def test_records_fields_come_by_the_configured_precedence_and_each_record_keeps_its_own() -> None:
     body = _feed_of_one_publication(
         manual={"title": "On crystals", "doi": "10.1/x"},

@@ -1072,6 +1072,24 @@ async def test_relating_and_unrelating_affect_both_objects_and_modify_neither() 
     assert modified == []
 
 
+async def test_users_say_whether_they_are_academic_staff_and_name_their_faculty() -> None:
+    sim = ElementsSimulator(objects=200, seed=11, start=START)
+    async with running(sim) as (session, base):
+        served = await walk(session, f"{base}/users?detail=full")
+    held = {u.id: u for u in sim.users()}
+    academic = {int(str(u.get("id"))): u.findtext("api:is-academic", namespaces=NS) for u in served}
+    assert academic == {i: "true" if u.academic else "false" for i, u in held.items()}
+    assert set(academic.values()) == {"true", "false"}  # some are not academic staff
+    faculty = {
+        int(str(u.get("id"))): u.findtext(
+            "api:organisation-defined-data[@field-name='Faculty']", namespaces=NS
+        )
+        for u in served
+    }
+    assert faculty == {i: u.faculty or "" for i, u in held.items()}
+    assert len(set(faculty.values())) > 2  # several faculties, and users without one
+
+
 def test_seeded_data_has_hidden_suggested_and_external_authors_and_former_staff() -> None:
     sim = ElementsSimulator(objects=200, seed=11, start=START)
     links = [link for p in sim.object_ids("publication") for link in sim.links_of(p)]

@@ -64,7 +64,9 @@ class PlanningPureClient(PureClient):
                 after = None
             elif write.after is not None:
                 after = write.after
-        return PlannedContent(_visible(writes[0].before), _visible(after))
+        return PlannedContent(
+            _visible(writes[0].before), _visible(after), tuple(write.method for write in writes)
+        )
 
     async def get(self, pure_type: str, uuid: str) -> dict[str, Any]:
         planned = self._planned.get((pure_type, uuid))

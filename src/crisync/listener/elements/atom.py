@@ -283,22 +283,33 @@ def _read_object(element: etree._Element, api: str, precedence: Sequence[str]) -
     """An api:object as JSON: attributes, fields by name, and its records' sources.
 
     Every category reads the same way: the object's own simple elements (a user's
-    first-name, ...) and the fields of its records (a publication's title, ...), keyed by
-    their API names, so mappings can name any field the API offers. A field several records
-    hold comes from the first of `precedence` (record sources) that has it, else from the
-    first record in Elements' order that has it; each record's own fields are kept too
-    (`record_fields.<source>`), for a mapping that wants one source's value.
+    first-name, ...; its organisation-defined-data by field name) and the fields of its
+    records (a publication's title, ...), keyed by their API names, so mappings can name
+    any field the API offers. A field several records hold comes from the first of
+    `precedence` (record sources) that has it, else from the first record in Elements' order
+    that has it; each record's own fields are kept too (`record_fields.<source>`), for a
+    mapping that wants one source's value.
     """
     category = element.get("category")
     object_id = element.get("id")
     stamp = element.get("last-affected-when") or element.get("last-modified-when")
     if not category or not object_id or not stamp:
         raise MalformedFeedError("api:object without category, id or timestamp")
-    fields: dict[str, Any] = {
-        _local(child): (child.text or "").strip()
-        for child in element
-        if _local(child) and len(child) == 0 and (child.text or "").strip()
-    }
+    fields: dict[str, Any] = {}
+    defined: dict[str, str] = {}
+    for child in element:
+        tag, text = _local(child), (child.text or "").strip()
+        if not tag or len(child) or not text:
+            continue
+        if tag == "organisation-defined-data":
+            # Many elements of one name, told apart by the field name the site gave each:
+            # `organisation-defined-data.Faculty`, not whichever came last.
+            if field_name := child.get("field-name"):
+                defined[field_name] = text
+        else:
+            fields[tag] = text
+    if defined:
+        fields["organisation-defined-data"] = defined
     records: list[dict[str, str | None]] = []
     record_fields: dict[str, dict[str, Any]] = {}
     for record in element.iterfind(f"{api}records/{api}record"):

@@ -27,7 +27,9 @@ simulator would hide client bugs:
   (users) and a change to a user affects the publications they authored;
 - users may lack a proprietary-id (the document's full-detail example has none), dates may
   be partial and optional fields may be missing; object ids have gaps; some users are no
-  longer current staff;
+  longer current staff, some are not academic staff (`is-academic`, which the document's
+  examples leave out and real users carry, as public clients read it), and a user's
+  organisation-defined data names its Faculty or leaves it empty;
 - authorship is a relationship, not a name: some are hidden by their user (is-visible
   false), some only suggested; author lists name external co-authors too (often with an
   ORCID), who may share a staff member's name, and may write a user's initials shorter than
@@ -222,6 +224,7 @@ _EXTERNALS_SHARE = 0.4  # publications naming external co-authors
 _ORCID_SHARE = 0.5  # external co-authors whose record entry carries an ORCID
 _SHORT_INITIALS_SHARE = 0.5  # "Mary Ann" recorded as "M" instead of "MA"
 _FORMER_STAFF_SHARE = 0.1  # users whose is-current-staff is false
+_NON_ACADEMIC_SHARE = 0.2  # users whose is-academic is false: administrators, technicians
 
 
 @dataclass(kw_only=True)
@@ -245,6 +248,7 @@ class _User(_Object):
     faculty: str | None
     revision: int = 0
     current_staff: bool = True
+    academic: bool = True
 
     @property
     def email(self) -> str:
@@ -331,6 +335,7 @@ class UserSnapshot:
     email: str
     faculty: str | None
     current_staff: bool = True
+    academic: bool = True
 
 
 @dataclass(frozen=True)
@@ -476,10 +481,14 @@ class ElementsSimulator:
         self._rng = random.Random(seed)  # noqa: S311  # reproducible demo data, not crypto
         # Own streams, so that adding items or faults leaves the seeded users and
         # publications exactly as they were.
-        self._item_rng = random.Random(f"items-{seed}")  # noqa: S311
-        self._fault_rng = random.Random(f"faults-{seed}")  # noqa: S311
-        self._identifier_rng = random.Random(f"identifiers-{seed}")  # noqa: S311
-        self._relation_rng = random.Random(f"relations-{seed}")  # noqa: S311
+        streams = ("items", "faults", "identifiers", "relations", "staff")
+        (
+            self._item_rng,
+            self._fault_rng,
+            self._identifier_rng,
+            self._relation_rng,
+            self._staff_rng,
+        ) = (random.Random(f"{stream}-{seed}") for stream in streams)  # noqa: S311
         self._latency = latency_ms / 1000
         self._username = username
         self._password = password
@@ -589,9 +598,14 @@ class ElementsSimulator:
         last_name: str,
         *,
         current_staff: bool = True,
+        academic: bool = True,
+        faculty: str | None = None,
         proprietary_id: str | None = None,
     ) -> int:
-        """A user of this name, for a test world: namesakes are welcome."""
+        """A user of this name, for a test world: namesakes are welcome.
+
+        `faculty`: the organisation-defined Faculty field's value (else one drawn, or none).
+        """
         user = self._new_user(self._now)
         self._usernames.discard(user.username)
         user.first_name, user.last_name = first_name, last_name
@@ -599,6 +613,9 @@ class ElementsSimulator:
         user.proprietary_id = proprietary_id
         self._add_user(user)
         user.current_staff = current_staff
+        user.academic = academic
+        if faculty is not None:
+            user.faculty = faculty
         user.created = _ms(self._now)
         self._changed(user)
         return user.id
@@ -677,6 +694,7 @@ class ElementsSimulator:
                 email=user.email,
                 faculty=user.faculty,
                 current_staff=user.current_staff,
+                academic=user.academic,
             )
             for user in self._users.values()
         ]
@@ -959,6 +977,7 @@ class ElementsSimulator:
             user.proprietary_id = f"{number:07d}"
             self._proprietary_ids.add(user.proprietary_id)
         user.current_staff = self._relation_rng.random() >= _FORMER_STAFF_SHARE
+        user.academic = self._staff_rng.random() >= _NON_ACADEMIC_SHARE
         self._users[user.id] = user
         self._user_ids.append(user.id)
         self._usernames.add(user.username)
@@ -1756,6 +1775,7 @@ class ElementsSimulator:
             element.append(etree.Comment('User type 1 is "person"'))
             _sub(element, _api("ever-approved"), "true")
             _sub(element, _api("is-current-staff"), "true" if obj.current_staff else "false")
+            _sub(element, _api("is-academic"), "true" if obj.academic else "false")
             _sub(element, _api("title"), obj.title)
             _sub(element, _api("first-name"), obj.first_name)
             _sub(element, _api("last-name"), obj.last_name)

@@ -4,6 +4,7 @@ import asyncio
 import importlib.metadata
 import json
 import sqlite3
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -326,6 +327,31 @@ async def test_once_with_pure_out_of_reach_gives_up_with_69_and_keeps_the_work(
     first_line = capsys.readouterr().out.splitlines()[0]
     assert first_line.startswith("pure unreachable since ")
     assert first_line.endswith(f" UTC, {len(waiting)} waiting")
+
+
+async def test_once_with_a_refused_pure_key_gives_up_at_once_with_69_and_keeps_the_work(
+    config: Config, config_path: Path, elements_sim: ElementsSimulator, pure_sim: PureSimulator
+) -> None:
+    """A key is not mended during one run: `once` stops when the feeds are read, not after
+    `once_outage_timeout` (300 s here, as by default)."""
+    started = time.monotonic()
+    assert await run_once(config_path, CRISYNC_PURE_API_KEY="not-the-key") == EX_UNAVAILABLE
+    assert time.monotonic() - started < 30
+    events = [json.loads(line) for line in daemon_log(config_path).read_text().splitlines()]
+    [gave_up] = [e for e in events if e["event"] == "circuit.gave_up"]
+    assert gave_up["api"] == "pure"
+    assert gave_up["reason"].startswith("refused the credentials (HTTP 401)")
+    assert gave_up["detail"].startswith("pure refuses crisync's credentials; ")
+    assert not [e for e in events if e["event"] == "object.failed"]
+    async with Store.open(config.state.path) as store, store.reading() as conn:
+        assert await dead_letters.count(conn) == 0
+        waiting = await inbox.claim_ready(conn, busy_keys=[], now="9999", limit=1000)
+    every_object = len(elements_sim.object_ids("user")) + len(
+        elements_sim.object_ids("publication")
+    )
+    assert len(waiting) == gave_up["waiting"] == every_object
+    assert {event.attempts for event in waiting} == {0}
+    assert pure_sim.objects("persons") == pure_sim.objects("research-outputs") == {}
 
 
 async def test_once_that_made_dead_letters_exits_65(

@@ -4,6 +4,8 @@ import asyncio
 import importlib.metadata
 import json
 import sqlite3
+import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from crisync.cli import (
 )
 from crisync.config.model import Config
 from crisync.daemon import run_daemon
+from crisync.handlers.pure.mapping import primary_id_of
 from crisync.handlers.pure.sim import PureSimulator
 from crisync.listener.elements.sim import ElementsSimulator
 from crisync.sim.broker import MosquittoBroker
@@ -31,7 +34,9 @@ from crisync.state.inbox import ChangeEvent
 from crisync.state.store import Store, utc_now
 from tests.support.cli import cli
 from tests.support.config_file import write_config
+from tests.support.convergence import REPLICATED, primary_ids
 from tests.support.daemon import TEST_SECRETS, daemon_log, start_daemon
+from tests.support.mounts import in_own_mounts, skip_unless_mounting
 from tests.support.secrets import PURE_API_KEY
 
 
@@ -193,6 +198,68 @@ def test_a_full_disk_stops_the_daemon_with_75_and_one_line(
     assert stored == set(committed)
 
 
+# A tmpfs of 1 MB on the state's directory, full up to `room` bytes, where the command given
+# runs; the state is copied out to `saved` before the namespace, and the tmpfs, ends.
+ON_A_SMALL_DISK = """
+state=$1 room=$2 saved=$3; shift 3
+mount -t tmpfs -o size=1m tmpfs "$state" || exit 99
+cp "$saved/state.db" "$state/" || exit 99
+dd if=/dev/zero of="$state/filler" bs=4k 2>/dev/null
+truncate -s "-$room" "$state/filler" || exit 99
+"$@"; code=$?
+for file in "$state/state.db" "$state/state.db-wal"; do
+    [ ! -e "$file" ] || cp "$file" "$saved/"
+done
+exit $code
+"""
+
+
+@pytest.mark.parametrize("room", [0, 384 * 1024], ids=["no-room", "room-for-a-few-objects"])
+async def test_once_on_a_real_full_disk_exits_75_with_one_line_and_loses_nothing(
+    room: int,
+    tmp_path: Path,
+    config_path: Path,
+    elements_sim: ElementsSimulator,
+    pure_sim: PureSimulator,
+) -> None:
+    """No lock file yet: with no room at all, writing the pid into the lock is the first
+    write to fail; with room for a few objects, a write to the database after some were
+    created in Pure. Either way crisync stops saying so, and a restart with room again
+    replicates every object, once."""
+    state = tmp_path / "state"
+    saved = tmp_path / "saved"
+    state.mkdir()
+    saved.mkdir()
+    skip_unless_mounting('mount -t tmpfs -o size=1m tmpfs "$1"', str(state))
+    async with Store.open(saved / "state.db"):
+        pass  # a database crisync made, with nothing in it yet
+
+    on_the_tmpfs = {"CRISYNC_STATE__PATH": str(state / "state.db")}
+    process = await start_daemon(
+        config_path,
+        "once",
+        environment=TEST_SECRETS | on_the_tmpfs,
+        within=in_own_mounts(ON_A_SMALL_DISK, str(state), str(room), str(saved)),
+    )
+    async with asyncio.timeout(60):
+        assert await process.wait() == EX_TEMPFAIL
+    log = [json.loads(line) for line in daemon_log(config_path).read_text().splitlines()]
+    [full] = [line for line in log if line["level"] == "error"]
+    assert (full["event"], full["path"]) == ("state.disk_full", on_the_tmpfs["CRISYNC_STATE__PATH"])
+    assert "nothing was lost" in full["error"]
+    assert not [line for line in log if "exception" in line]
+    with sqlite3.connect(saved / "state.db") as check:
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+    assert await run_once(config_path, CRISYNC_STATE__PATH=str(saved / "state.db")) == 0
+    for category, pure_type in REPLICATED.items():
+        every_one_once = Counter(
+            primary_id_of("elements", category, str(key))
+            for key in elements_sim.object_ids(category)
+        )
+        assert primary_ids(pure_sim, pure_type) == every_one_once
+
+
 async def test_status_groups_dead_letters_by_their_error_and_lists_each_with_all(
     config: Config,
     config_path: Path,
@@ -260,6 +327,31 @@ async def test_once_with_pure_out_of_reach_gives_up_with_69_and_keeps_the_work(
     first_line = capsys.readouterr().out.splitlines()[0]
     assert first_line.startswith("pure unreachable since ")
     assert first_line.endswith(f" UTC, {len(waiting)} waiting")
+
+
+async def test_once_with_a_refused_pure_key_gives_up_at_once_with_69_and_keeps_the_work(
+    config: Config, config_path: Path, elements_sim: ElementsSimulator, pure_sim: PureSimulator
+) -> None:
+    """A key is not mended during one run: `once` stops when the feeds are read, not after
+    `once_outage_timeout` (300 s here, as by default)."""
+    started = time.monotonic()
+    assert await run_once(config_path, CRISYNC_PURE_API_KEY="not-the-key") == EX_UNAVAILABLE
+    assert time.monotonic() - started < 30
+    events = [json.loads(line) for line in daemon_log(config_path).read_text().splitlines()]
+    [gave_up] = [e for e in events if e["event"] == "circuit.gave_up"]
+    assert gave_up["api"] == "pure"
+    assert gave_up["reason"].startswith("refused the credentials (HTTP 401)")
+    assert gave_up["detail"].startswith("pure refuses crisync's credentials; ")
+    assert not [e for e in events if e["event"] == "object.failed"]
+    async with Store.open(config.state.path) as store, store.reading() as conn:
+        assert await dead_letters.count(conn) == 0
+        waiting = await inbox.claim_ready(conn, busy_keys=[], now="9999", limit=1000)
+    every_object = len(elements_sim.object_ids("user")) + len(
+        elements_sim.object_ids("publication")
+    )
+    assert len(waiting) == gave_up["waiting"] == every_object
+    assert {event.attempts for event in waiting} == {0}
+    assert pure_sim.objects("persons") == pure_sim.objects("research-outputs") == {}
 
 
 async def test_once_that_made_dead_letters_exits_65(

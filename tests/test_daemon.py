@@ -27,6 +27,7 @@ from crisync.publisher import feed_status
 from crisync.publisher import mqtt as publisher
 from crisync.sim.broker import MosquittoBroker
 from crisync.sim.server import free_port, serve
+from crisync.state import dead_letters, inbox
 from crisync.state.store import StateDiskFullError, Store
 from crisync.status import read_status, render_status
 from crisync.systemd import status_line
@@ -389,6 +390,52 @@ async def test_a_refused_elements_password_is_said_by_health_status_systemd_mqtt
     assert feed["parked"] is True
     assert feed["last_error"].startswith("refused the credentials (HTTP 401): ")
     assert elements_sim.object_ids("user")  # there was work it could not read
+
+
+async def test_a_refused_pure_key_is_said_by_health_status_systemd_mqtt_and_a_metric(
+    config: Config, pure_sim: PureSimulator, broker: MosquittoBroker, topic_prefix: str
+) -> None:
+    assert config.pure is not None
+    wrong = config.pure.model_copy(update={"api_key": SecretStr("not-the-key")})
+    port = free_port()
+    running = config.model_copy(update={"pure": wrong, "metrics": MetricsConfig(port=port)})
+    life = Lifecycle()
+    url = f"http://127.0.0.1:{port}"
+    apis_pure = f"{topic_prefix}/apis/pure"
+    async with (
+        subscribed(broker.port, f"{topic_prefix}/apis/#") as received,
+        asyncio.TaskGroup() as group,
+    ):
+        group.create_task(run_daemon(running, lifecycle=life), name="daemon")
+        await until(lambda: healthz_refuses(url), within=10)
+        status, body = await get(f"{url}/healthz")
+        _, text = await get(f"{url}/metrics")
+        async with Store.open(config.state.path) as store:
+            systemd = await status_line(store, [], stopping=False)
+            said = render_status(await read_status(store)).splitlines()
+        await received.wait_for(lambda r: r.documents(apis_pure))
+        life.stopping.set()
+
+    assert status == 503
+    health = json.loads(body)
+    assert health["status"] == "unavailable"
+    [refused] = [line for line in health["unavailable"] if line.startswith("pure: ")]
+    assert "refused the credentials (HTTP 401)" in refused
+    assert "not-the-key" not in body
+    assert metric(text, "crisync_api_available", api="pure") == 0
+    assert systemd.startswith("pure refused the credentials (HTTP 401)")
+    assert said[0].startswith("pure refused the credentials (HTTP 401)")
+    [*_, state] = received.documents(apis_pure)
+    assert state["available"] is False
+    assert state["reason"].startswith("refused the credentials (HTTP 401)")
+    assert state["waiting"] > 0
+    # The work waits for a key that works, with the attempts it had.
+    async with Store.open(config.state.path) as store, store.reading() as conn:
+        assert await dead_letters.count(conn) == 0
+        waiting = await inbox.claim_ready(conn, busy_keys=[], now="9999", limit=1000)
+    assert waiting
+    assert {event.attempts for event in waiting} == {0}
+    assert pure_sim.objects("persons") == pure_sim.objects("research-outputs") == {}
 
 
 async def healthz_refuses(url: str) -> bool:

@@ -76,6 +76,31 @@ async def test_a_placeholder_organisation_is_a_configuration_problem(
     )
 
 
+def add_user_property(config_path: Path, line: str) -> None:
+    """`line` among the properties of the user mapping in the configuration file."""
+    last_property = '"name.lastName" = { from = "fields.last-name", required = true }\n'
+    text = config_path.read_text()
+    assert text.count(last_property) == 1
+    config_path.write_text(text.replace(last_property, f"{last_property}{line}\n"))
+
+
+async def test_an_organisation_a_mapping_names_that_pure_lacks_is_a_configuration_problem(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each uuid a mapping's constant names is read, as the managing organisation is."""
+    add_user_property(
+        config_path,
+        '"staffOrganizationAssociations" = { value = [{ organization = '
+        f'{{ systemName = "Organization", uuid = "{PLACEHOLDER}" }} }}] }}',
+    )
+    status, lines = await check(config_path, capsys)
+    assert status == EX_CONFIG
+    assert lines[1] == (
+        "  FAILED pure: mappings.elements.user.properties.staffOrganizationAssociations: "
+        f"Pure has no organizations {PLACEHOLDER}"
+    )
+
+
 async def answer_of(config: Config, limited: PureSimulator) -> Answer:
     """What check-config --online says of Pure behind this key, with the built-in mappings."""
     async with serve(limited.app()) as origin:

@@ -168,6 +168,35 @@ async def test_watchdog_is_withheld_while_a_loop_is_stalled(
     assert systemd_abstract.fields().count("STOPPING=1") == 1
 
 
+async def test_a_clash_of_mqtt_client_ids_is_on_the_status_line_while_it_lasts(
+    store: Store, systemd_abstract: FakeSystemd
+) -> None:
+    """The publisher tells the telemetry of a clash (tests/publisher/test_mqtt.py), and only
+    the telemetry: the state database, which the rest of the line is read from, has none."""
+    notifier = SystemdNotifier.from_environment(
+        {"NOTIFY_SOCKET": systemd_abstract.address, "WATCHDOG_USEC": "100000"}
+    )
+    assert notifier is not None
+    telemetry = Telemetry()
+    clash = "since 13:40: client id 'crisync' is in use by another client"
+    telemetry.api_state("mqtt", clash)
+    informing = asyncio.create_task(
+        keep_systemd_informed(notifier, store, telemetry, asyncio.Event())
+    )
+    try:
+        assert await systemd_abstract.next_message() == ["READY=1"]
+        said = await systemd_abstract.next_message()
+        assert said[0] == f"STATUS=mqtt: {clash} | backlog 0, outbox 0, dead letters 0"
+        telemetry.api_state("mqtt", None)  # the connection lasted: the clash is over
+        await systemd_abstract.next_message()  # one may have been under way
+        over = await systemd_abstract.next_message()
+        assert over[0] == "STATUS=backlog 0, outbox 0, dead letters 0"
+    finally:
+        informing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await informing
+
+
 async def test_loops_that_end_by_themselves_still_say_stopping(
     store: Store, systemd_abstract: FakeSystemd
 ) -> None:

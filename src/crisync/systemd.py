@@ -67,13 +67,20 @@ def _watchdog_interval(env: Mapping[str, str]) -> float | None:
     return microseconds / 2e6 if microseconds > 0 else None
 
 
-async def status_line(store: Store, stalled: list[str], *, stopping: bool) -> str:
+async def status_line(
+    store: Store, stalled: list[str], *, stopping: bool, broker_refusal: str | None = None
+) -> str:
     """One line for `systemctl status`: stalls and APIs that are out first, then the queues,
-    then the feeds' errors."""
+    then the feeds' errors.
+
+    `broker_refusal`: why the broker does not take crisync's outcomes (another client with its
+    client id), which only the running daemon knows; the state database does not say it.
+    """
     async with store.reading() as conn:
         unavailable = [
             *await api_circuits.describe_open(conn),
             *await cursors.describe_parked(conn),
+            *([f"mqtt: {broker_refusal}"] if broker_refusal else []),
         ]
         backlog = await inbox.pending_count(conn)
         outbox_depth = await outbox.depth(conn)
@@ -108,7 +115,13 @@ async def keep_systemd_informed(
     try:
         while True:
             stalled = telemetry.stalled()
-            fields = [f"STATUS={await status_line(store, stalled, stopping=stopping.is_set())}"]
+            line = await status_line(
+                store,
+                stalled,
+                stopping=stopping.is_set(),
+                broker_refusal=telemetry.api_outages.get("mqtt"),
+            )
+            fields = [f"STATUS={line}"]
             if not stalled:
                 fields.append("WATCHDOG=1")
             if stopping.is_set() and not told_stopping:

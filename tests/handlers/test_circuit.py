@@ -14,9 +14,9 @@ import structlog
 from jsonschema import Draft202012Validator
 
 from crisync.config.model import Config, MetricsConfig
-from crisync.errors import PermanentError, RetriableError, UnreachableError
+from crisync.errors import CredentialError, PermanentError, RetriableError, UnreachableError
 from crisync.handlers import circuit as circuit_module
-from crisync.handlers.circuit import Circuit, Opened, outage_failure
+from crisync.handlers.circuit import Circuit, Opened, ProbeFailed, outage_failure
 from crisync.handlers.dispatcher import Dispatcher, DispatchSettings
 from crisync.handlers.pure import client as pure_client
 from crisync.handlers.pure.client import PureClient, PureConflictError
@@ -92,6 +92,27 @@ def test_one_object_that_cannot_even_connect_opens_it() -> None:
     verdicts = [circuit.failed(event("1", n), unreachable) for n in range(5)]
     assert verdicts[:4] == [False] * 4
     assert isinstance(verdicts[4], Opened)
+
+
+def test_a_refused_key_is_told_apart_from_an_outage_until_the_api_answers() -> None:
+    """What `once` gives up on at once (a key is not mended during a run) and what it waits
+    for (an outage)."""
+    refused = CredentialError("HTTP 401: Unauthorized", api="pure", status=401)
+    unreachable = UnreachableError("connection failed: refused", api="pure")
+    circuit = Circuit("pure", frozenset({"elements/publication"}), refusal_pause=300.0)
+    assert isinstance(circuit.failed(event("1"), refused), Opened)  # at once
+    assert circuit.credentials_refused
+    assert circuit.answered() is not None
+    assert not circuit.credentials_refused
+
+    for n in range(5):
+        circuit.failed(event("1", n), unreachable)
+    assert circuit.is_open
+    assert not circuit.credentials_refused
+    circuit.probing(event("1"))
+    # The API is back, with the key changed meanwhile.
+    assert isinstance(circuit.failed(event("1"), refused), ProbeFailed)
+    assert circuit.credentials_refused
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import pytest
 from crisync.cli import EX_TEMPFAIL
 from crisync.state import outbox
 from crisync.state.store import StateDiskFullError, StateUnavailableError, Store
+from tests.support.mounts import in_own_mounts, skip_unless_mounting
 
 REBUILD = "rebuild the mapping with `crisync reconcile`"
 
@@ -147,13 +148,11 @@ def test_a_read_only_mount_is_named_by_the_command(tmp_path: Path) -> None:
     asyncio.run(a_database_with_rows(directory / "state.db"))
     config = tmp_path / "crisync.toml"
     config.write_text(f'[state]\npath = "{directory / "state.db"}"\n')
-    read_only = ["unshare", "-m", "sh", "-c", 'mount --bind -o ro "$1" "$1" && shift && exec "$@"']
-    probe = [*read_only, "sh", str(directory), "true"]
-    if shutil.which("unshare") is None or subprocess.run(probe, check=False).returncode:
-        pytest.skip("no private mount namespace here (unshare -m needs CAP_SYS_ADMIN)")
+    read_only = 'mount --bind -o ro "$1" "$1" && shift && exec "$@"'
+    skip_unless_mounting(read_only, str(directory), "true")
     crisync_status = [sys.executable, "-m", "crisync", "status", "--config", str(config)]
     status = subprocess.run(
-        [*read_only, "sh", str(directory), *crisync_status],
+        in_own_mounts(read_only, str(directory), *crisync_status),
         capture_output=True,
         text=True,
         check=False,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tests.support.secrets import ELEMENTS_PASSWORD, PURE_API_KEY
@@ -32,15 +32,18 @@ async def start_daemon(
     command: str = "run",
     *arguments: str,
     environment: Mapping[str, str] = TEST_SECRETS,
+    within: Sequence[str] = (),
 ) -> asyncio.subprocess.Process:
     """Start `crisync command --config config_path arguments...` with `environment` added.
 
     `environment` holds the secrets (variables, or CREDENTIALS_DIRECTORY) and any
-    CRISYNC_SECTION__KEY overrides. Its log and output go to files, appended: a pipe
-    nobody reads would stop it once full.
+    CRISYNC_SECTION__KEY overrides. `within` is a command that runs the one it is given
+    after it (such as unshare). Its log and output go to files, appended: a pipe nobody
+    reads would stop it once full.
     """
     with daemon_log(config_path).open("ab") as log, daemon_output(config_path).open("ab") as out:
         return await asyncio.create_subprocess_exec(
+            *within,
             sys.executable,
             "-m",
             "crisync",

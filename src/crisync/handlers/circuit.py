@@ -106,6 +106,8 @@ class Circuit:
     # Opened by a refusal of the configuration: the route whose objects failed, and how
     # (first_objects.failure_signature); None otherwise.
     refused: tuple[str, str] | None = None
+    # Whether its last failure was a refusal of crisync's credentials (401, 403).
+    credentials_refused: bool = False
 
     @property
     def is_open(self) -> bool:
@@ -143,6 +145,7 @@ class Circuit:
         closed = Closed(self.open_for(), self.probes_failed)
         self.opened_at, self.reason, self.probe_key, self.refused = None, None, None, None
         self.probes_failed = 0
+        self.credentials_refused = False
         return closed
 
     def refuse(self, reason: str, route: str, signature: str) -> Opened:
@@ -164,6 +167,7 @@ class Circuit:
             self.probes_failed += 1
             if self.refused is None:
                 self.reason = self._reason(exc)
+                self.credentials_refused = isinstance(exc, CredentialError)
             delay = self._schedule_probe(exc)
             return ProbeFailed(self.probes_failed, delay)
         self._streak.append(StreakFailure(event, isinstance(exc, UnreachableError)))
@@ -177,6 +181,7 @@ class Circuit:
         given_back = tuple(earliest.values())
         self._streak.clear()
         self._open(self._reason(exc))
+        self.credentials_refused = isinstance(exc, CredentialError)
         self._schedule_probe(exc)
         return Opened(self._reason(exc), given_back)
 

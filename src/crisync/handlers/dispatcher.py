@@ -326,27 +326,31 @@ class Dispatcher:
         return self._busy.keys() | self._first.keys()
 
     async def _give_up_on_outages(self) -> bool:
-        """`once` only: stop when an API has been out for longer than it may wait."""
+        """`once` only: stop when an API has been out for longer than it may wait, or refuses
+        crisync's credentials or configuration."""
         limit = self._settings.give_up_after
         if limit is None:
             return False
-        # A refused configuration is not waited for: only a change of it, or of what the
-        # target holds, ends that, and neither comes during one run.
+        # Refused credentials or a refused configuration are not waited for: only a change
+        # of the key, the configuration or what the target holds ends them, and none comes
+        # during one run.
         given_up = [
             c
             for c in self._circuits.values()
-            if c.is_open and (c.refused is not None or c.open_for() > limit)
+            if c.is_open
+            and (c.refused is not None or c.credentials_refused or c.open_for() > limit)
         ]
         if not given_up:
             return False
         async with self._store.reading() as conn:
             for circuit in given_up:
                 waiting = await inbox.pending_count(conn, routes=circuit.routes)
-                why = (
-                    "refuses what the configuration makes crisync send"
-                    if circuit.refused is not None
-                    else f"stayed out for more than {limit:.0f} s"
-                )
+                if circuit.refused is not None:
+                    why = "refuses what the configuration makes crisync send"
+                elif circuit.credentials_refused:
+                    why = "refuses crisync's credentials"
+                else:
+                    why = f"stayed out for more than {limit:.0f} s"
                 log.error(
                     "circuit.gave_up",
                     api=circuit.api,

@@ -17,7 +17,7 @@ from crisync.handlers.pure.sim import PureSimulator
 from crisync.listener.elements.sim import ElementsSimulator
 from crisync.mapping.compare import normalised
 from crisync.mapping.rules import MappingsConfig
-from crisync.plan import make_plan
+from crisync.plan import make_plan, render_object
 from crisync.sim.broker import MosquittoBroker
 from crisync.sim.site import HR_ID_SOURCE, SiteSummary, populate_site
 from tests.test_plan import once_actions, pure_writes
@@ -101,3 +101,31 @@ async def test_the_plan_then_the_run_take_over_the_site_and_copy_nothing(
     for _ in range(2):
         await run_daemon(built_in, once=True)
     assert pure_writes(pure_sim) == writes  # a second and third run write nothing
+
+
+async def test_show_gives_the_content_a_user_is_linked_to_and_a_publication_adopts(
+    built_in: Config, site: SiteSummary, pure_sim: PureSimulator
+) -> None:
+    user, person_uuid = next(iter(site.persons.items()))
+    (linked,) = (await make_plan(built_in, source="elements", kind="user", key=str(user))).objects
+    shown = render_object(linked)
+    assert shown.startswith(f"elements/user/{user}: link persons {person_uuid}")
+    name = pure_sim.objects("persons")[person_uuid]["name"]
+    now = shown.split("In the target now:\n")[1].split("As crisync would leave it:")[0]
+    assert f'"firstName": "{name["firstName"]}"' in now
+    assert f'"lastName": "{name["lastName"]}"' in now
+    assert shown.endswith("What changes: nothing")
+
+    publication, output_uuid = next(
+        (key, uuid) for key, uuid in site.outputs.items() if key != site.shared_doi_publication
+    )
+    plan = await make_plan(built_in, source="elements", kind="publication", key=str(publication))
+    (adopted,) = plan.objects
+    shown = render_object(adopted)
+    assert shown.startswith(
+        f"elements/publication/{publication}: adopt research-outputs {output_uuid}"
+    )
+    title = pure_sim.objects("research-outputs")[output_uuid]["title"]["value"]
+    assert title in shown.split("In the target now:\n")[1].split("As crisync would leave it:")[0]
+    assert "What changes:\n  " in shown
+    assert pure_writes(pure_sim) == 0

@@ -24,6 +24,7 @@ from crisync.cli import (
 )
 from crisync.config.model import Config
 from crisync.daemon import run_daemon
+from crisync.handlers.base import SourceRefusedError
 from crisync.handlers.pure.mapping import primary_id_of
 from crisync.handlers.pure.sim import PureSimulator
 from crisync.listener.elements.sim import ElementsSimulator
@@ -482,3 +483,40 @@ async def test_a_first_run_with_a_key_that_may_not_write_stops_with_78_before_wr
     )
     assert not [e for e in events if e["event"] == "object.replicated"]
     assert all(not limited.objects(t) for t in ("persons", "research-outputs"))
+
+
+async def test_a_write_back_elements_cannot_take_stops_once_with_78_before_pure_is_asked(
+    config_path: Path, pure_sim: PureSimulator
+) -> None:
+    with config_path.open("a") as file:
+        file.write('\n[elements.writeback.publications]\nsource = "nope"\nfield = "notes"\n')
+    assert await run_once(config_path) == EX_CONFIG
+    events = [json.loads(line) for line in daemon_log(config_path).read_text().splitlines()]
+    [refused] = [e for e in events if e["event"] == "source.refused"]
+    assert refused["error"].startswith(
+        "write-back of publication to field 'notes' of source 'nope' is misconfigured: "
+        "no publication data source is named 'nope'"
+    )
+    # Refused before the dispatcher started: Pure was not even read.
+    assert pure_sim.request_counts == {}
+
+
+async def test_a_first_run_the_account_may_not_read_a_category_stops_before_any_write(
+    config: Config, elements_sim: ElementsSimulator, pure_sim: PureSimulator
+) -> None:
+    elements_sim.fail_next(403, "unauthorised access", path="/publications")
+    with pytest.raises(
+        SourceRefusedError, match=r"^the Elements account may not read publications$"
+    ):
+        await run_daemon(config, once=True)
+    assert pure_sim.request_counts == {}
+    async with Store.open(config.state.path) as store, store.reading() as conn:
+        assert await inbox.pending_objects(conn) == []  # no feed was read either
+    # Once something is mapped, no start asks again: a right taken away parks the feed.
+    await run_daemon(config, once=True)
+    asked = len(elements_sim.requests)
+    elements_sim.fail_next(403, "unauthorised access", path="/publications")
+    await run_daemon(config, once=True)
+    read = [t for _, t in elements_sim.requests[asked:] if "/publications?" in t]
+    [publications] = [t for t in read if "/deleted/" not in t]
+    assert "affected-since=" in publications  # the feed's request, not the check's

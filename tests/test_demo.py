@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 
 import aiohttp
 import pytest
@@ -32,9 +33,16 @@ async def test_the_demo_publishes_under_its_own_prefix_and_leaves_nothing_on_the
         "feeds",
         "outcomes",
     }
-    assert f"mosquitto_sub -h 127.0.0.1 -p {broker.port} -t '{DEMO_PREFIX}/#' -v" in (
-        capsys.readouterr().out
-    )
+    out = capsys.readouterr().out
+    assert f"mosquitto_sub -h 127.0.0.1 -p {broker.port} -t '{DEMO_PREFIX}/#' -v" in out
+    # The plan first, then the first pass adopts what the plan said it would.
+    plan = out.split("Plan (`crisync plan`: what the first pass will do")[1].split("First pass")[0]
+    assert "  Pure writes made by the plan: 0\n" in plan
+    planned = re.search(r"(\d+) adopt\b", plan)
+    adopted = re.search(r"outcomes: .*?(\d+) adopted", out.split("First pass")[1])
+    assert planned is not None
+    assert adopted is not None
+    assert int(adopted[1]) == int(planned[1]) > 0
 
     # What a subscriber arriving now is handed: nothing of the demo's is retained.
     async with subscribed(broker.port, "#") as afterwards:

@@ -17,9 +17,10 @@ from crisync.handlers.pure.sim import PureSimulator
 from crisync.listener.elements.sim import ElementsSimulator
 from crisync.mapping.compare import normalised
 from crisync.mapping.rules import MappingsConfig
-from crisync.plan import make_plan
+from crisync.plan import make_plan, render_object
 from crisync.sim.broker import MosquittoBroker
 from crisync.sim.site import HR_ID_SOURCE, SiteSummary, populate_site
+from crisync.telemetry import Telemetry
 from tests.test_plan import once_actions, pure_writes
 
 
@@ -62,7 +63,9 @@ async def test_the_plan_then_the_run_take_over_the_site_and_copy_nothing(
     outputs_before = {uuid: dois(o) for uuid, o in pure_sim.objects("research-outputs").items()}
     dois_before = set().union(*outputs_before.values())
 
-    plan = await make_plan(built_in)
+    assert site.namesakes  # persons of one name: nothing found by name alone may be taken
+    telemetry = Telemetry()  # every answer Pure gave, by status
+    plan = await make_plan(built_in, telemetry=telemetry)
     assert pure_writes(pure_sim) == 0
     by_key = {planned.object_key: planned for planned in plan.objects}
     for user, uuid in site.persons.items():
@@ -77,7 +80,7 @@ async def test_the_plan_then_the_run_take_over_the_site_and_copy_nothing(
             assert (planned.action, planned.target_uuid) == ("adopt", uuid)
     assert set(plan.summary) <= {"link", "skip", "adopt", "create", "ambiguous"}
 
-    done = await once_actions(built_in, broker, topic_prefix)
+    done = await once_actions(built_in, broker, topic_prefix, telemetry)
     assert done == {key: planned.action for key, planned in by_key.items()}
 
     # No person made; HR's ids where HR put them.
@@ -99,5 +102,51 @@ async def test_the_plan_then_the_run_take_over_the_site_and_copy_nothing(
 
     writes = pure_writes(pure_sim)
     for _ in range(2):
-        await run_daemon(built_in, once=True)
+        await run_daemon(built_in, once=True, telemetry=telemetry)
     assert pure_writes(pure_sim) == writes  # a second and third run write nothing
+
+    # No DOI on two research outputs but the pair the site was seeded with.
+    holders: dict[str, list[str]] = {}
+    for uuid, output in pure_sim.objects("research-outputs").items():
+        for doi in dois(output):
+            holders.setdefault(doi, []).append(uuid)
+    shared = {doi: sorted(uuids) for doi, uuids in holders.items() if len(uuids) > 1}
+    assert shared == {site.shared_doi: sorted(site.shared_doi_outputs)}
+    # Every request valid: no 4xx but the 404s of crisync's own probes on first contact,
+    # the update of no content that shows the right to write (external-persons and
+    # research-outputs, in the run) and the search of each mapped type this Pure lacks
+    # (equipment and activities, in the plan and in the run).
+    client_errors = {
+        (method, status): count
+        for (api, method, status), count in telemetry.requests.items()
+        if api == "pure" and status.startswith("4")
+    }
+    assert client_errors == {("PUT", "404"): 2, ("POST", "404"): 4}
+
+
+async def test_show_gives_the_content_a_user_is_linked_to_and_a_publication_adopts(
+    built_in: Config, site: SiteSummary, pure_sim: PureSimulator
+) -> None:
+    user, person_uuid = next(iter(site.persons.items()))
+    (linked,) = (await make_plan(built_in, source="elements", kind="user", key=str(user))).objects
+    shown = render_object(linked)
+    assert shown.startswith(f"elements/user/{user}: link persons {person_uuid}")
+    name = pure_sim.objects("persons")[person_uuid]["name"]
+    now = shown.split("In the target now:\n")[1].split("As crisync would leave it:")[0]
+    assert f'"firstName": "{name["firstName"]}"' in now
+    assert f'"lastName": "{name["lastName"]}"' in now
+    assert shown.endswith("What changes: nothing")
+
+    publication, output_uuid = next(
+        (key, uuid) for key, uuid in site.outputs.items() if key != site.shared_doi_publication
+    )
+    plan = await make_plan(built_in, source="elements", kind="publication", key=str(publication))
+    (adopted,) = plan.objects
+    shown = render_object(adopted)
+    assert shown.startswith(
+        f"elements/publication/{publication}: adopt research-outputs {output_uuid}"
+    )
+    title = pure_sim.objects("research-outputs")[output_uuid]["title"]["value"]
+    assert title in shown.split("In the target now:\n")[1].split("As crisync would leave it:")[0]
+    assert "What changes:\n  " in shown
+    assert pure_writes(pure_sim) == 0

@@ -13,6 +13,7 @@ from crisync.handlers.pure.sim import PureSimulator
 from crisync.listener.elements.sim import Author, ElementsSimulator
 from crisync.plan import make_plan, planned_action
 from crisync.sim.broker import MosquittoBroker
+from crisync.telemetry import Telemetry
 from tests.support.daemon import daemon_log, daemon_output, start_daemon
 from tests.support.mappings import with_mappings
 from tests.support.mqtt import subscribed
@@ -28,10 +29,12 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-async def once_actions(config: Config, broker: MosquittoBroker, prefix: str) -> dict[str, str]:
+async def once_actions(
+    config: Config, broker: MosquittoBroker, prefix: str, telemetry: Telemetry | None = None
+) -> dict[str, str]:
     """What `once` did, object by object, as its outcomes say, in the plan's words."""
     async with subscribed(broker.port, f"{prefix}/outcomes/#") as received:
-        await run_daemon(config, once=True)
+        await run_daemon(config, once=True, telemetry=telemetry)
         await received.wait_for(lambda r: len(r.outcomes()) > 0)
     return {
         f"{o['source']}/{o['kind']}/{o['key']}": planned_action(
@@ -152,6 +155,17 @@ async def test_plan_json_gives_a_summary_and_every_object(
     assert document["problems"] == []
     assert sum(document["summary"].values()) == len(document["objects"])
     assert {o["action"] for o in document["objects"]} == {"create"}
+    assert pure_writes(pure_sim) == 0
+
+
+async def test_a_plan_of_one_kind_lists_only_its_objects(
+    config_path: Path, pure_sim: PureSimulator, elements_sim: ElementsSimulator
+) -> None:
+    document = json.loads(await command_output(config_path, "plan", "--json", "elements", "user"))
+    users = elements_sim.object_ids("user")
+    assert {(o["source"], o["kind"]) for o in document["objects"]} == {("elements", "user")}
+    assert sorted(int(o["key"]) for o in document["objects"]) == sorted(users)
+    assert document["summary"] == {"create": len(users)}
     assert pure_writes(pure_sim) == 0
 
 

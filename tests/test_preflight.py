@@ -11,6 +11,7 @@ from pydantic import SecretStr
 from crisync.cli import EX_CONFIG, EX_OK, EX_UNAVAILABLE, main
 from crisync.config.model import Config
 from crisync.handlers.pure.sim import PureSimulator
+from crisync.listener.elements.sim import ElementsSimulator
 from crisync.mapping.rules import MappingsConfig
 from crisync.preflight import Answer, check_online
 from crisync.sim.server import free_port, serve
@@ -63,6 +64,50 @@ async def test_a_refused_key_and_an_absent_broker_are_unavailable(
     assert lines[1].startswith("  FAILED pure: refused the credentials (HTTP 401): ")
     assert lines[2].startswith("  FAILED mqtt: cannot connect: ")
     assert "not-the-key" not in "".join(lines)
+
+
+def with_writeback(path: Path, source: str, field: str) -> None:
+    """The operator's file with a write-back of publications into `field` of `source`."""
+    with path.open("a") as file:
+        file.write(f'\n[elements.writeback.publications]\nsource = "{source}"\nfield = "{field}"\n')
+
+
+@pytest.mark.parametrize(
+    ("source", "field", "problem"),
+    [
+        ("nope", "notes", "no publication data source is named 'nope' (there are: "),
+        ("manual", "nonsense", "no publication type has a field 'nonsense'"),
+    ],
+)
+async def test_a_write_back_elements_cannot_take_is_a_configuration_problem(
+    config_path: Path, capsys: pytest.CaptureFixture[str], source: str, field: str, problem: str
+) -> None:
+    with_writeback(config_path, source, field)
+    status, lines = await check(config_path, capsys)
+    assert status == EX_CONFIG
+    assert lines[0].startswith(
+        f"  FAILED elements: write-back of publication to field {field!r} of source "
+        f"{source!r} is misconfigured: {problem}"
+    )
+    assert lines[1].split()[:2] == ["ok", "pure:"]  # every system asked all the same
+
+
+async def test_a_write_back_elements_takes_is_said(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with_writeback(config_path, "manual", "notes")
+    status, lines = await check(config_path, capsys)
+    assert status == EX_OK
+    assert lines[0].endswith(", and may write back into publications")
+
+
+async def test_a_category_the_account_may_not_read_is_named(
+    config_path: Path, elements_sim: ElementsSimulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    elements_sim.fail_next(403, "unauthorised access", path="/publications")
+    status, lines = await check(config_path, capsys)
+    assert status == EX_CONFIG
+    assert lines[0] == "  FAILED elements: the Elements account may not read publications"
 
 
 async def test_a_placeholder_organisation_is_a_configuration_problem(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiohttp
+import pytest
 
 from crisync.config.model import Config
 from crisync.daemon import run_daemon
@@ -16,6 +19,7 @@ from crisync.sim.journals import JOURNALS
 from crisync.state import inbox
 from crisync.state.store import Store
 from crisync.telemetry import Telemetry
+from tests.support.cli import cli
 
 
 async def resync_everything(config: Config, **only: str) -> tuple[str, list[tuple[int, int]]]:
@@ -73,4 +77,26 @@ async def test_resync_all_costs_pure_nothing_unless_the_mapping_changed(
     telemetry = Telemetry()
     await run_daemon(config, once=True, telemetry=telemetry)
     assert telemetry.outcomes == {"updated": len(publications)}
-    assert pure_sim.request_counts[("research-outputs", "update")] == len(publications)
+    # One update each and nothing else, but for the journals looked up once for the run.
+    journal_searches = pure_sim.request_counts.pop(("journals", "search"), 0)
+    assert journal_searches <= len(JOURNALS)
+    assert pure_sim.request_counts == {("research-outputs", "update"): len(publications)}
+
+
+async def test_resync_all_of_one_kind_from_the_command_line(
+    config: Config,
+    config_path: Path,
+    elements_sim: ElementsSimulator,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await run_daemon(config, once=True)
+    publications = elements_sim.object_ids("publication")
+    capsys.readouterr()
+    arguments = ["resync", "--config", str(config_path), "--all", "elements", "publication"]
+    assert await cli(*arguments) == 0
+    assert capsys.readouterr().out.startswith(
+        f"queued {len(publications)} mapped object(s) for replication"
+    )
+    async with Store.open(config.state.path) as store, store.reading() as conn:
+        waiting = await inbox.pending_objects(conn)
+    assert sorted(waiting) == sorted(("elements", "publication", str(p)) for p in publications)

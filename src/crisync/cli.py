@@ -19,7 +19,7 @@ import uvloop
 from crisync.config.load import EX_CONFIG, ConfigError, LoadedConfig, load_config
 from crisync.config.model import MqttConfig
 from crisync.errors import CrisyncError
-from crisync.handlers.base import FirstWriteRefusedError, ForeignStateError
+from crisync.handlers.base import FirstWriteRefusedError, ForeignStateError, SourceRefusedError
 from crisync.logs import configure_logging
 from crisync.state.instance import StateInUseError, sole_user
 from crisync.state.store import SchemaTooNewError, StateDiskFullError, StateUnavailableError
@@ -555,6 +555,8 @@ def _state_refused(exc: SchemaTooNewError | FirstWriteRefusedError, loaded: Load
         log.error("state.schema_too_new", error=str(exc))
     elif isinstance(exc, ForeignStateError):
         log.error("state.foreign_content", error=str(exc), path=str(loaded.config.state.path))
+    elif isinstance(exc, SourceRefusedError):
+        log.error("source.refused", error=str(exc))
     else:
         log.error("target.rights_missing", error=str(exc))
 

@@ -185,6 +185,10 @@ async def _run_loops(running: Running, *, once: bool, check_state: bool) -> RunS
     """Every loop, until they end; what the dispatcher left undone (dead letters aside)."""
     config, life, telemetry = running.config, running.context.life, running.context.telemetry
     dispatcher = None
+    for source in running.sources:
+        # Once, before the first poll and before the dispatcher may write what an earlier
+        # run queued: a misconfiguration is reported now, and a refusal stops the run.
+        await source.start()
     async with asyncio.TaskGroup() as group:
         loops = [group.create_task(_feeds(running, once=once), name="feeds")]
         if running.targets:
@@ -293,8 +297,6 @@ async def _feeds(running: Running, *, once: bool) -> None:
     try:
         async with asyncio.TaskGroup() as group:
             for source in running.sources:
-                # Once, before the first poll: a misconfiguration is reported now.
-                await source.start()
                 for loop in source.loops(once=once):
                     telemetry.expect(loop.name, loop.beat_deadline)
                     group.create_task(loop.run(), name=loop.name)

@@ -41,11 +41,16 @@ StateCheck = Callable[[], Awaitable[str | None]]
 
 
 class FirstWriteRefusedError(Exception):
-    """A target refuses this run before its first write: nothing written, exit 78."""
+    """A target or a source refuses this run before its first write: nothing written, exit 78."""
 
 
 class RightsMissingError(FirstWriteRefusedError):
     """The target's credentials lack rights the mappings need (its access definition)."""
+
+
+class SourceRefusedError(FirstWriteRefusedError):
+    """A source's API does not allow or hold what the configuration asks of it (a category
+    the account may not read, a write-back into a field no record type has)."""
 
 
 class ForeignStateError(FirstWriteRefusedError):

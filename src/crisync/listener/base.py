@@ -77,7 +77,8 @@ class Source(ABC):
         """Its feed loops: polling until stopped, or one sweep each when `once`."""
 
     async def start(self) -> None:  # noqa: B027 - most sources have nothing to check first
-        """Checks worth making once, before the first poll (a misconfiguration is told now)."""
+        """Checks worth making once, before the first poll and the first write (a
+        misconfiguration is told now; SourceRefusedError stops the run, exit 78)."""
 
     async def resync(self, kind: str, key: str) -> ChangeEvent:
         """The object as the source holds it now, as an upsert event (not queued yet)."""

@@ -239,6 +239,7 @@ async def test_adopted_content_of_another_class_keeps_its_class_and_says_so(
     assert result.action == "adopted"
     assert result.note is not None
     assert "kept Pure's class BookAnthology" in result.note
+    assert "not written: journalAssociation, not of that class" in result.note
     stored = pure_sim.objects("research-outputs")[uuid]
     assert (stored["typeDiscriminator"], stored["type"]) == ("BookAnthology", {"uri": BOOK})
     assert stored["title"] == {"value": "On crystals"}

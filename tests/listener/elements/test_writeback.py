@@ -10,6 +10,7 @@ from structlog.testing import capture_logs
 from crisync.config.model import Config
 from crisync.daemon import run_daemon
 from crisync.errors import CredentialError, PermanentError
+from crisync.handlers.base import SourceRefusedError
 from crisync.handlers.pure.sim import PureSimulator
 from crisync.listener.elements.client import ElementsClient
 from crisync.listener.elements.sim import ElementsSimulator
@@ -54,7 +55,7 @@ def type_requests(sim: ElementsSimulator) -> int:
         ("manual", "nonsense", "no publication type has a field 'nonsense'"),
     ],
 )
-async def test_a_misconfiguration_is_reported_once_at_start(
+async def test_a_misconfiguration_is_refused_at_start_and_never_asked_again(
     config: Config,
     session: aiohttp.ClientSession,
     store: Store,
@@ -66,7 +67,7 @@ async def test_a_misconfiguration_is_reported_once_at_start(
     writeback = writeback_for(
         config, session, {"publications": {"source": source, "field": field}}, store
     )
-    with capture_logs() as logs:
+    with capture_logs() as logs, pytest.raises(SourceRefusedError, match=problem):
         await writeback.verify()
     (reported,) = [e for e in logs if e["event"] == "elements.writeback_misconfigured"]
     assert problem in reported["problem"]

@@ -54,10 +54,12 @@ class PlanningPureClient(PureClient):
             self._planned[(write.pure_type, write.uuid)] = write.after
 
     def planned(self, pure_type: str, uuid: str) -> PlannedContent | None:
-        """The content now and after every write the plan made to it."""
+        """The content now and after every write the plan made to it; as read, the same
+        after, when the plan writes nothing to it (content linked, or left unchanged)."""
         writes = self.writes.get((pure_type, uuid))
         if not writes:
-            return None
+            read = _visible(self._read.get((pure_type, uuid)))
+            return None if read is None else PlannedContent(read, read)
         after = writes[0].before if writes[0].method != "create" else None
         for write in writes:
             if write.method == "delete":

@@ -6,14 +6,27 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 
-from crisync.errors import NotFoundError, PermanentError
-from crisync.handlers.base import Handler
+from crisync.errors import (
+    CredentialError,
+    CrisyncError,
+    MissingContentError,
+    MissingRightsError,
+    NotFoundError,
+    PermanentError,
+)
+from crisync.handlers.base import Handler, SourceRefusedError
 from crisync.listener.base import Loop, Source, SourceContext
 from crisync.listener.elements.client import ElementsClient
 from crisync.listener.elements.config import CATEGORY_OF_FEED, FEED_OF_CATEGORY, ElementsConfig
 from crisync.listener.elements.feed import ElementsListener
 from crisync.listener.elements.relationships import RelationshipReader
-from crisync.listener.elements.writeback import WRITEBACK_SOURCE, ElementsWriteback
+from crisync.listener.elements.writeback import (
+    WRITEBACK_SOURCE,
+    ElementsWriteback,
+    check_writeback,
+    misconfiguration,
+)
+from crisync.state import mapping
 from crisync.state.inbox import ChangeEvent, InboxEvent
 from crisync.state.store import utc_now
 from crisync.telemetry import Telemetry
@@ -22,11 +35,37 @@ from crisync.telemetry import Telemetry
 async def check_elements(
     config: ElementsConfig, session: aiohttp.ClientSession, telemetry: Telemetry
 ) -> str:
-    """One authenticated request per category read: its first page of one object."""
+    """One authenticated request per category read (its first page of one object), and
+    the check of each configured write-back; MissingRightsError names the categories the
+    account may not read, MissingContentError each write-back Elements cannot take."""
     client = ElementsClient(session, config, telemetry=telemetry)
+    gaps = await read_gaps(client, config)
+    if gaps:
+        raise MissingRightsError(gaps, api="elements")
+    problems = []
+    for feed, settings in config.writeback.items():
+        category = CATEGORY_OF_FEED[feed]
+        checked = await check_writeback(client, category, settings)
+        if isinstance(checked, str):
+            problems.append(misconfiguration(category, settings, checked))
+    if problems:
+        raise MissingContentError("; ".join(problems), api="elements")
+    written = f", and may write back into {', '.join(config.writeback)}" if config.writeback else ""
+    return f"{config.username} may read {', '.join(config.categories)} at {config.url}{written}"
+
+
+async def read_gaps(client: ElementsClient, config: ElementsConfig) -> str | None:
+    """The configured categories the account may not read (Elements answers 403), in one
+    line, or None. Any other failure is raised: it is not the account's rights."""
+    refused = []
     for feed in config.categories:
-        await client.get_feed(f"{config.url}/{feed}?{urlencode({'per-page': '1'})}")
-    return f"{config.username} may read {', '.join(config.categories)} at {config.url}"
+        try:
+            await client.get_feed(f"{config.url}/{feed}?{urlencode({'per-page': '1'})}")
+        except CredentialError as exc:
+            if exc.status != 403:
+                raise
+            refused.append(feed)
+    return f"the Elements account may not read {', '.join(refused)}" if refused else None
 
 
 class ElementsSource(Source):
@@ -53,8 +92,22 @@ class ElementsSource(Source):
         return [Loop(listener.loop_name, listener.beat_deadline, run)]
 
     async def start(self) -> None:
+        """On first contact, the account's right to read every category; the write-back.
+        Either refused stops the run (SourceRefusedError) before anything is written."""
+        if not self._context.planning and await self._first_contact():
+            try:
+                gaps = await read_gaps(self.client, self.config)
+            except CrisyncError:
+                gaps = None  # not the account's rights: the feeds meet it next and say so
+            if gaps is not None:
+                raise SourceRefusedError(gaps)
         if self.writeback is not None:
             await self.writeback.verify()
+
+    async def _first_contact(self) -> bool:
+        """Whether nothing is mapped yet: later, a right taken away parks the feed (403)."""
+        async with self._context.store.reading() as conn:
+            return await mapping.count(conn) == 0
 
     def routes(self) -> dict[tuple[str, str], Handler]:
         if self.writeback is None:

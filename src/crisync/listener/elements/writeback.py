@@ -3,7 +3,8 @@ Elements record to the content's uuid.
 
 What each configured category writes to is checked once against `/{cat}/sources` (is the
 source importable?) and `/{cat}/types` (which types have the field, as text that allows
-`set`?), at start, so that a misconfiguration is reported once instead of per object.
+`set`?), at start, so that a misconfiguration stops the run before anything is written
+instead of failing object by object.
 
 The write-back is an event of its own (source ``elements-writeback``), queued by the
 dispatcher in the transaction that records the create, so a crash between the two loses
@@ -27,7 +28,7 @@ import structlog
 from lxml import etree
 
 from crisync.errors import CredentialError, CrisyncError, NotFoundError, PermanentError
-from crisync.handlers.base import HandlerResult
+from crisync.handlers.base import HandlerResult, SourceRefusedError
 from crisync.listener.elements.atom import FeedPage, parse_sources, parse_types
 from crisync.listener.elements.client import ElementsClient
 from crisync.listener.elements.config import (
@@ -74,6 +75,40 @@ def update_record(field: str, value: str) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="utf-8")
 
 
+def misconfiguration(category: str, settings: WritebackConfig, problem: str) -> str:
+    """A write-back problem as the log and `check-config --online` name it."""
+    return (
+        f"write-back of {category} to field {settings.field!r} of source "
+        f"{settings.source!r} is misconfigured: {problem}"
+    )
+
+
+async def check_writeback(
+    client: ElementsClient, category: str, settings: WritebackConfig
+) -> WritebackTarget | str:
+    """The target of a category's write-back, or what is wrong with its configuration."""
+    sources = parse_sources(await client.get_document(f"/{category}/sources"))
+    source = next((s for s in sources if s.name == settings.source), None)
+    if source is None:
+        names = ", ".join(sorted(s.name for s in sources)) or "none"
+        return f"no {category} data source is named {settings.source!r} (there are: {names})"
+    if not source.importable:
+        return f"source {settings.source!r} does not accept API imports (importable is false)"
+    fields = [
+        f
+        for f in parse_types(await client.get_document(f"/{category}/types"))
+        if f.name == settings.field
+    ]
+    if not fields:
+        return f"no {category} type has a field {settings.field!r}"
+    types = frozenset(
+        f.type_name for f in fields if f.field_type == "text" and "set" in f.operations
+    )
+    if not types:
+        return f"field {settings.field!r} is not a text field that allows the set operation"
+    return WritebackTarget(category, settings.source, settings.field, types)
+
+
 class ElementsWriteback:
     """The configured write-backs, checked and cached; PATCHes through the shared client."""
 
@@ -92,19 +127,22 @@ class ElementsWriteback:
         return category in self._wanted and category not in self._problems
 
     async def verify(self) -> None:
-        """Check every configured category now; one Elements cannot answer is checked later."""
+        """Check every configured category now: SourceRefusedError names each misconfigured
+        one, before anything is written; one Elements cannot answer is checked later."""
         for category in self._wanted:
             try:
                 await self.target(category)
             except CrisyncError as exc:
                 if category in self._problems:
-                    continue  # a misconfiguration: logged as such
+                    continue  # a misconfiguration: logged as such, refused below
                 log.warning(
                     "elements.writeback_check_deferred",
                     category=category,
                     error=exc.message,
                     detail="checked again before the first write-back",
                 )
+        if self._problems:
+            raise SourceRefusedError("; ".join(self._problems.values()))
 
     async def target(self, category: str) -> WritebackTarget:
         """The checked write-back of a category; checked on first use, then cached."""
@@ -114,7 +152,7 @@ class ElementsWriteback:
             if category in self._problems:
                 raise PermanentError(self._problems[category], api="elements")
             try:
-                target = await self._check(category, self._wanted[category])
+                target = await check_writeback(self._client, category, self._wanted[category])
             except CredentialError:
                 raise  # not the configuration's fault: the listener parks and says why
             except PermanentError as exc:
@@ -135,11 +173,7 @@ class ElementsWriteback:
 
     def _fail(self, category: str, problem: str) -> None:
         settings = self._wanted[category]
-        message = (
-            f"write-back of {category} to field {settings.field!r} of source "
-            f"{settings.source!r} is misconfigured: {problem}"
-        )
-        self._problems[category] = message
+        self._problems[category] = misconfiguration(category, settings, problem)
         log.error(
             "elements.writeback_misconfigured",
             category=category,
@@ -148,29 +182,6 @@ class ElementsWriteback:
             problem=problem,
             detail="no write-back for this category until the configuration is fixed",
         )
-
-    async def _check(self, category: str, settings: WritebackConfig) -> WritebackTarget | str:
-        """The target, or what is wrong with the configuration."""
-        sources = parse_sources(await self._client.get_document(f"/{category}/sources"))
-        source = next((s for s in sources if s.name == settings.source), None)
-        if source is None:
-            names = ", ".join(sorted(s.name for s in sources)) or "none"
-            return f"no {category} data source is named {settings.source!r} (there are: {names})"
-        if not source.importable:
-            return f"source {settings.source!r} does not accept API imports (importable is false)"
-        fields = [
-            f
-            for f in parse_types(await self._client.get_document(f"/{category}/types"))
-            if f.name == settings.field
-        ]
-        if not fields:
-            return f"no {category} type has a field {settings.field!r}"
-        types = frozenset(
-            f.type_name for f in fields if f.field_type == "text" and "set" in f.operations
-        )
-        if not types:
-            return f"field {settings.field!r} is not a text field that allows the set operation"
-        return WritebackTarget(category, settings.source, settings.field, types)
 
     async def write(self, category: str, payload: dict[str, Any], value: str) -> bool:
         """PATCH the object's record; False when it has no such record or its type no such field."""

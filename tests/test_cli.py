@@ -103,7 +103,7 @@ def test_status_on_a_fresh_machine_says_there_is_no_state_yet(
 def test_a_failed_loop_exits_70_with_one_line_in_the_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async def exploding_feeds(running: object, *, once: bool) -> None:
+    async def exploding_feeds(running: object, started: object, *, once: bool) -> None:
         raise RuntimeError("listener exploded")
 
     # Fault injection: a bug in a loop, which the real TaskGroup then reports as a group.
@@ -155,7 +155,9 @@ def test_a_full_disk_stops_the_daemon_with_75_and_one_line(
     """SQLite's page limit on the daemon's own connection stands in for a full disk."""
     committed: list[str] = []
 
-    async def a_feed_filling_the_disk(running: daemon.Running, *, once: bool) -> None:
+    async def a_feed_filling_the_disk(
+        running: daemon.Running, started: asyncio.Event, *, once: bool
+    ) -> None:
         store = running.context.store
         [[pages]] = await store.write("PRAGMA page_count")
         await store.write(f"PRAGMA max_page_count = {pages + 20}")

@@ -185,18 +185,18 @@ async def _run_loops(running: Running, *, once: bool, check_state: bool) -> RunS
     """Every loop, until they end; what the dispatcher left undone (dead letters aside)."""
     config, life, telemetry = running.config, running.context.life, running.context.telemetry
     dispatcher = None
-    for source in running.sources:
-        # Once, before the first poll and before the dispatcher may write what an earlier
-        # run queued: a misconfiguration is reported now, and a refusal stops the run.
-        await source.start()
+    # The publisher and the status loops need no source: they start at once, so a source
+    # slow to answer its start checks holds back neither the outbox nor the status.
+    sources_started = asyncio.Event()
     async with asyncio.TaskGroup() as group:
-        loops = [group.create_task(_feeds(running, once=once), name="feeds")]
+        loops = [group.create_task(_feeds(running, sources_started, once=once), name="feeds")]
         if running.targets:
             dispatcher = _dispatcher(running, once=once, check_state=check_state)
             telemetry.expect(dispatcher.loop_name, dispatcher.beat_deadline)
             loops.append(
                 group.create_task(
-                    _then_set(dispatcher.run(), life.handlers_done), name="dispatcher"
+                    _then_set(_after(sources_started, dispatcher.run), life.handlers_done),
+                    name="dispatcher",
                 )
             )
         else:
@@ -291,10 +291,16 @@ def _dispatcher(running: Running, *, once: bool, check_state: bool) -> Dispatche
     )
 
 
-async def _feeds(running: Running, *, once: bool) -> None:
-    """Every source's loops, each in a task of its own; marks the feeds done when all returned."""
+async def _feeds(running: Running, started: asyncio.Event, *, once: bool) -> None:
+    """Every source's start checks (then `started` is set), then its loops, each in a task of
+    its own; marks the feeds done when all returned."""
     life, telemetry = running.context.life, running.context.telemetry
     try:
+        for source in running.sources:
+            # Once, before the first poll and before the dispatcher may write what an
+            # earlier run queued: a misconfiguration is reported now, a refusal stops the run.
+            await source.start()
+        started.set()
         async with asyncio.TaskGroup() as group:
             for source in running.sources:
                 for loop in source.loops(once=once):
@@ -303,6 +309,11 @@ async def _feeds(running: Running, *, once: bool) -> None:
     finally:
         life.feeds_done.set()
         life.work_ready.set()
+
+
+async def _after(event: asyncio.Event, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    await event.wait()
+    await work()
 
 
 async def _then_set(work: Coroutine[Any, Any, None], done: asyncio.Event) -> None:

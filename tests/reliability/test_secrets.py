@@ -303,8 +303,9 @@ async def replication(
     pure.fail_next(500, 3)
     pure.fail_next(503, 2)
     pure.fail_next(400, 2, content_type="research-outputs", operation="create")  # two dead letters
-    elements.fail_next(500, "server fault")
-    elements.fail_next(504, "database timeout")
+    # On the feeds' requests: the start checks' own are not retried, the feeds meet a fault next.
+    elements.fail_next(500, "server fault", path="/relationships")
+    elements.fail_next(504, "database timeout", path="/relationships")
     unicat.fail_next(500, endpoint="sync/get")
     unicat.fail_next(502, endpoint="records/get")
     unicat.fail_next(401, endpoint="sync/get")  # the JWT refused: a new /auth with the key

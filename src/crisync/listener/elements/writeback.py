@@ -120,6 +120,10 @@ class ElementsWriteback:
         }
         self._ready: dict[str, WritebackTarget] = {}
         self._problems: dict[str, str] = {}
+        # Of those, the ones Elements's answer showed to be the configuration's: no such
+        # source or field. A check Elements failed to answer (a redirect elsewhere, a 404
+        # of the API itself) is the feeds' to report: they meet the same failure.
+        self._misconfigured: set[str] = set()
         self._checking = asyncio.Lock()
 
     def wanted(self, category: str) -> bool:
@@ -127,22 +131,24 @@ class ElementsWriteback:
         return category in self._wanted and category not in self._problems
 
     async def verify(self) -> None:
-        """Check every configured category now: SourceRefusedError names each misconfigured
-        one, before anything is written; one Elements cannot answer is checked later."""
+        """Check every configured category now: SourceRefusedError names each one Elements
+        shows misconfigured, before anything is written; one it cannot answer is checked
+        later, and one whose check fails for good gets no write-back (logged)."""
         for category in self._wanted:
             try:
                 await self.target(category)
             except CrisyncError as exc:
                 if category in self._problems:
-                    continue  # a misconfiguration: logged as such, refused below
+                    continue  # logged as such; refused below if the configuration's
                 log.warning(
                     "elements.writeback_check_deferred",
                     category=category,
                     error=exc.message,
                     detail="checked again before the first write-back",
                 )
-        if self._problems:
-            raise SourceRefusedError("; ".join(self._problems.values()))
+        if self._misconfigured:
+            problems = (self._problems[category] for category in sorted(self._misconfigured))
+            raise SourceRefusedError("; ".join(problems))
 
     async def target(self, category: str) -> WritebackTarget:
         """The checked write-back of a category; checked on first use, then cached."""
@@ -160,6 +166,7 @@ class ElementsWriteback:
                 raise
             if isinstance(target, str):
                 self._fail(category, target)
+                self._misconfigured.add(category)
                 raise PermanentError(target, api="elements")
             self._ready[category] = target
             log.info(

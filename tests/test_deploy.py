@@ -19,10 +19,11 @@ from pydantic import SecretStr, TypeAdapter
 from crisync.cli import main
 from crisync.config.load import SECRETS
 from crisync.config.model import Config, DaemonConfig
-from crisync.daemon import Lifecycle, run_daemon
+from crisync.daemon import EX_LOOP_FAILED, Lifecycle, run_daemon
 from crisync.sim.broker import MosquittoBroker
 from crisync.state import mapping
 from crisync.state.store import Store
+from tests.support.docs import table_rows
 from tests.support.example import EXAMPLE, SHIPPED_OFF, config_tables, switched_on
 from tests.support.mqtt import subscribed
 
@@ -79,6 +80,26 @@ def test_the_unit_is_a_watched_notify_service_that_a_bad_configuration_does_not_
     assert unit_settings("Restart") == ["on-failure"]
     assert unit_settings("RestartPreventExitStatus") == ["78"]
     assert int(unit_settings("WatchdogSec")[0]) > 0
+
+
+def test_the_unit_restarts_the_exit_codes_the_operations_page_says_it_restarts() -> None:
+    systemd_column = {int(row[0]): row[-1] for row in table_rows("code")}
+    restarted = {code for code, cell in systemd_column.items() if cell.startswith("restarted")}
+    prevented = {code for code, cell in systemd_column.items() if cell.startswith("not restarted")}
+    assert EX_LOOP_FAILED in restarted
+    assert prevented == {int(code) for code in unit_settings("RestartPreventExitStatus")}
+    # Restart=on-failure (above) restarts every other failure, unless it counts as a success.
+    assert restarted.isdisjoint(int(code) for code in unit_settings("SuccessExitStatus"))
+    # The comment above RestartPreventExitStatus= names each code the page describes so.
+    lines = UNIT.read_text().splitlines()
+    setting = next(i for i, text in enumerate(lines) if text.startswith("RestartPreventExitStatus"))
+    comment = []
+    for line in reversed(lines[:setting]):
+        if not line.startswith("#"):
+            break
+        comment.append(line)
+    named = {int(code) for code in re.findall(r"\b\d+\b", " ".join(comment))}
+    assert named == restarted | prevented
 
 
 def test_the_shutdown_deadline_is_below_the_stop_timeout() -> None:

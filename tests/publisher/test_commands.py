@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import structlog
 
 from crisync.config.model import CommandsConfig, MqttConfig
 from crisync.errors import ErrorInfo, PermanentError
@@ -20,6 +21,7 @@ from crisync.state.store import Store
 from crisync.telemetry import Telemetry
 from tests.support.events import claim_one, enqueue, publication
 from tests.support.mqtt import Received, problems_with, send_command, subscribed
+from tests.support.wait import until
 
 PREFIX = "crisync-cmd"
 
@@ -292,13 +294,26 @@ async def test_commands_left_when_crisync_stops_are_answered_not_carried_out(
         life=Lifecycle(outbox_ready=asyncio.Event(), handlers_done=until),
         resync=None,
     )
+    acknowledged: list[str] = []
     until.set()
-    commands.deliver(topic, b'{"all": true, "request_id": "late"}', retained=False)
+    commands.deliver(
+        topic,
+        b'{"all": true, "request_id": "late"}',
+        retained=False,
+        acknowledge=lambda: acknowledged.append("late"),
+    )
     await commands.run()
-    commands.deliver(topic, b'{"all": true, "request_id": "later"}', retained=False)
+    # After the loop closed: neither answered nor acknowledged, so the broker keeps it.
+    commands.deliver(
+        topic,
+        b'{"all": true, "request_id": "later"}',
+        retained=False,
+        acknowledge=lambda: acknowledged.append("later"),
+    )
     (answer,) = await answers(store)
     assert (answer["request_id"], answer["ok"]) == ("late", False)
     assert "stopping" in answer["message"]
+    assert acknowledged == ["late"]
     async with store.reading() as conn:
         assert await dead_letters.count(conn) == 1
 
@@ -332,6 +347,40 @@ async def test_a_command_crisync_died_before_carrying_out_is_delivered_again(
 
         async with crisync_connected(broker, store, topic_prefix, resync=resync):
             await received.wait_for(lambda r: answered(r, topic_prefix, "r"))
+    assert asked == [("elements", "publication", "1042")]
+    (answer,) = received.documents(f"{topic_prefix}/cmd/result")
+    assert answer["ok"]
+
+
+async def test_a_command_arriving_after_the_commands_loop_closed_is_delivered_again(
+    store: Store, broker: MosquittoBroker, topic_prefix: str
+) -> None:
+    asked: list[tuple[str, str, str]] = []
+
+    async def resync(source: str, kind: str, key: str) -> str:
+        asked.append((source, kind, key))
+        return f"{source}/{kind}/{key} queued for replication"
+
+    body = {"source": "elements", "kind": "publication", "key": "1042", "request_id": "late"}
+    async with subscribed(broker.port, f"{topic_prefix}/#") as received:
+        stopping = connected(broker, store, topic_prefix, resync=resync)
+        publishing = asyncio.create_task(stopping.publisher.run())
+        commands_loop = asyncio.create_task(stopping.commands.run())
+        await received.wait_for(lambda r: last_status(r, topic_prefix) == b"online")
+        # crisync stops: the commands loop closes first, the connection drains the outbox.
+        stopping.until.set()
+        await commands_loop
+        with structlog.testing.capture_logs() as logs:
+            await send_command(broker.port, f"{topic_prefix}/cmd/resync", body)
+            await until(lambda: any(e["event"] == "command.left_for_next_start" for e in logs))
+        stopping.writers_done.set()
+        await publishing
+        await received.wait_for(lambda r: last_status(r, topic_prefix) == b"offline")
+        assert asked == []
+        assert received.documents(f"{topic_prefix}/cmd/result") == []
+
+        async with crisync_connected(broker, store, topic_prefix, resync=resync):
+            await received.wait_for(lambda r: answered(r, topic_prefix, "late"))
     assert asked == [("elements", "publication", "1042")]
     (answer,) = received.documents(f"{topic_prefix}/cmd/result")
     assert answer["ok"]

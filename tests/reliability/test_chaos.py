@@ -3,7 +3,8 @@
 `crisync run` (a child process, as an operator starts it) is killed at random moments while
 Pure fails a share of its requests (a third of the failed writes only after Pure stored
 them), mosquitto (with persistence) is stopped and started, Elements objects are created,
-changed and deleted (a deleted user takes its authorships with it), Unicat records are
+changed and deleted (a deleted user takes its authorships with it), users are related to
+live publications, their authorships removed, hidden and shown again, Unicat records are
 created and changed, and Elements write-back is on. Then the faults stop and the daemon runs
 until everything has settled; two `crisync once` runs over the unchanged data follow.
 
@@ -86,6 +87,8 @@ class Sources:
     last_change: dict[Key, datetime] = field(default_factory=dict)
     deleted: set[Key] = field(default_factory=set)
     made: Counter[str] = field(default_factory=Counter)  # changes made, by what they were
+    # (publication, user) of each relationship removed: the likeliest to be made again.
+    unrelated: list[tuple[int, int]] = field(default_factory=list)
 
     def change_something(self) -> None:
         roll = self.rng.random()
@@ -107,13 +110,17 @@ class Sources:
         at = self.elements.now
         publications = self.elements.object_ids("publication")
         users = self.elements.object_ids("user")
-        if roll < 0.25:
+        if roll < 0.2:
             made, kind, key = "publication added", "publication", self.elements.add("publication")
-        elif roll < 0.35:
+        elif roll < 0.3:
             made, kind, key = "user added", "user", self.elements.add("user")
-        elif roll < 0.65:
+        elif roll < 0.5:
             made, kind, key = "publication changed", "publication", self.rng.choice(publications)
             self.elements.touch(kind, key)
+        elif roll < 0.65:
+            # Elements makes the publication affected: its change, though its record is not.
+            kind, key = "publication", self.rng.choice(publications)
+            made = self._change_relationships(key, users, (roll - 0.5) / 0.15)
         elif roll < 0.75:
             made, kind, key = "user changed", "user", self.rng.choice(users)
             self.elements.touch(kind, key)
@@ -127,6 +134,28 @@ class Sources:
         self.last_change[("elements", kind, str(key))] = at
         if made.endswith("deleted"):
             self.deleted.add(("elements", kind, str(key)))
+
+    def _change_relationships(self, publication: int, users: list[int], roll: float) -> str:
+        """Relate a user to the publication (one whose relationship was removed, if any),
+        remove one of its relationships, or hide or show a claimed one; what was made."""
+        links = self.elements.links_of(publication)
+        claimed = [link for link in links if not link[3]]
+        if roll < 1 / 3 or not links:
+            unlinked = set(users) - {user for _, user, _, _ in links}
+            again = [u for p, u in self.unrelated if p == publication and u in unlinked]
+            self.elements.relate(publication, self.rng.choice(again or sorted(unlinked)))
+            return "relationship added"
+        if roll < 2 / 3 or not claimed:
+            link, user, _, _ = self.rng.choice(links)
+            self.elements.unrelate(link)
+            self.unrelated.append((publication, user))
+            return "relationship removed"
+        link, _, visible, _ = self.rng.choice(claimed)
+        self.elements.set_visible(link, not visible)
+        return "relationship hidden" if visible else "relationship shown"
+
+    def relationship_changes(self) -> int:
+        return sum(n for made, n in self.made.items() if made.startswith("relationship"))
 
     def _change_unicat(self, roll: float) -> None:
         definition = self.rng.choice(("person", "publication"))
@@ -273,10 +302,42 @@ def unsettled(sources: Sources, pure: PureSimulator, outcomes: list[dict[str, An
         held = value_at(objects[found[0][0]][found[0][1]], path) if found else None
         if found and held != value:
             problems.append(f"{source}:{kind}:{key} has {held!r} in Pure, not {value!r}")
+    problems += unclaimed_contributors(sources.elements, in_pure, objects["research-outputs"])
     problems += missing_final_outcomes(sources, live, outcomes)
     left = not_written_back(sources.elements, pure)
     if left:
         problems.append(f"{left} publications not written back")
+    return problems
+
+
+def unclaimed_contributors(
+    elements: ElementsSimulator,
+    in_pure: dict[str, list[tuple[str, str]]],
+    outputs: dict[str, dict[str, Any]],
+) -> list[str]:
+    """Publications with an internal contributor whose user has no visible, claimed
+    authorship of it (any more)."""
+    primary_ids = {uuid: pid for pid, found in in_pure.items() for _, uuid in found}
+    problems = []
+    for publication in elements.object_ids("publication"):
+        found = in_pure.get(primary_id_of("elements", "publication", str(publication)))
+        if not found:
+            continue
+        claimed = {
+            primary_id_of("elements", "user", str(user))
+            for _, user, visible, suggested in elements.links_of(publication)
+            if visible and not suggested
+        }
+        internal = {
+            primary_ids.get(contributor["person"]["uuid"])
+            for contributor in outputs[found[0][1]].get("contributors") or []
+            if "person" in contributor
+        }
+        if not internal <= claimed:
+            problems.append(
+                f"elements:publication:{publication} has internal contributors without a "
+                f"visible, claimed authorship: {sorted(map(str, internal - claimed))}"
+            )
     return problems
 
 
@@ -537,6 +598,7 @@ async def test_everything_at_once_converges_exactly_once_and_then_writes_nothing
         f"seed={SEED} objects={scale.objects // 4}+{scale.objects // 20} (Elements+Unicat) "
         f"kills={scale.kills} broker_restarts={restarted.restarts} "
         f"changes={sum(sources.made.values())} {dict(sorted(sources.made.items()))} "
+        f"relationship_changes={sources.relationship_changes()} "
         f"pure_requests_in_the_storm={requests} injected={injected} ({injected / requests:.0%}; "
         f"{after_write} after the write; {SCRIPTED_CREATES} creates scripted so) "
         f"contract_violations(400)={refused} "
@@ -561,3 +623,4 @@ async def test_everything_at_once_converges_exactly_once_and_then_writes_nothing
         <= 4 * (requests * STORM_RATE * (1 - STORM_RATE)) ** 0.5
     )
     assert restarted.restarts >= 1
+    assert sources.relationship_changes() >= 1

@@ -10,6 +10,7 @@ README = ROOT / "README.md"
 PAGES = (README, *sorted((ROOT / "docs").glob("*.md")))
 
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+_UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
 
 
 def code_blocks(page: Path, language: str) -> list[str]:
@@ -24,10 +25,10 @@ def prose(page: Path) -> str:
     return _FENCE.sub("", page.read_text(encoding="utf-8"))
 
 
-def first_column(header: str) -> set[str]:
-    """The first cells (without their backquotes) of every table, on any page, whose header
-    row starts `| header |`: e.g. every event the tables of log events list."""
-    found: set[str] = set()
+def table_rows(header: str) -> list[list[str]]:
+    """The cells (stripped, without their backquotes) of each row of every table, on any
+    page, whose header row starts `| header |`."""
+    rows: list[list[str]] = []
     for page in PAGES:
         in_table = False
         for line in prose(page).splitlines():
@@ -36,5 +37,12 @@ def first_column(header: str) -> set[str]:
             elif not line.startswith("|"):
                 in_table = False
             elif in_table and not line.startswith("| ---"):
-                found.add(line.split("|")[1].strip().strip("`"))
-    return found
+                cells = _UNESCAPED_PIPE.split(line)[1:-1]  # `a\|b` is one cell
+                rows.append([cell.strip().strip("`") for cell in cells])
+    return rows
+
+
+def first_column(header: str) -> set[str]:
+    """The first cells of every table whose header row starts `| header |`: e.g. every event
+    the tables of log events list."""
+    return {row[0] for row in table_rows(header)}

@@ -11,7 +11,9 @@ A command is acknowledged to the broker only once it was carried out and its ans
 committed: until then the broker keeps it in the session, and delivers it again at the
 next connect if crisync died in between. So a command is carried out at least once, and
 twice only when crisync died, or the connection dropped, after it was taken and before its
-acknowledgement reached the broker (retry and resync may run twice without harm).
+acknowledgement reached the broker (retry and resync may run twice without harm). One that
+arrives after this loop closed, while the connection drains the outbox, is not acknowledged
+at all: the broker delivers it again at the next start.
 """
 
 from __future__ import annotations
@@ -139,9 +141,11 @@ class Commands:
     ) -> None:
         command = Command(self._names[topic], payload, retained, acknowledge)
         if self._closed:
-            # The outbox is closed too: the operator learns it from the log alone.
-            _log(CommandResult(command.name, _request_id(payload), False, STOPPING))
-            command.acknowledge()
+            # Nobody will carry it out and the outbox is closed to its answer: left
+            # unacknowledged, it stays in the persistent session for the next start.
+            log.info(
+                "command.left_for_next_start", command=command.name, request_id=_request_id(payload)
+            )
             return
         self._queue.put_nowait(command)
 

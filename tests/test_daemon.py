@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -351,42 +352,62 @@ async def test_a_full_disk_stops_the_daemon_without_blaming_a_feed_or_an_object(
     assert not events & {"feed.crashed", "feed.failed", "handler.crashed", "object.failed"}
 
 
-@pytest.mark.usefixtures("fast_mqtt")
-async def test_a_refused_elements_password_is_said_by_health_status_systemd_mqtt_and_a_metric(
-    config: Config, elements_sim: ElementsSimulator, broker: MosquittoBroker, topic_prefix: str
-) -> None:
-    assert config.elements is not None
-    wrong = config.elements.model_copy(update={"password": SecretStr("not-the-password")})
-    port = free_port()
-    running = config.model_copy(update={"elements": wrong, "metrics": MetricsConfig(port=port)})
+@dataclass(frozen=True)
+class Said:
+    """What a running daemon tells each place an operator looks."""
+
+    health_status: int
+    health: dict[str, Any]
+    health_body: str
+    metrics: str
+    systemd: str
+    status: list[str]
+    topic: list[dict[str, Any]]  # the documents of one retained topic
+
+
+async def said_everywhere(running: Config, broker: MosquittoBroker, topic: str) -> Said:
+    """Run the daemon until /healthz refuses and `topic` has a document; read every place."""
+    assert running.metrics is not None
+    url = f"http://127.0.0.1:{running.metrics.port}"
     life = Lifecycle()
-    url = f"http://127.0.0.1:{port}"
     async with (
-        subscribed(broker.port, f"{topic_prefix}/feeds/#") as received,
+        subscribed(broker.port, topic) as received,
         asyncio.TaskGroup() as group,
     ):
         group.create_task(run_daemon(running, lifecycle=life), name="daemon")
         await until(lambda: healthz_refuses(url), within=10)
         status, body = await get(f"{url}/healthz")
         _, text = await get(f"{url}/metrics")
-        async with Store.open(config.state.path) as store:
+        async with Store.open(running.state.path) as store:
             systemd = await status_line(store, [], stopping=False)
-            said = render_status(await read_status(store)).splitlines()
-        await received.wait_for(lambda r: r.documents(f"{topic_prefix}/feeds/elements:users"))
+            lines = render_status(await read_status(store)).splitlines()
+        await received.wait_for(lambda r: r.documents(topic))
         life.stopping.set()
+    return Said(status, json.loads(body), body, text, systemd, lines, received.documents(topic))
 
-    assert status == 503
-    health = json.loads(body)
-    assert health["status"] == "unavailable"
-    refused = [line for line in health["unavailable"] if line.startswith("elements:users ")]
+
+@pytest.mark.usefixtures("fast_mqtt")
+async def test_a_refused_elements_password_is_said_by_health_status_systemd_mqtt_and_a_metric(
+    config: Config, elements_sim: ElementsSimulator, broker: MosquittoBroker, topic_prefix: str
+) -> None:
+    assert config.elements is not None
+    wrong = config.elements.model_copy(update={"password": SecretStr("not-the-password")})
+    running = config.model_copy(
+        update={"elements": wrong, "metrics": MetricsConfig(port=free_port())}
+    )
+    said = await said_everywhere(running, broker, f"{topic_prefix}/feeds/elements:users")
+
+    assert said.health_status == 503
+    assert said.health["status"] == "unavailable"
+    refused = [line for line in said.health["unavailable"] if line.startswith("elements:users ")]
     assert refused[0].startswith("elements:users refused the credentials (HTTP 401): ")
-    assert "not-the-password" not in body
-    assert metric(text, "crisync_feed_credentials_refused", feed="elements:users") == 1
-    assert systemd.startswith("elements:")
-    assert "refused the credentials (HTTP 401)" in systemd.split(" | ")[0]
-    assert said[0].startswith("elements:")
-    assert "refused the credentials (HTTP 401)" in said[0]
-    [*_, feed] = received.documents(f"{topic_prefix}/feeds/elements:users")
+    assert "not-the-password" not in said.health_body
+    assert metric(said.metrics, "crisync_feed_credentials_refused", feed="elements:users") == 1
+    assert said.systemd.startswith("elements:")
+    assert "refused the credentials (HTTP 401)" in said.systemd.split(" | ")[0]
+    assert said.status[0].startswith("elements:")
+    assert "refused the credentials (HTTP 401)" in said.status[0]
+    [*_, feed] = said.topic
     assert feed["parked"] is True
     assert feed["last_error"].startswith("refused the credentials (HTTP 401): ")
     assert elements_sim.object_ids("user")  # there was work it could not read
@@ -397,35 +418,18 @@ async def test_a_refused_pure_key_is_said_by_health_status_systemd_mqtt_and_a_me
 ) -> None:
     assert config.pure is not None
     wrong = config.pure.model_copy(update={"api_key": SecretStr("not-the-key")})
-    port = free_port()
-    running = config.model_copy(update={"pure": wrong, "metrics": MetricsConfig(port=port)})
-    life = Lifecycle()
-    url = f"http://127.0.0.1:{port}"
-    apis_pure = f"{topic_prefix}/apis/pure"
-    async with (
-        subscribed(broker.port, f"{topic_prefix}/apis/#") as received,
-        asyncio.TaskGroup() as group,
-    ):
-        group.create_task(run_daemon(running, lifecycle=life), name="daemon")
-        await until(lambda: healthz_refuses(url), within=10)
-        status, body = await get(f"{url}/healthz")
-        _, text = await get(f"{url}/metrics")
-        async with Store.open(config.state.path) as store:
-            systemd = await status_line(store, [], stopping=False)
-            said = render_status(await read_status(store)).splitlines()
-        await received.wait_for(lambda r: r.documents(apis_pure))
-        life.stopping.set()
+    running = config.model_copy(update={"pure": wrong, "metrics": MetricsConfig(port=free_port())})
+    said = await said_everywhere(running, broker, f"{topic_prefix}/apis/pure")
 
-    assert status == 503
-    health = json.loads(body)
-    assert health["status"] == "unavailable"
-    [refused] = [line for line in health["unavailable"] if line.startswith("pure: ")]
+    assert said.health_status == 503
+    assert said.health["status"] == "unavailable"
+    [refused] = [line for line in said.health["unavailable"] if line.startswith("pure: ")]
     assert "refused the credentials (HTTP 401)" in refused
-    assert "not-the-key" not in body
-    assert metric(text, "crisync_api_available", api="pure") == 0
-    assert systemd.startswith("pure refused the credentials (HTTP 401)")
-    assert said[0].startswith("pure refused the credentials (HTTP 401)")
-    [*_, state] = received.documents(apis_pure)
+    assert "not-the-key" not in said.health_body
+    assert metric(said.metrics, "crisync_api_available", api="pure") == 0
+    assert said.systemd.startswith("pure refused the credentials (HTTP 401)")
+    assert said.status[0].startswith("pure refused the credentials (HTTP 401)")
+    [*_, state] = said.topic
     assert state["available"] is False
     assert state["reason"].startswith("refused the credentials (HTTP 401)")
     assert state["waiting"] > 0

@@ -318,6 +318,17 @@ async def test_commands_left_when_crisync_stops_are_answered_not_carried_out(
         assert await dead_letters.count(conn) == 1
 
 
+def queued_resyncs() -> tuple[list[tuple[str, str, str]], ResyncAction]:
+    """A resync that queues whatever it is asked for, and the list of what it was asked."""
+    asked: list[tuple[str, str, str]] = []
+
+    async def resync(source: str, kind: str, key: str) -> str:
+        asked.append((source, kind, key))
+        return f"{source}/{kind}/{key} queued for replication"
+
+    return asked, resync
+
+
 async def test_a_command_crisync_died_before_carrying_out_is_delivered_again(
     store: Store, broker: MosquittoBroker, topic_prefix: str
 ) -> None:
@@ -328,11 +339,7 @@ async def test_a_command_crisync_died_before_carrying_out_is_delivered_again(
         await asyncio.Event().wait()  # crisync dies here: the task is cancelled
         raise AssertionError("unreachable")
 
-    asked: list[tuple[str, str, str]] = []
-
-    async def resync(source: str, kind: str, key: str) -> str:
-        asked.append((source, kind, key))
-        return f"{source}/{kind}/{key} queued for replication"
+    asked, resync = queued_resyncs()
 
     body = {"source": "elements", "kind": "publication", "key": "1042", "request_id": "r"}
     async with subscribed(broker.port, f"{topic_prefix}/#") as received:
@@ -355,11 +362,7 @@ async def test_a_command_crisync_died_before_carrying_out_is_delivered_again(
 async def test_a_command_arriving_after_the_commands_loop_closed_is_delivered_again(
     store: Store, broker: MosquittoBroker, topic_prefix: str
 ) -> None:
-    asked: list[tuple[str, str, str]] = []
-
-    async def resync(source: str, kind: str, key: str) -> str:
-        asked.append((source, kind, key))
-        return f"{source}/{kind}/{key} queued for replication"
+    asked, resync = queued_resyncs()
 
     body = {"source": "elements", "kind": "publication", "key": "1042", "request_id": "late"}
     async with subscribed(broker.port, f"{topic_prefix}/#") as received:

@@ -122,9 +122,11 @@ def disturbed(seconds: float, duration: float) -> bool:
 
 
 def inbox_rows(state: Path) -> int:
-    """Rows of the inbox, read beside the running daemon (WAL lets a reader in)."""
+    """Events the inbox holds, waiting or done (a done one is kept a day, as a compact
+    record), read beside the running daemon (WAL lets a reader in)."""
     with contextlib.closing(sqlite3.connect(f"file:{state}?mode=ro", uri=True)) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0])
+        query = "SELECT (SELECT COUNT(*) FROM inbox) + (SELECT COUNT(*) FROM inbox_done)"
+        return int(conn.execute(query).fetchone()[0])
 
 
 def open_fds(pid: int) -> int:

@@ -123,13 +123,13 @@ class ExternalIdentity:
     def key(self) -> str:
         """What crisync remembers the person by (state/external_persons, its PrimaryId)."""
         if self.identifier is not None:
-            return identifier_key(*self.identifier)
+            return author_id_key(*self.identifier)
         if self.context is not None:
             return f"in:{self.context}|{self.name_key}"
         return self.name_key
 
 
-def identifier_key(scheme: str, value: str) -> str:
+def author_id_key(scheme: str, value: str) -> str:
     """An author identifier as one text: `orcid:0000000218250097`."""
     return f"{scheme}:{value}"
 

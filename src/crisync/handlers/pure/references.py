@@ -29,7 +29,7 @@ from crisync.handlers.pure.mapping import (
     ExternalIdentity,
     MatchProbe,
     ReplicatedPerson,
-    identifier_key,
+    author_id_key,
     name_key_of,
     primary_identifier,
 )
@@ -101,7 +101,7 @@ class RecentNames:
 class _PeopleScan:
     made_at: float  # time.monotonic()
     ours: CompactIndex  # crisync's PrimaryId value → uuid
-    by_identifier: CompactIndex  # author identifier (identifier_key) → uuids
+    by_identifier: CompactIndex  # author identifier (author_id_key) → uuids
     by_name: CompactIndex  # name key → uuids of persons crisync did not make
 
 
@@ -395,7 +395,7 @@ def _name_text(item: Mapping[str, Any]) -> str:
 
 
 def author_identifiers(item: Mapping[str, Any]) -> set[str]:
-    """The author identifiers (identifier_key) an external person in Pure carries: a value of
+    """The author identifiers (author_id_key) an external person in Pure carries: a value of
     an ORCID iD's form anywhere, other schemes' in ClassifiedIds of their classifications.
     crisync's own PrimaryIds are not read as any: their identity key ends in digits."""
     held = set()
@@ -408,7 +408,7 @@ def author_identifiers(item: Mapping[str, Any]) -> set[str]:
             if rules.classified is None or uri.rsplit("/", 1)[-1] in rules.classified:
                 found = normalised(rules.comparison, value)
                 if found is not None:
-                    held.add(identifier_key(scheme, found))
+                    held.add(author_id_key(scheme, found))
     return held
 
 

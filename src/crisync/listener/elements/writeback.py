@@ -120,7 +120,7 @@ class ElementsWriteback:
         }
         self._ready: dict[str, WritebackTarget] = {}
         self._problems: dict[str, str] = {}
-        # Of those, the ones Elements's answer showed to be the configuration's: no such
+        # Of those, the ones Elements' answer showed to be the configuration's: no such
         # source or field. A check Elements failed to answer (a redirect elsewhere, a 404
         # of the API itself) is the feeds' to report: they meet the same failure.
         self._misconfigured: set[str] = set()

@@ -397,7 +397,8 @@ def _name_text(item: Mapping[str, Any]) -> str:
 def author_identifiers(item: Mapping[str, Any]) -> set[str]:
     """The author identifiers (author_id_key) an external person in Pure carries: a value of
     an ORCID iD's form anywhere, other schemes' in ClassifiedIds of their classifications.
-    crisync's own PrimaryIds are not read as any: their identity key ends in digits."""
+    crisync's own PrimaryIds are skipped: they hold its identity key, an ORCID iD's digits
+    among them, and are crisync's record of the person, not an identifier it carries."""
     held = set()
     for identifier in item.get("identifiers") or []:
         uri = str((identifier.get("type") or {}).get("uri") or "")
